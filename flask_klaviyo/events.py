@@ -1,0 +1,1351 @@
+"""Klaviyo's built-in ecommerce metrics, built from the storefront's models, and checked before
+anything is queued.
+
+The property names are Klaviyo's own, exactly as its integration guide spells them (seed 001;
+Viewed Product also seed 003). Every event carries a deterministic ``unique_id`` so retries,
+replays and the in-page bridge never count twice (DESIGN.md, "Stable event IDs").
+
+Builders never validate; :func:`validate_event` does, once, and raises
+:class:`~flask_klaviyo.exceptions.KlaviyoSchemaError` naming the metric and the exact field.
+An event it accepts also fits Klaviyo's OpenAPI request schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Literal
+
+from .exceptions import KlaviyoSchemaError
+from .models import Cart, LineItem, Order, Product, is_money
+
+__all__ = [
+    "ADDED_TO_CART",
+    "BUILT_IN_METRICS",
+    "CANCELED_ORDER",
+    "DEFAULT_CURRENCY",
+    "FULFILLED_ORDER",
+    "MAX_BULK_BYTES",
+    "MAX_BULK_EVENTS",
+    "MAX_METRIC_NAME",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_PROPERTIES",
+    "MAX_STRING_BYTES",
+    "METRIC_SCHEMAS",
+    "ORDERED_PRODUCT",
+    "PLACED_ORDER",
+    "REFUNDED_ORDER",
+    "REQUIRED_PROPERTIES",
+    "STARTED_CHECKOUT",
+    "VIEWED_PRODUCT",
+    "Event",
+    "MetricSchema",
+    "Rule",
+    "added_to_cart",
+    "as_utc",
+    "bulk_payload",
+    "canceled_order",
+    "canonical_json",
+    "custom_event",
+    "encoded_size",
+    "events_at_pointer",
+    "fulfilled_order",
+    "locate_bulk_pointer",
+    "mask_email",
+    "mask_phone",
+    "mask_profile",
+    "ordered_products",
+    "placed_order",
+    "refunded_order",
+    "split_batches",
+    "stable_id",
+    "started_checkout",
+    "validate_event",
+    "viewed_product",
+]
+
+VIEWED_PRODUCT = "Viewed Product"
+ADDED_TO_CART = "Added to Cart"
+STARTED_CHECKOUT = "Started Checkout"
+PLACED_ORDER = "Placed Order"
+ORDERED_PRODUCT = "Ordered Product"
+FULFILLED_ORDER = "Fulfilled Order"
+CANCELED_ORDER = "Canceled Order"
+REFUNDED_ORDER = "Refunded Order"
+BULK_OPERATION = "Bulk Create Events"
+
+DEFAULT_CURRENCY = "USD"
+
+# Klaviyo's documented limits (Create Event / Bulk Create Events OpenAPI descriptions).
+MAX_PROPERTIES = 400
+MAX_STRING_BYTES = 100 * 1024
+MAX_PAYLOAD_BYTES = 5 * 1024 * 1024
+MAX_METRIC_NAME = 127  # "must be less than 128 characters"
+MAX_BULK_EVENTS = 1000
+MAX_BULK_BYTES = 5_000_000  # "5MB": the decimal reading is the safe one
+EARLIEST_TIME = datetime(1990, 1, 1, tzinfo=UTC)  # "must be after the year 1990"
+MAX_FUTURE = timedelta(days=365)  # "can only be up to 1 year in the future"
+STABLE_ID_HEX_CHARS = 24  # 96 bits: no collision among a profile's events in practice
+
+# Profile identifiers Klaviyo can attach an event to without creating an orphan profile.
+SENDABLE_IDENTIFIERS = ("email", "phone_number", "_kx", "id")
+IDENTIFIER_KEYS = ("email", "phone_number", "external_id", "anonymous_id", "_kx", "id")
+PROFILE_STRING_KEYS = (
+    *IDENTIFIER_KEYS,
+    "first_name",
+    "last_name",
+    "organization",
+    "locale",
+    "title",
+    "image",
+)
+PROFILE_OBJECT_KEYS = ("location", "properties", "meta")
+LOCATION_STRING_KEYS = (
+    "address1",
+    "address2",
+    "city",
+    "country",
+    "region",
+    "zip",
+    "timezone",
+    "ip",
+)
+LOCATION_COORDINATE_KEYS = ("latitude", "longitude")
+META_KEYS = ("patch_properties", "patch_identifiers")
+
+EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+E164_PATTERN = re.compile(r"^\+[1-9]\d{6,14}$")  # "+" and 7 to 15 digits
+CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
+MONEY_STEP = Decimal("0.01")
+
+
+# --------------------------------------------------------------------------------------------
+# Event
+# --------------------------------------------------------------------------------------------
+
+
+def as_utc(value: datetime | date | str | float | None) -> datetime:
+    """Aware UTC, whatever the storefront handed over: naive datetimes are taken as UTC,
+    numbers as UNIX seconds (the legacy Track API's ``time``)."""
+    if value is None:
+        return datetime.now(UTC)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    elif not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+@dataclass
+class Event:
+    """One Klaviyo event: ``to_dict`` is what RQ jobs carry, ``to_payload`` what Klaviyo takes."""
+
+    metric: str
+    properties: dict[str, Any]
+    profile: dict[str, Any]
+    time: datetime
+    value: float | None = None
+    value_currency: str | None = None
+    unique_id: str | None = None
+    backfill: bool = False
+
+    def __post_init__(self) -> None:
+        # A naive time would serialise without an offset, which Klaviyo's schema rejects.
+        self.time = as_utc(self.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "properties": self.properties,
+            "profile": self.profile,
+            "time": self.time.isoformat(),
+            "value": self.value,
+            "value_currency": self.value_currency,
+            "unique_id": self.unique_id,
+            "backfill": self.backfill,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Event:
+        return cls(
+            metric=data["metric"],
+            properties=dict(data.get("properties") or {}),
+            profile=dict(data.get("profile") or {}),
+            time=as_utc(data["time"]),
+            value=data.get("value"),
+            value_currency=data.get("value_currency"),
+            unique_id=data.get("unique_id"),
+            backfill=bool(data.get("backfill", False)),
+        )
+
+    def event_attributes(self) -> dict[str, Any]:
+        """The event's JSON:API attributes without the profile (a bulk entry's shape)."""
+        attributes: dict[str, Any] = {
+            "properties": self.properties,
+            "time": self.time.isoformat(),
+        }
+        if self.value is not None:
+            attributes["value"] = self.value
+        if self.value_currency is not None:
+            attributes["value_currency"] = self.value_currency
+        if self.unique_id is not None:
+            attributes["unique_id"] = self.unique_id
+        if self.backfill:
+            attributes["backfill"] = True
+        attributes["metric"] = {"data": {"type": "metric", "attributes": {"name": self.metric}}}
+        return attributes
+
+    def to_payload(self) -> dict[str, Any]:
+        """The exact Create Event body."""
+        attributes = self.event_attributes()
+        attributes["profile"] = {"data": _profile_data(self.profile, meta_inside=True)}
+        return {"data": {"type": "event", "attributes": attributes}}
+
+    def profile_key(self) -> str:
+        """Canonical JSON of the identifiers: events with equal keys belong to one profile."""
+        return _profile_key(self.profile)
+
+    def dedup_key(self) -> tuple[str, str, str]:
+        """What Klaviyo dedups on; without a unique_id it uses the time to the second."""
+        unique = self.unique_id
+        if unique is None:
+            unique = "@" + self.time.replace(microsecond=0).isoformat()
+        return (self.profile_key(), self.metric, unique)
+
+
+def _profile_key(profile: Mapping[str, Any]) -> str:
+    identifiers = {key: profile[key] for key in IDENTIFIER_KEYS if _present(profile.get(key))}
+    if isinstance(identifiers.get("email"), str):
+        identifiers["email"] = identifiers["email"].strip().lower()
+    return canonical_json(identifiers)
+
+
+def _present(value: Any) -> bool:
+    """None and "" say nothing about a profile (and Klaviyo rejects an empty email)."""
+    return value is not None and value != ""
+
+
+def _profile_data(profile: Mapping[str, Any], *, meta_inside: bool) -> dict[str, Any]:
+    """A profile resource object. ``id`` is the resource id, not an attribute; ``meta`` sits in
+    the attributes for Create Event but beside them for Bulk Create Events (the two schemas
+    differ)."""
+    attributes = {
+        key: value
+        for key, value in profile.items()
+        if _present(value) and key != "id" and (meta_inside or key != "meta")
+    }
+    data: dict[str, Any] = {"type": "profile"}
+    if _present(profile.get("id")):
+        data["id"] = profile["id"]
+    data["attributes"] = attributes
+    if not meta_inside and _present(profile.get("meta")):
+        data["meta"] = profile["meta"]
+    return data
+
+
+def canonical_json(value: Any) -> str:
+    """One spelling per value, so digests and keys are stable across processes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def encoded_size(body: Any) -> int:
+    """Bytes on the wire, serialised the way the client sends it (compact UTF-8 JSON)."""
+    return len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def stable_id(*parts: Any) -> str:
+    """A short deterministic digest: the same parts give the same unique_id on every retry."""
+    digest = hashlib.sha256(canonical_json(list(parts)).encode()).hexdigest()
+    return digest[:STABLE_ID_HEX_CHARS]
+
+
+# --------------------------------------------------------------------------------------------
+# Builders
+# --------------------------------------------------------------------------------------------
+
+
+def _money(amount: Any) -> Any:
+    """Floats rounded to cents (JSON cannot carry Decimal); anything else is left for
+    validate_event to name, never converted (a str price is a bug in the caller)."""
+    if not is_money(amount):
+        return amount
+    if isinstance(amount, Decimal):
+        if not amount.is_finite():
+            return float(amount)
+        return float(amount.quantize(MONEY_STEP, rounding=ROUND_HALF_UP))
+    return round(float(amount), 2)
+
+
+def _identifier(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _known(properties: Mapping[str, Any]) -> dict[str, Any]:
+    """Omit what the storefront does not know instead of sending nulls."""
+    return {key: value for key, value in properties.items() if value is not None}
+
+
+def _list_or_none(values: Iterable[str]) -> list[str] | None:
+    listed = list(values)
+    return listed or None
+
+
+def _union(groups: Iterable[Iterable[str]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for group in groups:
+        for item in group:
+            seen.setdefault(item, None)
+    return list(seen)
+
+
+def _jsonable(value: Any) -> Any:
+    """Turn the Python values a merchant naturally passes into JSON ones; leave the rest for
+    validate_event to name."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, datetime):
+        return as_utc(value).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+def _profile(profile: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(profile or {})
+
+
+def _value_currency(value: Any, currency: str | None) -> str | None:
+    return currency if value is not None else None
+
+
+def _cart_item(line: LineItem) -> dict[str, Any]:
+    """An Items entry of Added to Cart / Started Checkout (seed 001)."""
+    product = line.product
+    return _known(
+        {
+            "ProductID": _identifier(product.id),
+            "SKU": product.sku,
+            "ProductName": product.name,
+            "Quantity": line.quantity,
+            "ItemPrice": _money(line.price),
+            "RowTotal": _money(line.row_total),
+            "ProductURL": product.url,
+            "ImageURL": product.image_url,
+            "ProductCategories": list(product.categories),
+        }
+    )
+
+
+def _order_item(line: LineItem) -> dict[str, Any]:
+    """An Items entry of Placed Order and the order status metrics (seed 001)."""
+    product = line.product
+    return _known(
+        {
+            "ProductID": _identifier(product.id),
+            "SKU": product.sku,
+            "ProductName": product.name,
+            "Quantity": line.quantity,
+            "ItemPrice": _money(line.price),
+            "RowTotal": _money(line.row_total),
+            "ProductURL": product.url,
+            "ImageURL": product.image_url,
+            "Categories": list(product.categories),
+            "Brand": product.brand,
+        }
+    )
+
+
+def viewed_product(
+    product: Any,
+    *,
+    profile: Mapping[str, Any] | None,
+    render_id: str,
+    visitor: str = "",
+    time: datetime | None = None,
+    currency: str | None = DEFAULT_CURRENCY,
+) -> Event:
+    """Viewed Product, one per page view: the render id is part of the unique_id."""
+    product = Product.coerce(product)
+    price = _money(product.price)
+    properties = _known(
+        {
+            "ProductName": product.name,
+            "ProductID": _identifier(product.id),
+            "SKU": product.sku,
+            "Categories": _list_or_none(product.categories),
+            "ImageURL": product.image_url,
+            "URL": product.url,
+            "Brand": product.brand,
+            "Price": price,
+            "CompareAtPrice": _money(product.compare_at_price),
+        }
+    )
+    return Event(
+        metric=VIEWED_PRODUCT,
+        properties=properties,
+        profile=_profile(profile),
+        time=as_utc(time),
+        value=price,
+        value_currency=_value_currency(price, currency),
+        unique_id=stable_id(VIEWED_PRODUCT, visitor, _identifier(product.id), render_id),
+    )
+
+
+def _line_identity(line: LineItem) -> list[Any]:
+    return [line.id, _identifier(line.product.id), line.product.sku]
+
+
+def _quantity_after_add(cart: Cart, added: LineItem) -> Any:
+    """The cart line's quantity once the add happened (two adds of one product differ)."""
+    for line in cart.items:
+        same_line = added.id is not None and line.id == added.id
+        same_product = added.id is None and (
+            _identifier(line.product.id) == _identifier(added.product.id)
+            and line.product.sku == added.product.sku
+        )
+        if same_line or same_product:
+            return line.quantity
+    return added.quantity
+
+
+def added_to_cart(
+    cart: Any,
+    added: Any,
+    *,
+    profile: Mapping[str, Any] | None,
+    mutation: str | None = None,
+    time: datetime | None = None,
+    currency: str | None = DEFAULT_CURRENCY,
+) -> Event:
+    """Added to Cart: the whole cart plus the line just added.
+
+    ``mutation`` names this particular change to the cart (a cart revision, a request id); by
+    default it is the line's quantity after the add and the time to the second.
+    """
+    cart = Cart.coerce(cart)
+    added = LineItem.coerce(added)
+    when = as_utc(time)
+    product = added.product
+    if mutation is None:
+        mutation = f"{_quantity_after_add(cart, added)}@{int(when.timestamp())}"
+    # Seed 001 shows AddedItemCategories as the union over the cart, the added item's own
+    # categories first: ["Fiction", "Classics", "Children"]. (Seed 003, the older guide, shows
+    # only the added item's categories; we follow seed 001.)
+    categories = _union([product.categories, *(line.product.categories for line in cart.items)])
+    total = _money(cart.total)
+    properties = _known(
+        {
+            "AddedItemProductName": product.name,
+            "AddedItemProductID": _identifier(product.id),
+            "AddedItemSKU": product.sku,
+            "AddedItemCategories": _list_or_none(categories),
+            "AddedItemImageURL": product.image_url,
+            "AddedItemURL": product.url,
+            "AddedItemPrice": _money(added.price),
+            "AddedItemQuantity": added.quantity,
+            "ItemNames": cart.item_names,
+            "CheckoutURL": cart.checkout_url,
+            "Items": [_cart_item(line) for line in cart.items],
+        }
+    )
+    return Event(
+        metric=ADDED_TO_CART,
+        properties=properties,
+        profile=_profile(profile),
+        time=when,
+        value=total,
+        value_currency=_value_currency(total, currency),
+        unique_id=stable_id(ADDED_TO_CART, _identifier(cart.id), _line_identity(added), mutation),
+    )
+
+
+def started_checkout(
+    cart: Any,
+    *,
+    profile: Mapping[str, Any] | None,
+    time: datetime | None = None,
+    currency: str | None = DEFAULT_CURRENCY,
+) -> Event:
+    """Started Checkout; unique_id is the seed's rule, cart id and UNIX time, so a shopper who
+    returns later with more items starts checkout again."""
+    cart = Cart.coerce(cart)
+    when = as_utc(time)
+    total = _money(cart.total)
+    properties = _known(
+        {
+            "ItemNames": cart.item_names,
+            "CheckoutURL": cart.checkout_url,
+            "Categories": cart.categories,
+            "Items": [_cart_item(line) for line in cart.items],
+        }
+    )
+    return Event(
+        metric=STARTED_CHECKOUT,
+        properties=properties,
+        profile=_profile(profile),
+        time=when,
+        value=total,
+        value_currency=_value_currency(total, currency),
+        unique_id=f"{_identifier(cart.id)}_{int(when.timestamp())}",
+    )
+
+
+def _order_properties(
+    order: Order,
+    *,
+    discount_keys: tuple[str, str],
+    reason: str | None = None,
+) -> dict[str, Any]:
+    code_key, value_key = discount_keys
+    billing = order.billing_address.to_properties() if order.billing_address else None
+    shipping = order.shipping_address.to_properties() if order.shipping_address else None
+    return _known(
+        {
+            "OrderId": _identifier(order.id),
+            "Reason": reason,
+            "Categories": order.categories,
+            "ItemNames": order.item_names,
+            "Brands": _list_or_none(order.brands),
+            code_key: order.discount_code,
+            value_key: _money(order.discount_value),
+            "Items": [_order_item(line) for line in order.items],
+            "BillingAddress": billing or None,
+            "ShippingAddress": shipping or None,
+        }
+    )
+
+
+# Seed 001 spells the discount keys without a space in its Placed Order and Fulfilled Order
+# examples and with a space in its Canceled Order and Refunded Order examples. Each metric
+# follows its own example literally, so flows and segments built from Klaviyo's docs match.
+PLACED_DISCOUNT_KEYS = ("DiscountCode", "DiscountValue")
+FULFILLED_DISCOUNT_KEYS = ("DiscountCode", "DiscountValue")
+CANCELED_DISCOUNT_KEYS = ("Discount Code", "Discount Value")
+REFUNDED_DISCOUNT_KEYS = ("Discount Code", "Discount Value")
+
+
+def _order_event(
+    metric: str,
+    order: Any,
+    *,
+    profile: Mapping[str, Any] | None,
+    time: datetime | date | None,
+    currency: str | None,
+    discount_keys: tuple[str, str],
+    reason: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Event:
+    order = Order.coerce(order)
+    properties = _order_properties(order, discount_keys=discount_keys, reason=reason)
+    properties.update(_jsonable(dict(extra or {})))
+    total = _money(order.total)
+    return Event(
+        metric=metric,
+        properties=properties,
+        profile=_profile(order.profile() if profile is None else profile),
+        time=as_utc(time),
+        value=total,
+        value_currency=order.currency or currency or DEFAULT_CURRENCY,
+        # The order id, the same for all four order metrics: Klaviyo's CLV pairs them by it.
+        unique_id=str(_identifier(order.id)),
+    )
+
+
+def placed_order(
+    order: Any,
+    *,
+    profile: Mapping[str, Any] | None = None,
+    time: datetime | None = None,
+    currency: str | None = None,
+) -> Event:
+    """Placed Order; ``currency`` is only a fallback for an order without its own."""
+    order = Order.coerce(order)
+    return _order_event(
+        PLACED_ORDER,
+        order,
+        profile=profile,
+        time=time or order.placed_at,
+        currency=currency,
+        discount_keys=PLACED_DISCOUNT_KEYS,
+    )
+
+
+def _ordered_product_keys(order: Order) -> list[str]:
+    """``line id or SKU`` per line, made unique within the order: two lines of one SKU must not
+    share a unique_id or Klaviyo keeps only the first."""
+    seen: dict[str, int] = {}
+    keys = []
+    for line in order.items:
+        base = str(line.id or line.product.sku or _identifier(line.product.id))
+        seen[base] = seen.get(base, 0) + 1
+        keys.append(base if seen[base] == 1 else f"{base}_{seen[base]}")
+    return keys
+
+
+def ordered_products(
+    order: Any,
+    *,
+    profile: Mapping[str, Any] | None = None,
+    time: datetime | None = None,
+    currency: str | None = None,
+) -> list[Event]:
+    """One Ordered Product per line; value is the line's total before order adjustments."""
+    order = Order.coerce(order)
+    when = as_utc(time or order.placed_at)
+    who = order.profile() if profile is None else profile
+    events = []
+    for line, key in zip(order.items, _ordered_product_keys(order), strict=True):
+        product = line.product
+        # A price that is not a number leaves no row total; carry it so validation names it.
+        value = _money(line.row_total if line.row_total is not None else line.price)
+        properties = _known(
+            {
+                "OrderId": _identifier(order.id),
+                "ProductID": _identifier(product.id),
+                "SKU": product.sku,
+                "ProductName": product.name,
+                "Quantity": line.quantity,
+                "ProductURL": product.url,
+                "ImageURL": product.image_url,
+                "Categories": list(product.categories),
+                "ProductBrand": product.brand,
+            }
+        )
+        events.append(
+            Event(
+                metric=ORDERED_PRODUCT,
+                properties=properties,
+                profile=_profile(who),
+                time=when,
+                value=value,
+                value_currency=order.currency or currency or DEFAULT_CURRENCY,
+                unique_id=f"{_identifier(order.id)}_{key}",
+            )
+        )
+    return events
+
+
+def fulfilled_order(
+    order: Any,
+    *,
+    profile: Mapping[str, Any] | None = None,
+    time: datetime | None = None,
+    currency: str | None = None,
+    **extra: Any,
+) -> Event:
+    """Fulfilled Order: Placed Order's payload at fulfilment time, plus e.g. TrackingNumber."""
+    return _order_event(
+        FULFILLED_ORDER,
+        order,
+        profile=profile,
+        time=time,
+        currency=currency,
+        discount_keys=FULFILLED_DISCOUNT_KEYS,
+        extra=extra,
+    )
+
+
+def canceled_order(
+    order: Any,
+    *,
+    reason: str | None = None,
+    profile: Mapping[str, Any] | None = None,
+    time: datetime | None = None,
+    currency: str | None = None,
+    **extra: Any,
+) -> Event:
+    """Canceled Order; unique_id equals Placed Order's so CLV subtracts it."""
+    return _order_event(
+        CANCELED_ORDER,
+        order,
+        profile=profile,
+        time=time,
+        currency=currency,
+        discount_keys=CANCELED_DISCOUNT_KEYS,
+        reason=reason,
+        extra=extra,
+    )
+
+
+def refunded_order(
+    order: Any,
+    *,
+    reason: str | None = None,
+    profile: Mapping[str, Any] | None = None,
+    time: datetime | None = None,
+    currency: str | None = None,
+    **extra: Any,
+) -> Event:
+    """Refunded Order; unique_id equals Placed Order's so CLV subtracts it."""
+    return _order_event(
+        REFUNDED_ORDER,
+        order,
+        profile=profile,
+        time=time,
+        currency=currency,
+        discount_keys=REFUNDED_DISCOUNT_KEYS,
+        reason=reason,
+        extra=extra,
+    )
+
+
+def custom_event(
+    metric: str,
+    properties: Mapping[str, Any] | None,
+    *,
+    profile: Mapping[str, Any] | None,
+    value: Any = None,
+    unique_id: str | None = None,
+    time: datetime | None = None,
+    currency: str | None = None,
+) -> Event:
+    """Any other metric. Without a unique_id, the same properties in the same second are one
+    event (a double-submitted form), different ones are two."""
+    when = as_utc(time)
+    props = _jsonable(dict(properties or {}))
+    if unique_id is None:
+        unique_id = stable_id(metric, canonical_json(props), int(when.timestamp()))
+    return Event(
+        metric=metric,
+        properties=props,
+        profile=_profile(profile),
+        time=when,
+        value=_money(value),
+        value_currency=currency,
+        unique_id=unique_id,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+RuleKind = Literal["text", "id", "number", "quantity", "strings", "object"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one property must hold; ``required`` properties must be present."""
+
+    kind: RuleKind
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class MetricSchema:
+    """The properties a built-in metric needs for Klaviyo's flows, CLV and segments to read it.
+
+    Klaviyo accepts an event without them but then does not recognise it (seed 000).
+    """
+
+    properties: Mapping[str, Rule] = field(default_factory=dict)
+    value_required: bool = False
+    items_required: bool = False
+
+
+ITEM_RULES: Mapping[str, Rule] = {
+    "ProductID": Rule("id", required=True),
+    "ProductName": Rule("text", required=True),
+    "Quantity": Rule("quantity", required=True),
+    "ItemPrice": Rule("number", required=True),
+    "RowTotal": Rule("number", required=True),
+    "SKU": Rule("text"),
+    "ProductURL": Rule("text"),
+    "ImageURL": Rule("text"),
+    "ProductCategories": Rule("strings"),
+    "Categories": Rule("strings"),
+    "Brand": Rule("text"),
+}
+
+_ORDER_RULES: Mapping[str, Rule] = {
+    "OrderId": Rule("text", required=True),
+    "Categories": Rule("strings"),
+    "ItemNames": Rule("strings"),
+    "Brands": Rule("strings"),
+    "DiscountValue": Rule("number"),
+    "Discount Value": Rule("number"),
+    "BillingAddress": Rule("object"),
+    "ShippingAddress": Rule("object"),
+}
+
+METRIC_SCHEMAS: Mapping[str, MetricSchema] = {
+    VIEWED_PRODUCT: MetricSchema(
+        {
+            "ProductID": Rule("id", required=True),
+            "ProductName": Rule("text", required=True),
+            "Price": Rule("number"),
+            "CompareAtPrice": Rule("number"),
+            "Categories": Rule("strings"),
+        }
+    ),
+    ADDED_TO_CART: MetricSchema(
+        {
+            "AddedItemProductID": Rule("id", required=True),
+            "AddedItemProductName": Rule("text"),
+            "AddedItemPrice": Rule("number"),
+            "AddedItemQuantity": Rule("quantity"),
+            "AddedItemCategories": Rule("strings"),
+            "ItemNames": Rule("strings"),
+        },
+        value_required=True,
+        items_required=True,
+    ),
+    STARTED_CHECKOUT: MetricSchema(
+        {"ItemNames": Rule("strings"), "Categories": Rule("strings")},
+        value_required=True,
+        items_required=True,
+    ),
+    PLACED_ORDER: MetricSchema(_ORDER_RULES, value_required=True, items_required=True),
+    ORDERED_PRODUCT: MetricSchema(
+        {
+            "OrderId": Rule("text", required=True),
+            "ProductID": Rule("id", required=True),
+            "ProductName": Rule("text", required=True),
+            "Quantity": Rule("quantity"),
+            "Categories": Rule("strings"),
+        },
+        value_required=True,
+    ),
+    FULFILLED_ORDER: MetricSchema(_ORDER_RULES, value_required=True),
+    CANCELED_ORDER: MetricSchema(_ORDER_RULES, value_required=True),
+    REFUNDED_ORDER: MetricSchema(_ORDER_RULES, value_required=True),
+}
+BUILT_IN_METRICS = tuple(METRIC_SCHEMAS)
+REQUIRED_PROPERTIES: Mapping[str, tuple[str, ...]] = {
+    metric: tuple(name for name, rule in schema.properties.items() if rule.required)
+    + (("Items",) if schema.items_required else ())
+    for metric, schema in METRIC_SCHEMAS.items()
+}
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _rule_problem(kind: RuleKind, value: Any) -> str | None:
+    """Why ``value`` does not satisfy ``kind``, or None."""
+    if kind == "text":
+        ok = isinstance(value, str) and value.strip() != ""
+        expected = "a non-empty string"
+    elif kind == "id":
+        ok = (isinstance(value, str) and value.strip() != "") or (
+            isinstance(value, int) and not isinstance(value, bool)
+        )
+        expected = "a non-empty string or an integer"
+    elif kind == "number":
+        ok = _is_number(value)
+        expected = "a finite number"
+    elif kind == "quantity":
+        ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        expected = "an integer above 0"
+    elif kind == "strings":
+        ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
+        expected = "a list of strings"
+    else:
+        ok = isinstance(value, Mapping)
+        expected = "an object"
+    return None if ok else f"must be {expected}, got {_describe(value)}"
+
+
+def _check_rules(
+    metric: str, container: Mapping[str, Any], rules: Mapping[str, Rule], prefix: str
+) -> None:
+    for name, rule in rules.items():
+        path = f"{prefix}{name}"
+        if name not in container or container[name] is None:
+            if rule.required:
+                raise KlaviyoSchemaError(metric, path, f"required for {metric}")
+            continue
+        problem = _rule_problem(rule.kind, container[name])
+        if problem:
+            raise KlaviyoSchemaError(metric, path, problem)
+
+
+def _check_json(metric: str, value: Any, path: str) -> None:
+    """Everything must be plain JSON, numbers finite, strings within Klaviyo's 100 KB."""
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        if len(value.encode()) > MAX_STRING_BYTES:
+            raise KlaviyoSchemaError(
+                metric, path, f"string of {len(value.encode())} bytes exceeds {MAX_STRING_BYTES}"
+            )
+        return
+    if isinstance(value, int):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise KlaviyoSchemaError(metric, path, f"{value} is not a JSON number")
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise KlaviyoSchemaError(metric, path, f"key {key!r} is not a string")
+            if len(key.encode()) > MAX_STRING_BYTES:
+                raise KlaviyoSchemaError(metric, path, "a key exceeds 100 KB")
+            _check_json(metric, item, f"{path}.{key}" if path else key)
+        return
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_json(metric, item, f"{path}[{index}]")
+        return
+    hint = " (convert Decimal to float)" if isinstance(value, Decimal) else ""
+    raise KlaviyoSchemaError(metric, path, f"{type(value).__name__} is not JSON{hint}")
+
+
+def _check_profile(metric: str, profile: Any) -> None:
+    if not isinstance(profile, Mapping):
+        raise KlaviyoSchemaError(metric, "profile", f"must be a mapping, got {_describe(profile)}")
+    known = (*PROFILE_STRING_KEYS, *PROFILE_OBJECT_KEYS)
+    for key, value in profile.items():
+        path = f"profile.{key}"
+        if key not in known:
+            raise KlaviyoSchemaError(metric, path, f"not a Klaviyo profile attribute: {key!r}")
+        if value is None:
+            continue
+        if key in PROFILE_STRING_KEYS and not isinstance(value, str):
+            raise KlaviyoSchemaError(metric, path, f"must be a string, got {_describe(value)}")
+        if key in PROFILE_OBJECT_KEYS and not isinstance(value, Mapping):
+            raise KlaviyoSchemaError(metric, path, f"must be an object, got {_describe(value)}")
+    _check_json(metric, dict(profile), "profile")
+    if profile.get("location") is not None:
+        _check_location(metric, profile["location"])
+    if profile.get("meta") is not None:
+        _check_meta(metric, profile["meta"])
+
+    email = profile.get("email")
+    if email not in (None, "") and not EMAIL_PATTERN.match(email):
+        raise KlaviyoSchemaError(metric, "profile.email", f"not an email address: {email!r}")
+    phone = profile.get("phone_number")
+    if phone not in (None, "") and not E164_PATTERN.match(phone):
+        raise KlaviyoSchemaError(
+            metric, "profile.phone_number", f"not E.164 (+ and 7 to 15 digits): {phone!r}"
+        )
+    if any(profile.get(key) not in (None, "") for key in SENDABLE_IDENTIFIERS):
+        return
+    if profile.get("external_id") not in (None, ""):
+        raise KlaviyoSchemaError(
+            metric,
+            "profile",
+            "external_id alone creates a profile that never merges with the shopper's "
+            "(a permanent duplicate); send it together with email or phone_number",
+        )
+    if profile.get("anonymous_id") not in (None, ""):
+        raise KlaviyoSchemaError(
+            metric,
+            "profile",
+            "anonymous-only events must not be sent (orphan profiles); park them until the "
+            "visitor is known",
+        )
+    raise KlaviyoSchemaError(
+        metric, "profile", "needs one of email, phone_number, _kx or id to identify the profile"
+    )
+
+
+def _check_location(metric: str, location: Mapping[str, Any]) -> None:
+    for key, value in location.items():
+        path = f"profile.location.{key}"
+        if key in LOCATION_STRING_KEYS:
+            ok = value is None or isinstance(value, str)
+        elif key in LOCATION_COORDINATE_KEYS:
+            ok = value is None or isinstance(value, str) or _is_number(value)
+        else:
+            raise KlaviyoSchemaError(metric, path, f"not a Klaviyo location field: {key!r}")
+        if not ok:
+            raise KlaviyoSchemaError(metric, path, f"wrong type: {_describe(value)}")
+
+
+def _check_meta(metric: str, meta: Mapping[str, Any]) -> None:
+    for key, value in meta.items():
+        path = f"profile.meta.{key}"
+        if key not in META_KEYS:
+            raise KlaviyoSchemaError(metric, path, f"not a Klaviyo profile meta field: {key!r}")
+        if value is None:
+            continue
+        if not isinstance(value, Mapping):
+            raise KlaviyoSchemaError(metric, path, f"must be an object, got {_describe(value)}")
+        for operation, argument in value.items():
+            if operation == "unset" and key == "patch_properties":
+                ok = (
+                    argument is None
+                    or isinstance(argument, str)
+                    or (isinstance(argument, list) and all(isinstance(a, str) for a in argument))
+                )
+            elif operation in ("append", "unappend"):
+                # Only patch_properties' operations are nullable in the schema.
+                ok = isinstance(argument, Mapping) or (
+                    argument is None and key == "patch_properties"
+                )
+            else:
+                raise KlaviyoSchemaError(metric, f"{path}.{operation}", "unknown operation")
+            if not ok:
+                raise KlaviyoSchemaError(metric, f"{path}.{operation}", "wrong type")
+
+
+def _check_metric_name(metric: Any) -> None:
+    if not isinstance(metric, str) or not metric.strip():
+        raise KlaviyoSchemaError(
+            str(metric), "metric", "the metric name must be a non-empty string"
+        )
+    if len(metric) > MAX_METRIC_NAME:
+        raise KlaviyoSchemaError(
+            metric,
+            "metric",
+            f"name of {len(metric)} characters; Klaviyo needs fewer than {MAX_METRIC_NAME + 1}",
+        )
+
+
+def _check_time(metric: str, when: Any) -> None:
+    if not isinstance(when, datetime) or when.tzinfo is None:
+        raise KlaviyoSchemaError(
+            metric, "time", f"must be an aware datetime, got {_describe(when)}"
+        )
+    if when <= EARLIEST_TIME:
+        raise KlaviyoSchemaError(metric, "time", f"{when.isoformat()} is not after 1990-01-01")
+    if when > datetime.now(UTC) + MAX_FUTURE:
+        raise KlaviyoSchemaError(
+            metric, "time", f"{when.isoformat()} is more than a year in the future"
+        )
+
+
+def _check_properties(metric: str, properties: Any) -> None:
+    if not isinstance(properties, Mapping):
+        raise KlaviyoSchemaError(
+            metric, "properties", f"must be an object, got {_describe(properties)}"
+        )
+    if len(properties) > MAX_PROPERTIES:
+        raise KlaviyoSchemaError(
+            metric, "properties", f"{len(properties)} properties; Klaviyo allows {MAX_PROPERTIES}"
+        )
+    _check_json(metric, dict(properties), "")
+    schema = METRIC_SCHEMAS.get(metric)
+    if schema is None:
+        return
+    _check_rules(metric, properties, schema.properties, "")
+    items = properties.get("Items")
+    if items is None:
+        if schema.items_required:
+            raise KlaviyoSchemaError(metric, "Items", f"required for {metric}")
+        return
+    if not isinstance(items, list):
+        raise KlaviyoSchemaError(metric, "Items", f"must be a list, got {_describe(items)}")
+    if not items:
+        if schema.items_required:
+            raise KlaviyoSchemaError(metric, "Items", "must not be empty")
+        return
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise KlaviyoSchemaError(metric, f"Items[{index}]", "must be an object")
+        _check_rules(metric, item, ITEM_RULES, f"Items[{index}].")
+
+
+def _check_value(metric: str, event: Event) -> None:
+    schema = METRIC_SCHEMAS.get(metric)
+    if event.value is None:
+        if schema is not None and schema.value_required:
+            raise KlaviyoSchemaError(metric, "value", f"required for {metric} (revenue and CLV)")
+    elif not _is_number(event.value):
+        raise KlaviyoSchemaError(
+            metric, "value", f"must be a finite number, got {_describe(event.value)}"
+        )
+    currency = event.value_currency
+    if currency is not None and not (
+        isinstance(currency, str) and CURRENCY_PATTERN.match(currency)
+    ):
+        raise KlaviyoSchemaError(
+            metric, "value_currency", f"not an ISO 4217 code (like USD): {currency!r}"
+        )
+
+
+def validate_event(event: Event) -> None:
+    """Raise KlaviyoSchemaError for an event Klaviyo would reject, misread or not recognise."""
+    _check_metric_name(event.metric)
+    metric = event.metric
+    _check_profile(metric, event.profile)
+    _check_time(metric, event.time)
+    _check_properties(metric, event.properties)
+    _check_value(metric, event)
+    if event.unique_id is not None and not (
+        isinstance(event.unique_id, str) and event.unique_id.strip()
+    ):
+        raise KlaviyoSchemaError(
+            metric, "unique_id", f"must be a non-empty string: {event.unique_id!r}"
+        )
+    if event.unique_id is not None:
+        _check_json(metric, event.unique_id, "unique_id")
+    if not isinstance(event.backfill, bool):
+        raise KlaviyoSchemaError(metric, "backfill", "must be true or false")
+    size = encoded_size(event.to_payload())
+    if size > MAX_PAYLOAD_BYTES:
+        raise KlaviyoSchemaError(
+            metric, "payload", f"{size} bytes; Klaviyo accepts at most {MAX_PAYLOAD_BYTES}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Bulk Create Events
+# --------------------------------------------------------------------------------------------
+
+
+def _profile_groups(events: Sequence[Event]) -> list[list[int]]:
+    """Indexes of ``events`` per distinct profile, profiles and events in first-seen order."""
+    groups: dict[str, list[int]] = {}
+    for index, event in enumerate(events):
+        groups.setdefault(event.profile_key(), []).append(index)
+    return list(groups.values())
+
+
+def _merged_profile(events: Sequence[Event], indexes: Sequence[int]) -> dict[str, Any]:
+    """One profile for a bulk entry: the first event's attributes, completed by later ones."""
+    merged: dict[str, Any] = {}
+    for index in indexes:
+        for key, value in events[index].profile.items():
+            if _present(value) and key not in merged:
+                merged[key] = value
+    return merged
+
+
+def _bulk_entry(events: Sequence[Event], indexes: Sequence[int]) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "profile": {"data": _profile_data(_merged_profile(events, indexes), meta_inside=False)},
+        "events": {
+            "data": [{"type": "event", "attributes": events[i].event_attributes()} for i in indexes]
+        },
+    }
+    if all(events[i].backfill for i in indexes):
+        attributes["backfill"] = True
+    return {"type": "event-bulk-create", "attributes": attributes}
+
+
+def _bulk_envelope(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "data": {
+            "type": "event-bulk-create-job",
+            "attributes": {"events-bulk-create": {"data": entries}},
+        }
+    }
+
+
+def _first_repeat(events: Sequence[Event]) -> tuple[int, int] | None:
+    seen: dict[tuple[str, str, str], int] = {}
+    for index, event in enumerate(events):
+        key = event.dedup_key()
+        if key in seen:
+            return seen[key], index
+        seen[key] = index
+    return None
+
+
+def bulk_payload(events: Sequence[Event]) -> dict[str, Any]:
+    """The Bulk Create Events body: one entry per distinct profile, in first-seen order.
+
+    Refuses what Klaviyo would fail as a whole: no events, more than 1,000, or one
+    (profile, metric, unique_id) twice. :func:`split_batches` produces batches that pass.
+    """
+    if not events:
+        raise KlaviyoSchemaError(BULK_OPERATION, "events", "no events to send")
+    if len(events) > MAX_BULK_EVENTS:
+        raise KlaviyoSchemaError(
+            BULK_OPERATION, "events", f"{len(events)} events; at most {MAX_BULK_EVENTS} per request"
+        )
+    repeat = _first_repeat(events)
+    if repeat is not None:
+        first, again = repeat
+        raise KlaviyoSchemaError(
+            BULK_OPERATION,
+            "events",
+            f"events {first} and {again} share profile, metric ({events[again].metric!r}) and "
+            f"unique_id ({events[again].unique_id!r}); Klaviyo would fail the whole request",
+        )
+    return _bulk_envelope([_bulk_entry(events, group) for group in _profile_groups(events)])
+
+
+def _parse_bulk_pointer(pointer: str) -> tuple[int, int | None] | None:
+    """(profile entry, event within it or None) named by a JSON pointer into a bulk body."""
+    tokens = [t.replace("~1", "/").replace("~0", "~") for t in pointer.strip().split("/")]
+    if "events-bulk-create" not in tokens:
+        return None
+    rest = tokens[tokens.index("events-bulk-create") + 1 :]
+    if len(rest) < 2 or rest[0] != "data" or not rest[1].isdigit():
+        return None
+    entry = int(rest[1])
+    rest = rest[2:]
+    if rest[:3] == ["attributes", "events", "data"] and len(rest) >= 4:
+        return (entry, int(rest[3])) if rest[3].isdigit() else None
+    return entry, None
+
+
+def events_at_pointer(events: Sequence[Event], pointer: str) -> list[int]:
+    """Indexes in ``events`` (as passed to bulk_payload) that an error pointer covers: one event,
+    or every event of a profile entry. Empty when the pointer names nothing specific."""
+    position = _parse_bulk_pointer(pointer)
+    if position is None:
+        return []
+    entry, event_index = position
+    groups = _profile_groups(events)
+    if entry >= len(groups):
+        return []
+    group = groups[entry]
+    if event_index is None:
+        return list(group)
+    return [group[event_index]] if event_index < len(group) else []
+
+
+def locate_bulk_pointer(events: Sequence[Event], pointer: str) -> int | None:
+    """The index of the event an error pointer names (a profile's first event for a pointer
+    to the profile entry), or None."""
+    covered = events_at_pointer(events, pointer)
+    return covered[0] if covered else None
+
+
+@dataclass
+class _Batch:
+    indexes: list[int] = field(default_factory=list)
+    keys: set[tuple[str, str, str]] = field(default_factory=set)
+    profiles: dict[str, set[str]] = field(default_factory=dict)
+    size: int = 0
+
+
+# Room for `,"backfill":true` on an entry and separators: sizes are upper bounds.
+ENTRY_SLACK_BYTES = 32
+
+
+def _added_bytes(batch: _Batch, event: Event, profile_key: str) -> int:
+    """Upper bound of the bytes ``event`` adds to ``batch``'s bulk body."""
+    event_bytes = encoded_size({"type": "event", "attributes": event.event_attributes()}) + 1
+    known = batch.profiles.get(profile_key)
+    if known is None:
+        skeleton = {
+            "type": "event-bulk-create",
+            "attributes": {
+                "profile": {"data": _profile_data(event.profile, meta_inside=False)},
+                "events": {"data": []},
+            },
+        }
+        return event_bytes + encoded_size(skeleton) + 1 + ENTRY_SLACK_BYTES
+    # An existing entry only grows by the profile attributes this event adds.
+    new_attributes = {k: v for k, v in event.profile.items() if _present(v) and k not in known}
+    return event_bytes + (encoded_size(new_attributes) + 1 if new_attributes else 0)
+
+
+def split_batches(
+    events: Sequence[Event],
+    *,
+    max_events: int = MAX_BULK_EVENTS,
+    max_bytes: int = MAX_BULK_BYTES,
+) -> list[list[Event]]:
+    """Batches for Bulk Create Events: within the count and byte limits and never one
+    (profile, metric, unique_id) twice (a repeat goes to a later batch, where Klaviyo skips it).
+
+    Each event goes into the first batch it fits, so repeats do not fragment the rest.
+    """
+    envelope = encoded_size(_bulk_envelope([]))
+    batches: list[_Batch] = []
+    first_open = 0  # batches before this one are full by count
+    for index, event in enumerate(events):
+        key = event.dedup_key()
+        profile_key = key[0]
+        placed = False
+        for batch in batches[first_open:]:
+            if len(batch.indexes) >= max_events or key in batch.keys:
+                continue
+            added = _added_bytes(batch, event, profile_key)
+            if batch.size + added > max_bytes:
+                continue
+            _place(batch, index, event, key, added)
+            placed = True
+            break
+        if not placed:
+            batch = _Batch(size=envelope)
+            added = _added_bytes(batch, event, profile_key)
+            if envelope + added > max_bytes:
+                raise KlaviyoSchemaError(
+                    event.metric,
+                    "payload",
+                    f"one event needs {envelope + added} bytes, "
+                    f"more than a bulk request's {max_bytes}",
+                )
+            _place(batch, index, event, key, added)
+            batches.append(batch)
+        while first_open < len(batches) and len(batches[first_open].indexes) >= max_events:
+            first_open += 1
+    return [[events[i] for i in batch.indexes] for batch in batches]
+
+
+def _place(batch: _Batch, index: int, event: Event, key: tuple[str, str, str], added: int) -> None:
+    batch.indexes.append(index)
+    batch.keys.add(key)
+    batch.profiles.setdefault(key[0], set()).update(
+        k for k, v in event.profile.items() if _present(v)
+    )
+    batch.size += added
+
+
+# --------------------------------------------------------------------------------------------
+# Masking for log lines
+# --------------------------------------------------------------------------------------------
+
+VISIBLE_PHONE_DIGITS = 4
+MASK = "***"
+
+
+def mask_email(email: Any) -> str:
+    """``john@test.com`` -> ``j***@test.com``: enough to tell shoppers apart in a log."""
+    if not isinstance(email, str) or "@" not in email:
+        return MASK
+    local, _, domain = email.rpartition("@")
+    return f"{local[:1]}{MASK}@{domain}"
+
+
+def mask_phone(phone: Any) -> str:
+    """``+15551234567`` -> ``+1******4567``."""
+    if not isinstance(phone, str):
+        return MASK
+    digits = phone.lstrip("+")
+    if len(digits) <= VISIBLE_PHONE_DIGITS + 1:
+        return MASK
+    hidden = "*" * (len(digits) - VISIBLE_PHONE_DIGITS - 1)
+    prefix = "+" if phone.startswith("+") else ""
+    return f"{prefix}{digits[0]}{hidden}{digits[-VISIBLE_PHONE_DIGITS:]}"
+
+
+def mask_profile(profile: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy safe for log lines: contact details and names masked, opaque ids kept."""
+    masked: dict[str, Any] = {}
+    for key, value in (profile or {}).items():
+        if value is None:
+            continue
+        if key == "email":
+            masked[key] = mask_email(value)
+        elif key == "phone_number":
+            masked[key] = mask_phone(value)
+        elif key in ("first_name", "last_name") and isinstance(value, str):
+            masked[key] = f"{value[:1]}{MASK}"
+        elif key == "_kx" and isinstance(value, str):
+            masked[key] = f"{value[:4]}{MASK}"
+        elif key in ("location", "properties", "meta", "image"):
+            masked[key] = MASK
+        else:
+            masked[key] = value
+    return masked
