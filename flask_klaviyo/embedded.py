@@ -8,6 +8,7 @@ their exit never shuts the server down under the owner.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -62,11 +63,7 @@ def stop_embedded_redis(directory: str | os.PathLike[str]) -> None:
     """Shut down the server this process started for ``directory`` (no-op otherwise)."""
     server = _owned.pop(str(Path(directory).resolve()), None)
     if server is not None:
-        try:
+        with contextlib.suppress(Exception):  # already gone
             server.shutdown(save=True, now=True, force=True)  # type: ignore[attr-defined]
-        except Exception:  # already gone
-            pass
-        try:
+        with contextlib.suppress(Exception):
             server._cleanup()  # type: ignore[attr-defined]
-        except Exception:
-            pass

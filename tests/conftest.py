@@ -1,4 +1,4 @@
-"""Shared fixtures: the official OpenAPI documents, a real embedded Redis, the local Klaviyo stand-in."""
+"""Shared fixtures: Klaviyo's OpenAPI documents, a real embedded Redis, the local stand-in."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from flask_klaviyo.embedded import embedded_redis_url, stop_embedded_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("KLAVIYO_SHARED_DIR", ROOT.parent / "shared"))
+
 
 class OpenAPI:
     """Validates request bodies against Klaviyo's official OpenAPI documents (read from shared/)."""

@@ -1,0 +1,388 @@
+"""The ``Klaviyo`` extension: configuration, per-app state, request hooks, the tracking API."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis
+from flask import Blueprint, Flask, current_app, g, has_request_context
+from flask.signals import before_render_template
+from markupsafe import Markup
+
+from . import bridge, capture
+from .client import DEFAULT_API_URL, DEFAULT_REVISION
+from .embedded import embedded_redis_url
+from .events import (
+    Event,
+    canceled_order,
+    custom_event,
+    fulfilled_order,
+    mask_profile,
+    ordered_products,
+    placed_order,
+    refunded_order,
+    validate_event,
+)
+from .exceptions import KlaviyoConfigError, KlaviyoSchemaError
+from .identity import IdentityLoader, remember_identity, resolve_profile
+from .models import Order
+from .outbox import DEFAULT_RETRY_MAX, DeadLetters, Outbox
+
+__all__ = ["EXTENSION_KEY", "Klaviyo"]
+
+log = logging.getLogger("flask_klaviyo")
+
+EXTENSION_KEY = "klaviyo"
+STATIC_FOLDER_CANDIDATES = (
+    Path(__file__).parent / "static",  # installed wheel
+    Path(__file__).parent.parent / "static",  # source checkout / editable install
+)
+_REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9_-]+)?$")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_PUBLIC_KEY = re.compile(r"^[A-Za-z0-9]{6}$")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _set_defaults(app: Flask) -> None:
+    """Every ``KLAVIYO_*`` default, in one place."""
+    app.config.setdefault("KLAVIYO_ENABLED", True)
+    app.config.setdefault("KLAVIYO_PRIVATE_API_KEY", None)
+    app.config.setdefault("KLAVIYO_PUBLIC_API_KEY", None)
+    app.config.setdefault("KLAVIYO_API_URL", DEFAULT_API_URL)
+    app.config.setdefault("KLAVIYO_REVISION", DEFAULT_REVISION)
+    app.config.setdefault("KLAVIYO_REDIS_URL", None)  # None: embedded Redis in the instance folder
+    app.config.setdefault("KLAVIYO_QUEUE", "klaviyo")
+    app.config.setdefault("KLAVIYO_STRICT", None)  # None: app.debug or app.testing
+    app.config.setdefault("KLAVIYO_CURRENCY", "USD")
+    app.config.setdefault("KLAVIYO_WEBHOOK_SECRET", None)
+    app.config.setdefault("KLAVIYO_TIMEOUT", 10.0)
+    app.config.setdefault("KLAVIYO_RETRY_MAX", DEFAULT_RETRY_MAX)
+    app.config.setdefault("KLAVIYO_BRIDGE_MODE", "drop")  # "drop" or "share"
+    app.config.setdefault("KLAVIYO_COOKIE_NAME", "klaviyo_id")
+    app.config.setdefault("KLAVIYO_COOKIE_SECURE", False)
+    app.config.setdefault("KLAVIYO_COOKIE_MAX_AGE", 400 * 24 * 3600)  # browsers cap at 400 days
+    app.config.setdefault("KLAVIYO_COOKIE_DOMAIN", None)
+
+
+def _check_config(app: Flask) -> None:
+    """Fail at init, naming the key, rather than losing events later."""
+    config = app.config
+    if not config["KLAVIYO_ENABLED"]:
+        return
+    if not config.get("SECRET_KEY"):
+        raise KlaviyoConfigError(
+            "SECRET_KEY", "is not set; flask-klaviyo signs its identity cookie with it"
+        )
+    url = config["KLAVIYO_API_URL"]
+    if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
+        raise KlaviyoConfigError("KLAVIYO_API_URL", f"must be an http(s) URL, got {url!r}")
+    if not isinstance(config["KLAVIYO_REVISION"], str) or not _REVISION.match(
+        config["KLAVIYO_REVISION"]
+    ):
+        raise KlaviyoConfigError(
+            "KLAVIYO_REVISION", f"must look like 2026-07-15, got {config['KLAVIYO_REVISION']!r}"
+        )
+    redis_url = config["KLAVIYO_REDIS_URL"]
+    if redis_url is not None and not (
+        isinstance(redis_url, str) and redis_url.startswith(("redis://", "rediss://", "unix://"))
+    ):
+        raise KlaviyoConfigError(
+            "KLAVIYO_REDIS_URL", "must be a redis://, rediss:// or unix:// URL (or unset)"
+        )
+    if not isinstance(config["KLAVIYO_QUEUE"], str) or not config["KLAVIYO_QUEUE"]:
+        raise KlaviyoConfigError("KLAVIYO_QUEUE", "must be a non-empty queue name")
+    if not isinstance(config["KLAVIYO_CURRENCY"], str) or not _CURRENCY.match(
+        config["KLAVIYO_CURRENCY"]
+    ):
+        raise KlaviyoConfigError("KLAVIYO_CURRENCY", "must be an ISO 4217 code such as USD")
+    if config["KLAVIYO_BRIDGE_MODE"] not in ("drop", "share"):
+        raise KlaviyoConfigError("KLAVIYO_BRIDGE_MODE", "must be 'drop' or 'share'")
+    timeout = config["KLAVIYO_TIMEOUT"]
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise KlaviyoConfigError("KLAVIYO_TIMEOUT", "must be a positive number of seconds")
+    retry_max = config["KLAVIYO_RETRY_MAX"]
+    if isinstance(retry_max, bool) or not isinstance(retry_max, int) or retry_max < 0:
+        raise KlaviyoConfigError("KLAVIYO_RETRY_MAX", "must be a whole number >= 0")
+    private = config["KLAVIYO_PRIVATE_API_KEY"]
+    if private is not None and (not isinstance(private, str) or _PUBLIC_KEY.match(private)):
+        raise KlaviyoConfigError(
+            "KLAVIYO_PRIVATE_API_KEY",
+            "looks like a public key (company id); the Events API needs a private key (pk_...)",
+        )
+    public = config["KLAVIYO_PUBLIC_API_KEY"]
+    if public is not None and (not isinstance(public, str) or public.startswith("pk_")):
+        raise KlaviyoConfigError(
+            "KLAVIYO_PUBLIC_API_KEY",
+            "looks like a private key; it would be shown in every page. Use the 6-character "
+            "public key (company id)",
+        )
+
+
+class _State:
+    """Per-app state, kept in ``app.extensions["klaviyo"]``."""
+
+    def __init__(self, extension: Klaviyo, app: Flask) -> None:
+        self.extension = extension
+        self.instance_path = app.instance_path
+        self._redis: redis.Redis | None = None
+        self._outbox: Outbox | None = None
+
+    @property
+    def redis_url(self) -> str:
+        url = current_app.config["KLAVIYO_REDIS_URL"]
+        return url or embedded_redis_url(self.instance_path)
+
+    @property
+    def redis(self) -> redis.Redis:
+        if self._redis is None:
+            self._redis = redis.Redis.from_url(
+                self.redis_url, socket_timeout=2.0, socket_connect_timeout=1.0
+            )
+        return self._redis
+
+    @property
+    def outbox(self) -> Outbox:
+        if self._outbox is None:
+            config = current_app.config
+            self._outbox = Outbox(
+                self.redis,
+                queue_name=config["KLAVIYO_QUEUE"],
+                retry_max=config["KLAVIYO_RETRY_MAX"],
+            )
+        return self._outbox
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        return DeadLetters(self.redis)
+
+
+def _state() -> _State:
+    try:
+        return current_app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+    except KeyError:
+        raise RuntimeError(
+            "flask-klaviyo is not initialized on this app; did you forget init_app? "
+            "Call klaviyo.init_app(app) (or Klaviyo(app)) in your app factory."
+        ) from None
+
+
+def _enabled() -> bool:
+    """The ``KLAVIYO_ENABLED`` switch (and a clear error when init_app was never called)."""
+    _state()
+    return bool(current_app.config["KLAVIYO_ENABLED"])
+
+
+def _strict() -> bool:
+    strict = current_app.config["KLAVIYO_STRICT"]
+    if strict is None:
+        return bool(current_app.debug or current_app.testing)
+    return bool(strict)
+
+
+class Klaviyo:
+    """Server-side Klaviyo tracking for a Flask app.
+
+    ``Klaviyo(app)`` or ``Klaviyo()`` then ``init_app(app)``; one instance may serve several apps.
+    """
+
+    def __init__(self, app: Flask | None = None) -> None:
+        self._identity_loader: IdentityLoader | None = None
+        self._consent_loader: Callable[[], bool | None] | None = None
+        if app is not None:
+            self.init_app(app)
+
+    # -- setup -----------------------------------------------------------------------------
+    def init_app(self, app: Flask) -> None:
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                "flask-klaviyo is already initialized on this app; init_app(app) was called "
+                "twice (create one Klaviyo() per app factory, or call init_app once)"
+            )
+        _set_defaults(app)
+        _check_config(app)
+        app.extensions[EXTENSION_KEY] = _State(self, app)
+
+        static = next((p for p in STATIC_FOLDER_CANDIDATES if p.is_dir()), None)
+        blueprint = Blueprint(
+            "klaviyo",
+            __name__,
+            static_folder=str(static) if static else None,
+            static_url_path="/_klaviyo/static",
+        )
+        app.register_blueprint(blueprint)
+        app.jinja_env.globals["klaviyo_bridge"] = self.bridge
+        app.after_request(self._after_request)
+        before_render_template.connect(capture.on_render, app)
+
+        from .cli import klaviyo_cli
+
+        app.cli.add_command(klaviyo_cli)
+
+    def identity_loader(self, func: F) -> F:
+        """Register the function that returns who the server knows (or None)."""
+        self._identity_loader = func
+        return func
+
+    def consent_loader(self, func: F) -> F:
+        """Register the function that says whether browse tracking is allowed."""
+        self._consent_loader = func
+        return func
+
+    # -- tracking API ------------------------------------------------------------------------
+    def track(
+        self,
+        metric: str,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        value: float | None = None,
+        unique_id: str | None = None,
+        profile: Mapping[str, Any] | None = None,
+        time: datetime | None = None,
+        currency: str | None = None,
+    ) -> Event | None:
+        """Track any metric; queued after the response (in a request) or at once (outside)."""
+        if not _enabled():
+            return None
+        event = custom_event(
+            metric,
+            dict(properties or {}),
+            profile=self.resolve_profile(profile),
+            value=value,
+            unique_id=unique_id,
+            time=time,
+            currency=currency
+            or (current_app.config["KLAVIYO_CURRENCY"] if value is not None else None),
+        )
+        return self.submit(event)
+
+    def order_placed(self, order: Any, *, profile: Mapping[str, Any] | None = None) -> list[Event]:
+        """Placed Order plus one Ordered Product per line."""
+        if not _enabled():
+            return []
+        order = self._order(order)
+        who = self.resolve_profile(profile or order.profile())
+        events = [placed_order(order, profile=who), *ordered_products(order, profile=who)]
+        return self._submit_all(events)
+
+    def order_fulfilled(
+        self, order: Any, *, profile: Mapping[str, Any] | None = None
+    ) -> Event | None:
+        return self._order_event(fulfilled_order, order, profile)
+
+    def order_canceled(
+        self, order: Any, *, reason: str | None = None, profile: Mapping[str, Any] | None = None
+    ) -> Event | None:
+        return self._order_event(canceled_order, order, profile, reason=reason)
+
+    def order_refunded(
+        self, order: Any, *, reason: str | None = None, profile: Mapping[str, Any] | None = None
+    ) -> Event | None:
+        return self._order_event(refunded_order, order, profile, reason=reason)
+
+    def identify(self, **attributes: Any) -> dict[str, Any]:
+        """The visitor is now known (email, phone_number, names) for the rest of this request."""
+        return remember_identity(attributes)
+
+    # -- internals shared with capture/bridge -------------------------------------------------
+    def resolve_profile(self, explicit: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return resolve_profile(explicit, self._identity_loader)
+
+    def submit(self, event: Event) -> Event | None:
+        """Validate, then queue (after the response in a request; at once outside one).
+
+        An invalid event raises in strict mode; otherwise it is logged and dead-lettered.
+        """
+        try:
+            validate_event(event)
+        except KlaviyoSchemaError as exc:
+            if _strict():
+                raise
+            log.error(
+                "klaviyo: invalid %s event not sent: %s (%s)",
+                event.metric,
+                exc,
+                mask_profile(event.profile),
+            )
+            self._dead_letter(event, exc)
+            return None
+        if has_request_context():
+            g.setdefault("_klaviyo_pending", []).append(event)
+        else:
+            self._push([event])
+        return event
+
+    def _submit_all(self, events: list[Event]) -> list[Event]:
+        return [e for e in (self.submit(event) for event in events) if e is not None]
+
+    def _order(self, order: Any) -> Order:
+        return order if isinstance(order, Order) else Order.coerce(order)
+
+    def _order_event(
+        self,
+        builder: Callable[..., Event],
+        order: Any,
+        profile: Mapping[str, Any] | None,
+        **options: Any,
+    ) -> Event | None:
+        if not _enabled():
+            return None
+        order = self._order(order)
+        who = self.resolve_profile(profile or order.profile())
+        return self.submit(builder(order, profile=who, **options))
+
+    def _dead_letter(self, event: Event, exc: KlaviyoSchemaError) -> None:
+        try:
+            _state().dead_letters.add(
+                event.to_dict(),
+                reason="invalid",
+                errors=[{"code": "invalid", "detail": exc.message, "pointer": exc.field}],
+            )
+        except Exception:  # tracking never breaks the page
+            log.exception("klaviyo: could not keep the invalid %s event", event.metric)
+
+    def _push(self, events: list[Event]) -> None:
+        try:
+            _state().outbox.push(events)
+        except Exception:  # tracking never breaks the page
+            if _strict():
+                raise
+            log.exception("klaviyo: could not queue %d event(s)", len(events))
+
+    def _after_request(self, response: Any) -> Any:
+        """Queue what this request tracked, once the response exists and only if it succeeded."""
+        pending = g.pop("_klaviyo_pending", None)
+        if not pending or not current_app.config["KLAVIYO_ENABLED"]:
+            return response
+        if response.status_code >= 400:
+            log.debug("klaviyo: %d event(s) dropped: response %s", len(pending), response.status)
+            return response
+        self._push(pending)
+        return response
+
+    def page_events(self) -> list[Event]:
+        """Events tracked so far in this request (what the bridge tells the page)."""
+        return list(g.get("_klaviyo_pending", ())) if has_request_context() else []
+
+    def render_id(self) -> str:
+        """One id per request, so Viewed Product is once per page view and stable within it."""
+        rid = g.get("_klaviyo_render_id")
+        if rid is None:
+            rid = g._klaviyo_render_id = uuid.uuid4().hex
+        return rid
+
+    def bridge(self) -> Markup:
+        """``{{ klaviyo_bridge() }}``: never raises into the template outside strict mode."""
+        try:
+            return bridge.render(self)
+        except Exception:
+            if _strict():
+                raise
+            log.exception("klaviyo: bridge failed to render")
+            return Markup("")

@@ -1,0 +1,190 @@
+"""Delivery: the Sender against the stand-in, RQ jobs in a real worker, faults and dead letters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from rq import Queue, SimpleWorker
+
+from flask_klaviyo import Klaviyo, jobs
+from flask_klaviyo.client import KlaviyoClient
+from flask_klaviyo.events import Event
+from flask_klaviyo.exceptions import KlaviyoServerError
+from flask_klaviyo.jobs import Sender
+from flask_klaviyo.outbox import DeadLetters
+
+API_KEY = "pk_test_private_key"
+
+
+def event(n: int, *, email: str = "sarah.mason@klaviyo-demo.com", **overrides: Any) -> Event:
+    fields: dict[str, Any] = {
+        "metric": "Placed Order",
+        "properties": {"OrderId": f"order-{n}", "ItemNames": ["Winnie the Pooh"]},
+        "profile": {"email": email},
+        "time": datetime(2026, 11, 1, 10, 0, n, tzinfo=UTC),
+        "value": 9.99,
+        "value_currency": "USD",
+        "unique_id": f"order-{n}",
+    }
+    fields.update(overrides)
+    return Event(**fields)
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs, "BACKOFF_BASE", 0.01)
+
+
+@pytest.fixture
+def client(fake: Any) -> KlaviyoClient:
+    with KlaviyoClient(API_KEY, base_url=fake.url, timeout=2.0) as c:
+        yield c
+
+
+@pytest.fixture
+def dead(redis_client: redis.Redis) -> DeadLetters:
+    return DeadLetters(redis_client)
+
+
+def test_a_lone_event_goes_to_create_event(
+    fake: Any, client: KlaviyoClient, dead: DeadLetters, openapi: Any
+) -> None:
+    result = Sender(client, dead).send([event(1)])
+    assert result == {"sent": 1, "dead": 0, "requests": 1}
+    assert [r["path"] for r in fake.requests] == ["/api/events"]
+    openapi.validate("create_event", fake.requests[0]["body"])
+
+
+def test_several_events_go_in_one_bulk_request(
+    fake: Any, client: KlaviyoClient, dead: DeadLetters, openapi: Any
+) -> None:
+    events = [event(1), event(2), event(3, email="other@shop.test")]
+    result = Sender(client, dead).send(events)
+    assert result == {"sent": 3, "dead": 0, "requests": 1}
+    assert [r["path"] for r in fake.requests] == ["/api/event-bulk-create-jobs"]
+    openapi.validate("bulk_create_events", fake.requests[0]["body"])
+    assert sorted(e["unique_id"] for e in fake.events) == ["order-1", "order-2", "order-3"]
+
+
+def test_a_bad_event_in_a_bulk_is_split_out_and_the_rest_still_goes(
+    fake: Any, client: KlaviyoClient, dead: DeadLetters
+) -> None:
+    bad = event(2, value="29.98")  # bypasses validation on purpose: Klaviyo must catch it
+    result = Sender(client, dead).send([event(1), bad, event(3)])
+    assert result["sent"] == 2 and result["dead"] == 1
+    assert sorted(e["unique_id"] for e in fake.events) == ["order-1", "order-3"]
+    [record] = dead.all()
+    assert record["event"]["unique_id"] == "order-2"
+    assert record["status"] == 400
+    assert record["errors"][0]["pointer"].endswith("/attributes/value")
+    assert record["errors"][0]["detail"]
+
+
+def test_429_waits_retry_after_then_delivers(
+    fake: Any, client: KlaviyoClient, dead: DeadLetters
+) -> None:
+    slept: list[float] = []
+    fake.fail_next(429, retry_after=2)
+    result = Sender(client, dead, sleep=slept.append).send([event(1)])
+    assert slept == [2.0]
+    assert result == {"sent": 1, "dead": 0, "requests": 2}
+    assert len(fake.events) == 1
+
+
+def test_5xx_backs_off_then_gives_up_to_rq(
+    fake: Any, client: KlaviyoClient, dead: DeadLetters
+) -> None:
+    slept: list[float] = []
+    fake.fail_next(503, count=4)
+    with pytest.raises(KlaviyoServerError):
+        Sender(client, dead, attempts=4, sleep=slept.append).send([event(1)])
+    assert len(slept) == 3
+    assert all(0 < s <= jobs.BACKOFF_CAP for s in slept)
+    assert fake.events == [] and dead.count() == 0
+
+
+def test_timeout_is_retried(fake: Any, dead: DeadLetters) -> None:
+    fake.timeout_next(hold=1.0)
+    with KlaviyoClient(API_KEY, base_url=fake.url, timeout=0.3) as c:
+        result = Sender(c, dead, sleep=lambda s: None).send([event(1)])
+    assert result["sent"] == 1
+    assert len(fake.events) == 1
+
+
+def test_401_dead_letters_every_event_with_klaviyos_error(fake: Any, dead: DeadLetters) -> None:
+    with KlaviyoClient("pk_wrong", base_url=fake.url) as c:
+        result = Sender(c, dead).send([event(1), event(2)])
+    assert result == {"sent": 0, "dead": 2, "requests": 1}
+    records = dead.all()
+    assert {r["status"] for r in records} == {401}
+    assert all("pk_wrong" not in str(r) for r in records)
+
+
+def test_retrying_a_half_sent_job_creates_no_duplicate(
+    fake: Any, client: KlaviyoClient, dead: DeadLetters
+) -> None:
+    events = [event(1), event(2)]
+    Sender(client, dead).send(events)
+    Sender(client, dead).send(events)
+    assert len(fake.events) == 2
+    assert fake.duplicates == 2
+
+
+# -- through RQ ---------------------------------------------------------------------------------
+@pytest.fixture
+def app(redis_url: str, fake: Any, tmp_path: Any) -> Flask:
+    app = Flask(__name__, instance_path=str(tmp_path))
+    app.config.update(
+        SECRET_KEY="s",
+        KLAVIYO_REDIS_URL=redis_url,
+        KLAVIYO_API_URL=fake.url,
+        KLAVIYO_PRIVATE_API_KEY=API_KEY,
+        KLAVIYO_RETRY_MAX=2,
+    )
+    Klaviyo(app)
+    return app
+
+
+def run_worker(app: Flask) -> None:
+    state = app.extensions["klaviyo"]
+    with app.app_context():
+        queue = Queue("klaviyo", connection=state.redis)
+        SimpleWorker([queue], connection=state.redis).work(burst=True)
+
+
+def test_rq_job_delivers_and_a_failed_attempt_is_retried_by_rq(
+    app: Flask, fake: Any, redis_client: redis.Redis
+) -> None:
+    klaviyo = app.extensions["klaviyo"].extension
+    with app.app_context():
+        klaviyo.track("Left Review", {"Stars": 5}, profile={"email": "a@shop.test"})
+    fake.fail_next(503, count=jobs.IN_JOB_ATTEMPTS)  # the whole first attempt fails
+    run_worker(app)
+    [accepted] = fake.events
+    assert accepted["metric"] == "Left Review"
+    assert len([r for r in fake.requests if r["path"] == "/api/events"]) == jobs.IN_JOB_ATTEMPTS + 1
+    queue = Queue("klaviyo", connection=redis_client)
+    assert queue.count == 0 and queue.failed_job_registry.count == 0
+
+
+def test_rq_job_that_keeps_failing_ends_in_the_failed_registry_not_lost(
+    app: Flask, fake: Any, redis_client: redis.Redis
+) -> None:
+    klaviyo = app.extensions["klaviyo"].extension
+    with app.app_context():
+        klaviyo.track("Left Review", {"Stars": 5}, profile={"email": "a@shop.test"})
+    fake.fail_next(503, count=jobs.IN_JOB_ATTEMPTS * 3)  # first run + RETRY_MAX=2 retries
+    run_worker(app)
+    assert fake.events == []
+    failed = Queue("klaviyo", connection=redis_client).failed_job_registry
+    assert failed.count == 1
+    job = failed.get_job_ids()[0]
+    from rq.job import Job
+
+    args = Job.fetch(job, connection=redis_client).args[0]
+    assert args[0]["metric"] == "Left Review"
+    assert API_KEY not in str(args)
