@@ -1,0 +1,75 @@
+"""Switchback Provisions: a small Flask storefront that tracks its funnel with flask-klaviyo.
+
+``create_app(config)`` takes its settings from ``config`` when given (tests, embedding), else from
+the environment, which is how the web process and ``flask --app example_store klaviyo worker``
+share one configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, render_template
+from werkzeug.exceptions import HTTPException
+
+from . import db
+from .extensions import klaviyo
+from .settings import load_or_create_secret_key, normalize, settings_from_environ
+
+__all__ = ["create_app", "klaviyo"]
+
+STORE_NAME = "Switchback Provisions"
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the store.
+
+    ``config`` (when given, the environment is not read): any Flask/``KLAVIYO_*``/``STORE_*``
+    setting, plus ``instance_path`` for the instance folder (secret key, database, embedded
+    Redis). Without it: ``KLAVIYO_*``, ``SECRET_KEY``, ``STORE_ADMIN_PASSWORD`` and
+    ``STORE_DATABASE`` from the environment.
+    """
+    settings = normalize(config) if config is not None else settings_from_environ()
+    instance_path = settings.pop("instance_path", None)
+    app = Flask(
+        __name__,
+        instance_path=os.path.abspath(instance_path) if instance_path else None,
+    )
+    os.makedirs(app.instance_path, exist_ok=True)
+
+    app.config.update(
+        STORE_NAME=STORE_NAME,
+        STORE_DATABASE=os.path.join(app.instance_path, "store.sqlite3"),
+        STORE_ADMIN_PASSWORD=None,  # no admin pages until a password is set
+        SESSION_COOKIE_SAMESITE="Lax",
+    )
+    app.config.update(settings)
+    if not app.config.get("SECRET_KEY"):
+        # Persisted, so the web process and its workers sign and verify with the same key.
+        app.config["SECRET_KEY"] = load_or_create_secret_key(app.instance_path)
+
+    db.init_app(app)
+    klaviyo.init_app(app)
+
+    from .views import bp
+
+    app.register_blueprint(bp)
+    app.register_error_handler(HTTPException, _http_error)
+    app.add_template_filter(money)
+    return app
+
+
+def money(cents: int | None) -> str:
+    """``{{ 5400|money }}`` → ``$54.00``."""
+    if cents is None:
+        return ""
+    return f"${cents / 100:,.2f}"
+
+
+def _http_error(error: HTTPException) -> tuple[str, int] | HTTPException:
+    """Friendly pages for client errors; anything else keeps Werkzeug's response."""
+    if error.code is None or not 400 <= error.code < 500:
+        return error
+    return render_template("error.html", error=error), error.code
