@@ -18,10 +18,9 @@ from typing import Any, TypeVar
 from flask import current_app, g
 
 from .events import viewed_product
-from .exceptions import KlaviyoSchemaError
 from .models import Product
 
-__all__ = ["CONTEXT_NAMES", "tracks"]
+__all__ = ["CONTEXT_NAMES", "tracks", "uncaptured"]
 
 log = logging.getLogger("flask_klaviyo")
 
@@ -62,23 +61,33 @@ def tracks(metric: str, **context_names: str) -> Callable[[F], F]:
 
             @functools.wraps(view)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                _mark(metric, names)
-                return await view(*args, **kwargs)
+                mark = _mark(metric, names)
+                try:
+                    return await view(*args, **kwargs)
+                except BaseException:
+                    mark.captured = True  # abort(404) or a crash: the error page tracks nothing
+                    raise
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            _mark(metric, names)
-            return view(*args, **kwargs)
+            mark = _mark(metric, names)
+            try:
+                return view(*args, **kwargs)
+            except BaseException:
+                mark.captured = True  # abort(404) or a crash: the error page tracks nothing
+                raise
 
         return wrapper  # type: ignore[return-value]
 
     return decorator
 
 
-def _mark(metric: str, names: dict[str, str]) -> None:
-    g.setdefault("_klaviyo_tracks", []).append(_Tracked(metric, names))
+def _mark(metric: str, names: dict[str, str]) -> _Tracked:
+    mark = _Tracked(metric, names)
+    g.setdefault("_klaviyo_tracks", []).append(mark)
+    return mark
 
 
 def on_render(sender: Any, template: Any, context: dict[str, Any], **extra: Any) -> None:
@@ -89,6 +98,8 @@ def on_render(sender: Any, template: Any, context: dict[str, Any], **extra: Any)
         return
     extension = current_app.extensions["klaviyo"].extension
     for mark in pending:
+        if not all(context.get(name) is not None for name in mark.names.values()):
+            continue  # another template (a partial, an email body); the page may come later
         mark.captured = True  # one event per mark, even if the view renders twice
         try:
             _capture(extension, mark, context)
@@ -102,12 +113,7 @@ def on_render(sender: Any, template: Any, context: dict[str, Any], **extra: Any)
 
 def _capture(extension: Any, mark: _Tracked, context: dict[str, Any]) -> None:
     if mark.metric == "Viewed Product":
-        name = mark.names["product"]
-        if context.get(name) is None:
-            raise KlaviyoSchemaError(
-                mark.metric, name, f"the template context has no {name!r} to track"
-            )
-        product = Product.coerce(context[name])
+        product = Product.coerce(context[mark.names["product"]])
         profile = extension.resolve_profile()
         visitor = profile.get("email") or profile.get("phone_number") or profile.get("_kx", "")
         event = viewed_product(
@@ -118,3 +124,8 @@ def _capture(extension: Any, mark: _Tracked, context: dict[str, Any]) -> None:
             currency=current_app.config["KLAVIYO_CURRENCY"],
         )
         extension.submit(event)
+
+
+def uncaptured() -> list[str]:
+    """Metrics marked by ``@tracks`` in this request that no render could build."""
+    return [m.metric for m in g.get("_klaviyo_tracks") or [] if not m.captured]

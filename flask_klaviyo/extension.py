@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
-from flask import Blueprint, Flask, current_app, g, has_request_context
+from flask import Blueprint, Flask, current_app, g, has_request_context, request
 from flask.signals import before_render_template
 from markupsafe import Markup
 
@@ -358,7 +358,17 @@ class Klaviyo:
     def _after_request(self, response: Any) -> Any:
         """Queue what this request tracked, once the response exists and only if it succeeded."""
         pending = g.pop("_klaviyo_pending", None)
-        if not pending or not current_app.config["KLAVIYO_ENABLED"]:
+        if not current_app.config["KLAVIYO_ENABLED"]:
+            return response
+        missed = capture.uncaptured()
+        if missed and response.status_code < 400:
+            log.warning(
+                "klaviyo: @tracks(%s) on %s, but no rendered template had its context (%s)",
+                ", ".join(map(repr, missed)),
+                request.endpoint,
+                "mapped names can be passed: @tracks('Viewed Product', product='item')",
+            )
+        if not pending:
             return response
         if response.status_code >= 400:
             log.debug("klaviyo: %d event(s) dropped: response %s", len(pending), response.status)

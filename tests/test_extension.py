@@ -291,3 +291,40 @@ def test_the_bridge_script_is_served_by_the_extension(app: Flask) -> None:
     body = response.get_data(as_text=True)
     assert "klaviyo-bridge-data" in body and "_learnq" in body
     assert "$event_id" not in body
+
+
+def test_abort_404_in_a_tracked_view_renders_the_error_page_even_when_strict(
+    app: Flask, redis_url: str
+) -> None:
+    app.config["KLAVIYO_STRICT"] = True
+
+    @app.errorhandler(404)
+    def not_found(error: Exception) -> tuple[str, int]:
+        return render_template_string("<p>not here</p>{{ klaviyo_bridge() }}"), 404
+
+    response = app.test_client().get("/products/nope")
+    assert response.status_code == 404
+    assert "not here" in response.get_data(as_text=True)
+    assert queued_events(redis_url) == []
+
+
+def test_a_tracked_view_whose_template_lacks_the_context_warns(
+    app: Flask, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    @app.get("/nothing")
+    @tracks("Viewed Product")
+    def nothing() -> str:
+        return render_template_string("<p>{{ item.name }}</p>", item=PRODUCT)
+
+    @app.get("/mapped")
+    @tracks("Viewed Product", product="item")
+    def mapped() -> str:
+        return render_template_string("<p>{{ item.name }}</p>", item=PRODUCT)
+
+    caplog.set_level(logging.WARNING, logger="flask_klaviyo")
+    assert app.test_client().get("/nothing").status_code == 200
+    assert queued_events(redis_url) == []
+    assert "product='item'" in caplog.text
+
+    assert app.test_client().get("/mapped").status_code == 200
+    assert [e["properties"]["ProductID"] for e in queued_events(redis_url)] == ["1111"]
