@@ -30,7 +30,14 @@ from .events import (
     validate_event,
 )
 from .exceptions import KlaviyoConfigError, KlaviyoSchemaError
-from .identity import IdentityLoader, remember_identity, resolve_profile
+from .identity import (
+    ConsentLoader,
+    IdentityLoader,
+    browse_allowed,
+    remember_identity,
+    resolve_profile,
+    visitor_profile,
+)
 from .models import Order
 from .outbox import DEFAULT_RETRY_MAX, DeadLetters, Outbox
 
@@ -194,7 +201,7 @@ class Klaviyo:
 
     def __init__(self, app: Flask | None = None) -> None:
         self._identity_loader: IdentityLoader | None = None
-        self._consent_loader: Callable[[], bool | None] | None = None
+        self._consent_loader: ConsentLoader | None = None
         if app is not None:
             self.init_app(app)
 
@@ -293,6 +300,14 @@ class Klaviyo:
     # -- internals shared with capture/bridge -------------------------------------------------
     def resolve_profile(self, explicit: Mapping[str, Any] | None = None) -> dict[str, Any]:
         return resolve_profile(explicit, self._identity_loader)
+
+    def visitor(self) -> dict[str, Any]:
+        """Who the current visitor is, as far as the server knows (empty: a stranger)."""
+        return visitor_profile(self._identity_loader)
+
+    def browse_allowed(self) -> bool:
+        """Whether browse events and identity cookies are allowed for this visitor."""
+        return browse_allowed(self._consent_loader)
 
     def submit(self, event: Event) -> Event | None:
         """Validate, then queue (after the response in a request; at once outside one).

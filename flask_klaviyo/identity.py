@@ -12,11 +12,20 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from flask import g, has_request_context
+from flask import g, has_request_context, request
 
-__all__ = ["PROFILE_KEYS", "IdentityLoader", "normalize_profile", "resolve_profile"]
+__all__ = [
+    "PROFILE_KEYS",
+    "ConsentLoader",
+    "IdentityLoader",
+    "browse_allowed",
+    "normalize_profile",
+    "resolve_profile",
+    "visitor_profile",
+]
 
 IdentityLoader = Callable[[], Mapping[str, Any] | None]
+ConsentLoader = Callable[[], bool | None]
 
 # The profile attributes an event may carry (Klaviyo's names); anything else is dropped.
 PROFILE_KEYS = (
@@ -89,3 +98,14 @@ def remember_identity(profile: Mapping[str, Any]) -> dict[str, Any]:
     g._klaviyo_identified = normalized
     g.pop("_klaviyo_visitor", None)
     return normalized
+
+
+def browse_allowed(loader: ConsentLoader | None) -> bool:
+    """Browse tracking and identity cookies: not when the shopper said no (or ``__kla_off``)."""
+    if not has_request_context():
+        return True
+    if request.cookies.get("__kla_off"):
+        return False
+    if loader is None:
+        return True
+    return loader() is not False
