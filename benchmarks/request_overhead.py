@@ -1,0 +1,139 @@
+"""What tracking adds to a product page, side by side in one run.
+
+Three variants of the same page, interleaved so machine noise hits them alike:
+  untracked   the page alone
+  tracked     @tracks("Viewed Product"): build, validate, one Redis round trip after the response
+  sdk-inline  the official klaviyo-api SDK called inside the view against the local stand-in
+              (what a merchant replacing the pixel naively would do)
+
+    .venv/bin/python benchmarks/request_overhead.py [--requests 2000]
+
+Prints p50/p99 per variant and the added p50 over the untracked page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from flask import Flask, render_template_string
+
+from flask_klaviyo import Klaviyo, tracks
+from flask_klaviyo.embedded import embedded_redis_url, stop_embedded_redis
+from flask_klaviyo.testing import FakeKlaviyo
+
+API_KEY = "pk_bench_key"
+PAGE = "<h1>{{ product.name }}</h1><p>{{ product.price }}</p>{{ klaviyo_bridge() }}"
+PRODUCT = {
+    "id": "1111",
+    "name": "Winnie the Pooh",
+    "sku": "WINNIEPOOH",
+    "price": 9.99,
+    "url": "http://shop.test/p/1111",
+    "image_url": "http://shop.test/i/1111.png",
+    "categories": ["Fiction", "Children"],
+    "brand": "Kids Books",
+}
+
+
+def make_app(redis_url: str, fake_url: str) -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY="bench",
+        KLAVIYO_REDIS_URL=redis_url,
+        KLAVIYO_API_URL=fake_url,
+        KLAVIYO_PRIVATE_API_KEY=API_KEY,
+        KLAVIYO_STRICT=False,
+    )
+    klaviyo = Klaviyo(app)
+    klaviyo.identity_loader(lambda: {"email": "sarah.mason@klaviyo-demo.com"})
+
+    from klaviyo_api import KlaviyoAPI
+
+    sdk = KlaviyoAPI(API_KEY, max_delay=1, max_retries=0, test_host=fake_url)
+
+    @app.get("/untracked")
+    def untracked() -> str:
+        return render_template_string(PAGE, product=PRODUCT)
+
+    @app.get("/tracked")
+    @tracks("Viewed Product")
+    def tracked() -> str:
+        return render_template_string(PAGE, product=PRODUCT)
+
+    @app.get("/sdk-inline")
+    def sdk_inline() -> str:
+        sdk.Events.create_event(
+            {
+                "data": {
+                    "type": "event",
+                    "attributes": {
+                        "properties": {"ProductID": PRODUCT["id"], "ProductName": PRODUCT["name"]},
+                        "metric": {
+                            "data": {"type": "metric", "attributes": {"name": "Viewed Product"}}
+                        },
+                        "profile": {
+                            "data": {
+                                "type": "profile",
+                                "attributes": {"email": "sarah.mason@klaviyo-demo.com"},
+                            }
+                        },
+                        "unique_id": str(time.perf_counter_ns()),
+                    },
+                }
+            }
+        )
+        return render_template_string(PAGE, product=PRODUCT)
+
+    return app
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000, help="per variant")
+    args = parser.parse_args()
+
+    folder = Path(tempfile.mkdtemp(prefix="klaviyo-bench-"))
+    redis_url = embedded_redis_url(folder)
+    try:
+        with FakeKlaviyo(api_key=API_KEY) as fake:
+            app = make_app(redis_url, fake.url)
+            client = app.test_client()
+            variants = ["untracked", "tracked", "sdk-inline"]
+            samples: dict[str, list[float]] = {v: [] for v in variants}
+            for _ in range(50):  # warm up
+                for v in variants:
+                    client.get(f"/{v}")
+            for _ in range(args.requests):
+                for v in variants:
+                    start = time.perf_counter()
+                    response = client.get(f"/{v}")
+                    samples[v].append((time.perf_counter() - start) * 1000)
+                    assert response.status_code == 200
+            report(samples, args.requests)
+    finally:
+        stop_embedded_redis(folder)
+
+
+def report(samples: dict[str, list[float]], n: int) -> None:
+    base = statistics.median(samples["untracked"])
+    print(f"request overhead, {n} requests per variant (ms; Flask test client, embedded Redis)")
+    print(f"{'variant':<12} {'p50':>8} {'p99':>8} {'added p50':>10} {'x untracked':>12}")
+    for name, values in samples.items():
+        p50 = statistics.median(values)
+        print(
+            f"{name:<12} {p50:>8.3f} {percentile(values, 0.99):>8.3f} "
+            f"{p50 - base:>10.3f} {p50 / base:>12.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
