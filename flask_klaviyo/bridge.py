@@ -1,14 +1,30 @@
 """``{{ klaviyo_bridge() }}``: what the page needs to agree with the server.
 
-It renders a JSON blob of the events the server tracked for this page (metric + unique_id) for
-``static/klaviyo-bridge.js``, which stops a residual browser snippet from counting them twice,
-and klaviyo.js for the public key. The JSON is escaped for HTML, so a product name holding
-``</script>`` cannot leave its tag; the private key is never part of it.
+The snippet is three tags and no inline JavaScript (a strict Content-Security-Policy needs only
+``script-src 'self'`` plus klaviyo.js's origin):
+
+1. ``<script type="application/json" id="klaviyo-bridge-data">``: the blob. ``mode``
+   (``"drop"`` or ``"share"``), ``companyId`` (the public key) and ``events``, the events the
+   server tracked while rendering this page (``metric`` + ``unique_id``). In share mode each event
+   also carries the ``profile`` identifiers the server sent it with, plus ``clientUrl`` and
+   ``revision`` for Klaviyo's client endpoint. ``identify`` holds the visitor the server knows,
+   for ``klaviyo.identify`` (only with consent and a public key).
+2. ``/_klaviyo/static/klaviyo-bridge.js``: defines the ``klaviyo`` object stub when nothing did,
+   calls ``klaviyo.identify(identify)``, and wraps ``klaviyo.track`` / ``klaviyo.push`` /
+   ``_learnq.push`` so a residual browser call for a metric the server already tracked is not
+   counted twice (dropped, or in share mode re-sent with the server's ``unique_id``).
+3. klaviyo.js for ``KLAVIYO_PUBLIC_API_KEY`` (``KLAVIYO_JS_URL``), only when consent allows.
+
+The blob is HTML-safe JSON (``<``, ``>``, ``&`` and ``'`` escaped), so a product name or an email
+holding ``</script>`` cannot leave its tag; the private key is never part of it. With
+``KLAVIYO_ENABLED`` False only an inert blob is rendered (no events, no scripts).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from flask import current_app, url_for
 from jinja2.utils import htmlsafe_json_dumps
@@ -17,34 +33,116 @@ from markupsafe import Markup, escape
 if TYPE_CHECKING:
     from .extension import Klaviyo
 
-__all__ = ["DATA_ELEMENT_ID", "bridge_data", "render"]
+__all__ = [
+    "DATA_ELEMENT_ID",
+    "DEFAULT_KLAVIYO_JS_URL",
+    "bridge_data",
+    "identify_payload",
+    "klaviyo_js_url",
+    "render",
+    "share_profile",
+]
 
 DATA_ELEMENT_ID = "klaviyo-bridge-data"
-KLAVIYO_JS = "https://static.klaviyo.com/onsite/js/klaviyo.js?company_id={}"
+DEFAULT_KLAVIYO_JS_URL = "https://static.klaviyo.com/onsite/js/klaviyo.js"
+
+# What klaviyo.identify() is given: the klaviyo object's own names (not the legacy $email...).
+IDENTIFY_KEYS = ("email", "phone_number", "external_id", "first_name", "last_name")
+# What a shared client event's profile carries: the attributes the server's event used.
+SHARE_KEYS = (
+    "email",
+    "phone_number",
+    "external_id",
+    "_kx",
+    "anonymous_id",
+    "first_name",
+    "last_name",
+)
+# Attributes that identify a person on their own (external_id and anonymous_id do not).
+IDENTIFIERS = ("email", "phone_number", "_kx")
+# The blob when KLAVIYO_ENABLED is False: no scripts, nothing tracked, nothing to act on.
+INERT: dict[str, Any] = {"mode": "drop", "companyId": None, "events": []}
 
 
-def bridge_data(extension: Klaviyo) -> dict[str, Any]:
-    """The blob: mode, public key, the server's events for this page."""
+def identify_payload(visitor: Mapping[str, Any]) -> dict[str, str] | None:
+    """What ``klaviyo.identify`` gets for this visitor, or None.
+
+    Only a visitor known by email or phone number is identified. ``external_id`` rides along
+    but never alone (an id-only profile is a permanent duplicate). A visitor known only by
+    ``_kx`` is not identified here: klaviyo.js reads ``$exchange_id`` from its ``__kla_id``
+    cookie, which the server keeps up to date.
+    """
+    if not (visitor.get("email") or visitor.get("phone_number")):
+        return None
+    return {key: str(visitor[key]) for key in IDENTIFY_KEYS if visitor.get(key)}
+
+
+def share_profile(profile: Mapping[str, Any]) -> dict[str, str] | None:
+    """The identifiers a shared client event is sent with, or None when it must not be sent.
+
+    An event the server holds for an anonymous visitor (no email, phone or ``_kx``) is not
+    shared: a client event under ``anonymous_id`` alone would be an orphan profile.
+    """
+    if not any(profile.get(key) for key in IDENTIFIERS):
+        return None
+    shared = {key: str(profile[key]) for key in SHARE_KEYS if profile.get(key)}
+    if not (shared.get("email") or shared.get("phone_number")):
+        shared.pop("external_id", None)
+    return shared
+
+
+def klaviyo_js_url(base: str, company_id: str) -> str:
+    """``KLAVIYO_JS_URL`` with ``company_id`` in its query string."""
+    separator = "&" if "?" in base else "?"
+    return f"{base}{separator}{urlencode({'company_id': company_id})}"
+
+
+def bridge_data(extension: Klaviyo, *, consent: bool | None = None) -> dict[str, Any]:
+    """The blob ``klaviyo-bridge.js`` reads (see the module docstring)."""
     config = current_app.config
-    return {
-        "mode": config["KLAVIYO_BRIDGE_MODE"],
-        "companyId": config["KLAVIYO_PUBLIC_API_KEY"],
-        "events": [
-            {"metric": event.metric, "unique_id": event.unique_id}
-            for event in extension.page_events()
-        ],
+    if consent is None:
+        consent = extension.browse_allowed()
+    company_id = config["KLAVIYO_PUBLIC_API_KEY"]
+    # Share mode needs the public key (company_id) and consent; otherwise residual calls drop.
+    share = config["KLAVIYO_BRIDGE_MODE"] == "share" and consent and bool(company_id)
+    events = []
+    for event in extension.page_events():
+        entry: dict[str, Any] = {"metric": event.metric, "unique_id": event.unique_id}
+        if share:
+            profile = share_profile(event.profile)
+            if profile:
+                entry["profile"] = profile
+        events.append(entry)
+    data: dict[str, Any] = {
+        "mode": "share" if share else "drop",
+        "companyId": company_id,
+        "events": events,
     }
+    if share:
+        data["clientUrl"] = str(config["KLAVIYO_CLIENT_URL"]).rstrip("/")
+        data["revision"] = config["KLAVIYO_REVISION"]
+    if consent and company_id:
+        who = identify_payload(extension.visitor())
+        if who:
+            data["identify"] = who
+    return data
+
+
+def _blob(data: Mapping[str, Any]) -> str:
+    blob = htmlsafe_json_dumps(data)  # <, >, & and ' escaped: nothing can close the tag
+    return f'<script type="application/json" id="{DATA_ELEMENT_ID}">{blob}</script>'
 
 
 def render(extension: Klaviyo) -> Markup:
-    data = bridge_data(extension)
-    blob = htmlsafe_json_dumps(data)  # <, >, & and ' escaped: nothing can close the tag
-    parts = [
-        f'<script type="application/json" id="{DATA_ELEMENT_ID}">{blob}</script>',
-        f'<script src="{escape(url_for("klaviyo.static", filename="klaviyo-bridge.js"))}">'
-        "</script>",
-    ]
+    config = current_app.config
+    if not config["KLAVIYO_ENABLED"]:
+        return Markup(_blob(INERT))  # no scripts: a residual browser snippet works as before
+    consent = extension.browse_allowed()
+    data = bridge_data(extension, consent=consent)
+    script = url_for("klaviyo.static", filename="klaviyo-bridge.js")
+    parts = [_blob(data), f'<script src="{escape(script)}"></script>']
     company_id = data["companyId"]
-    if company_id:
-        parts.append(f'<script async src="{escape(KLAVIYO_JS.format(company_id))}"></script>')
+    if company_id and consent:
+        src = klaviyo_js_url(config["KLAVIYO_JS_URL"], company_id)
+        parts.append(f'<script async src="{escape(src)}"></script>')
     return Markup("\n".join(parts))

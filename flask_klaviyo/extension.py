@@ -72,6 +72,8 @@ def _set_defaults(app: Flask) -> None:
     app.config.setdefault("KLAVIYO_TIMEOUT", 10.0)
     app.config.setdefault("KLAVIYO_RETRY_MAX", DEFAULT_RETRY_MAX)
     app.config.setdefault("KLAVIYO_BRIDGE_MODE", "drop")  # "drop" or "share"
+    app.config.setdefault("KLAVIYO_CLIENT_URL", DEFAULT_API_URL)  # share mode's client endpoint
+    app.config.setdefault("KLAVIYO_JS_URL", bridge.DEFAULT_KLAVIYO_JS_URL)  # ?company_id= added
     app.config.setdefault("KLAVIYO_COOKIE_NAME", "klaviyo_id")
     app.config.setdefault("KLAVIYO_COOKIE_SECURE", False)
     app.config.setdefault("KLAVIYO_COOKIE_MAX_AGE", 400 * 24 * 3600)  # browsers cap at 400 days
@@ -111,6 +113,16 @@ def _check_config(app: Flask) -> None:
         raise KlaviyoConfigError("KLAVIYO_CURRENCY", "must be an ISO 4217 code such as USD")
     if config["KLAVIYO_BRIDGE_MODE"] not in ("drop", "share"):
         raise KlaviyoConfigError("KLAVIYO_BRIDGE_MODE", "must be 'drop' or 'share'")
+    client_url = config["KLAVIYO_CLIENT_URL"]
+    if not isinstance(client_url, str) or not re.match(r"^https?://[^/\s]+", client_url):
+        raise KlaviyoConfigError(
+            "KLAVIYO_CLIENT_URL", f"must be an http(s) URL, got {client_url!r}"
+        )
+    js_url = config["KLAVIYO_JS_URL"]
+    if not isinstance(js_url, str) or not re.match(r"^((https?:)?//[^/\s]+|/(?!/))\S*$", js_url):
+        raise KlaviyoConfigError(
+            "KLAVIYO_JS_URL", f"must be an http(s) URL or a path on this site, got {js_url!r}"
+        )
     timeout = config["KLAVIYO_TIMEOUT"]
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise KlaviyoConfigError("KLAVIYO_TIMEOUT", "must be a positive number of seconds")
