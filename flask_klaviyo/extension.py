@@ -34,10 +34,13 @@ from .identity import (
     ConsentLoader,
     IdentityLoader,
     browse_allowed,
-    remember_identity,
+    needs_identity,
+    provisional,
     resolve_profile,
+    settle,
     visitor_profile,
 )
+from .identity import identify as identify_visitor
 from .models import Order
 from .outbox import DEFAULT_RETRY_MAX, DeadLetters, Outbox
 
@@ -78,6 +81,9 @@ def _set_defaults(app: Flask) -> None:
     app.config.setdefault("KLAVIYO_COOKIE_SECURE", False)
     app.config.setdefault("KLAVIYO_COOKIE_MAX_AGE", 400 * 24 * 3600)  # browsers cap at 400 days
     app.config.setdefault("KLAVIYO_COOKIE_DOMAIN", None)
+    app.config.setdefault("KLAVIYO_ID_HEADER", "X-Klaviyo-Id")  # headless/BFF; None: off
+    app.config.setdefault("KLAVIYO_PARK_MAX_EVENTS", 50)  # per anonymous visitor; 0: don't park
+    app.config.setdefault("KLAVIYO_PARK_TTL", 30 * 24 * 3600)  # seconds, refreshed on each park
 
 
 def _check_config(app: Flask) -> None:
@@ -123,6 +129,7 @@ def _check_config(app: Flask) -> None:
         raise KlaviyoConfigError(
             "KLAVIYO_JS_URL", f"must be an http(s) URL or a path on this site, got {js_url!r}"
         )
+    _check_identity_config(config)
     timeout = config["KLAVIYO_TIMEOUT"]
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise KlaviyoConfigError("KLAVIYO_TIMEOUT", "must be a positive number of seconds")
@@ -142,6 +149,42 @@ def _check_config(app: Flask) -> None:
             "looks like a private key; it would be shown in every page. Use the 6-character "
             "public key (company id)",
         )
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # a cookie or header name (RFC 9110)
+
+
+def _positive_int(value: Any, *, zero: bool = False) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return False
+    return value >= 0 if zero else value > 0
+
+
+def _check_identity_config(config: Mapping[str, Any]) -> None:
+    """The identity cookie, the BFF header and parking."""
+    name = config["KLAVIYO_COOKIE_NAME"]
+    if not isinstance(name, str) or not _TOKEN.match(name) or name.startswith("__kla"):
+        raise KlaviyoConfigError(
+            "KLAVIYO_COOKIE_NAME", f"must be a cookie name of our own, got {name!r}"
+        )
+    if not isinstance(config["KLAVIYO_COOKIE_SECURE"], bool):
+        raise KlaviyoConfigError("KLAVIYO_COOKIE_SECURE", "must be True or False")
+    if not _positive_int(config["KLAVIYO_COOKIE_MAX_AGE"]):
+        raise KlaviyoConfigError("KLAVIYO_COOKIE_MAX_AGE", "must be a positive number of seconds")
+    domain = config["KLAVIYO_COOKIE_DOMAIN"]
+    if domain is not None and (not isinstance(domain, str) or not domain.strip(". ")):
+        raise KlaviyoConfigError("KLAVIYO_COOKIE_DOMAIN", "must be a domain name or None")
+    header = config["KLAVIYO_ID_HEADER"]
+    if header is not None and (not isinstance(header, str) or not _TOKEN.match(header)):
+        raise KlaviyoConfigError(
+            "KLAVIYO_ID_HEADER", f"must be an HTTP header name or None, got {header!r}"
+        )
+    if not _positive_int(config["KLAVIYO_PARK_MAX_EVENTS"], zero=True):
+        raise KlaviyoConfigError(
+            "KLAVIYO_PARK_MAX_EVENTS", "must be a whole number >= 0 (0: anonymous events dropped)"
+        )
+    if not _positive_int(config["KLAVIYO_PARK_TTL"]):
+        raise KlaviyoConfigError("KLAVIYO_PARK_TTL", "must be a positive number of seconds")
 
 
 class _State:
@@ -306,16 +349,23 @@ class Klaviyo:
         return self._order_event(refunded_order, order, profile, reason=reason)
 
     def identify(self, **attributes: Any) -> dict[str, Any]:
-        """The visitor is now known (email, phone_number, names) for the rest of this request."""
-        return remember_identity(attributes)
+        """The visitor is now known: email, phone_number, external_id, first_name, last_name.
+
+        For the rest of this request and (signed cookie, with consent) later visits; their
+        parked anonymous events are released after the response. Returns the identity kept
+        ({} without a valid email or E.164 phone number).
+        """
+        if not _enabled():
+            return {}
+        return identify_visitor(attributes, self._consent_loader)
 
     # -- internals shared with capture/bridge -------------------------------------------------
     def resolve_profile(self, explicit: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        return resolve_profile(explicit, self._identity_loader)
+        return resolve_profile(explicit, self._identity_loader, self._consent_loader)
 
     def visitor(self) -> dict[str, Any]:
         """Who the current visitor is, as far as the server knows (empty: a stranger)."""
-        return visitor_profile(self._identity_loader)
+        return visitor_profile(self._identity_loader, self._consent_loader)
 
     def browse_allowed(self) -> bool:
         """Whether browse events and identity cookies are allowed for this visitor."""
@@ -324,8 +374,20 @@ class Klaviyo:
     def submit(self, event: Event) -> Event | None:
         """Validate, then queue (after the response in a request; at once outside one).
 
-        An invalid event raises in strict mode; otherwise it is logged and dead-lettered.
+        An invalid event raises in strict mode; otherwise it is logged and dead-lettered. In a
+        request, an event of a visitor nobody knows yet (no email, phone or ``_kx``) is checked
+        with a placeholder identity and parked after the response until the visitor is known.
         """
+        parkable = has_request_context() and needs_identity(event.profile)
+        if not self._valid(provisional(event) if parkable else event):
+            return None
+        if has_request_context():
+            g.setdefault("_klaviyo_pending", []).append(event)
+        else:
+            self._push([event])
+        return event
+
+    def _valid(self, event: Event) -> bool:
         try:
             validate_event(event)
         except KlaviyoSchemaError as exc:
@@ -338,12 +400,8 @@ class Klaviyo:
                 mask_profile(event.profile),
             )
             self._dead_letter(event, exc)
-            return None
-        if has_request_context():
-            g.setdefault("_klaviyo_pending", []).append(event)
-        else:
-            self._push([event])
-        return event
+            return False
+        return True
 
     def _submit_all(self, events: list[Event]) -> list[Event]:
         return [e for e in (self.submit(event) for event in events) if e is not None]
@@ -395,13 +453,34 @@ class Klaviyo:
                 request.endpoint,
                 "mapped names can be passed: @tracks('Viewed Product', product='item')",
             )
-        if not pending:
-            return response
-        if response.status_code >= 400:
+        if pending and response.status_code >= 400:
             log.debug("klaviyo: %d event(s) dropped: response %s", len(pending), response.status)
-            return response
-        self._push(pending)
+            pending = None
+        ready = self._settle_identity(response, pending or [])
+        if ready:
+            self._push(ready)
         return response
+
+    def _settle_identity(self, response: Any, pending: list[Event]) -> list[Event]:
+        """Park anonymous events, release a now-known visitor's, write the identity cookies.
+
+        Returns what to queue. A failure here never breaks the page (except in strict mode):
+        the events that have an identity still go.
+        """
+        try:
+            return settle(
+                response,
+                pending,
+                loader=self._identity_loader,
+                consent_loader=self._consent_loader,
+                connection=lambda: _state().redis,
+                check=self._valid,
+            )
+        except Exception:
+            if _strict():
+                raise
+            log.exception("klaviyo: identity step failed; anonymous events of this request lost")
+            return [event for event in pending if not needs_identity(event.profile)]
 
     def page_events(self) -> list[Event]:
         """Events tracked so far in this request (what the bridge tells the page)."""
