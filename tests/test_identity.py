@@ -16,10 +16,10 @@ import redis
 from flask import Flask, jsonify, render_template_string, request
 from flask.testing import FlaskClient
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
-from rq import Queue
 
 from flask_klaviyo import Klaviyo, KlaviyoConfigError, tracks
 from flask_klaviyo.identity import COOKIE_SALT, Parking, parse_kla_id
+from flask_klaviyo.outbox import Outbox
 
 SECRET = "identity-secret"
 COOKIE = "klaviyo_id"
@@ -107,8 +107,11 @@ def client(app: Flask) -> FlaskClient:
 
 
 def queued(redis_url: str) -> list[dict[str, Any]]:
-    queue = Queue("klaviyo", connection=redis.Redis.from_url(redis_url))
-    return [event for job in queue.get_jobs() for event in job.args[0]]
+    """The events waiting for delivery (``Event.to_dict()`` form), oldest first."""
+    outbox = Outbox(redis.Redis.from_url(redis_url))
+    if hasattr(outbox, "waiting"):  # the outbox stream
+        return outbox.waiting()  # type: ignore[no-any-return]
+    return [event for job in outbox.queue.get_jobs() for event in job.args[0]]
 
 
 def parked_keys(redis_client: redis.Redis) -> list[bytes]:
