@@ -9,6 +9,10 @@ from flask import current_app
 from flask.cli import AppGroup
 from rq import Queue, SimpleWorker, Worker
 
+from .jobs import parse_rate_limits
+from .outbox import Outbox
+from .ratelimit import RateLimiter
+
 __all__ = ["klaviyo_cli"]
 
 klaviyo_cli = AppGroup("klaviyo", help="flask-klaviyo: delivery workers and status.")
@@ -42,17 +46,28 @@ def worker_command(burst: bool, simple: bool) -> None:
 @klaviyo_cli.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status_command(as_json: bool) -> None:
-    """Queue depth, failed jobs and dead letters."""
+    """Waiting events, their age, jobs, dead letters and the rate-limit state."""
     state = _state()
-    queue = Queue(current_app.config["KLAVIYO_QUEUE"], connection=state.redis)
+    name = current_app.config["KLAVIYO_QUEUE"]
+    outbox = Outbox(state.redis, queue_name=name)
+    queue = outbox.queue
+    age = outbox.oldest_age()
+    limits = parse_rate_limits(current_app.config.get("KLAVIYO_RATE_LIMITS"))
     status = {
-        "queue": queue.name,
+        "queue": name,
+        "waiting_events": outbox.depth(),
+        "in_delivery": outbox.pending(),
+        "oldest_waiting_seconds": round(age, 1) if age is not None else None,
         "queued_jobs": queue.count,
         "failed_jobs": queue.failed_job_registry.count,
         "dead_letters": state.dead_letters.count(),
+        "rate_limit_blocked_for": {
+            endpoint: round(values["blocked_for"], 1)
+            for endpoint, values in RateLimiter(state.redis, limits=limits).state().items()
+        },
     }
     if as_json:
         click.echo(json.dumps(status))
         return
     for key, value in status.items():
-        click.echo(f"{key:>14}: {value}")
+        click.echo(f"{key:>24}: {value}")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
-from flask import Blueprint, Flask, current_app, g, has_request_context, request
+from flask import Blueprint, Flask, current_app, g, has_request_context
 from flask.signals import before_render_template
 from markupsafe import Markup
 
@@ -348,6 +348,10 @@ class Klaviyo:
     ) -> Event | None:
         return self._order_event(refunded_order, order, profile, reason=reason)
 
+    def context(self, **values: Any) -> None:
+        """Hand ``@tracks`` what it needs when the view renders no template (JSON routes)."""
+        capture.remember_context(values)
+
     def identify(self, **attributes: Any) -> dict[str, Any]:
         """The visitor is now known: email, phone_number, external_id, first_name, last_name.
 
@@ -442,17 +446,16 @@ class Klaviyo:
 
     def _after_request(self, response: Any) -> Any:
         """Queue what this request tracked, once the response exists and only if it succeeded."""
-        pending = g.pop("_klaviyo_pending", None)
         if not current_app.config["KLAVIYO_ENABLED"]:
+            g.pop("_klaviyo_pending", None)
             return response
-        missed = capture.uncaptured()
-        if missed and response.status_code < 400:
-            log.warning(
-                "klaviyo: @tracks(%s) on %s, but no rendered template had its context (%s)",
-                ", ".join(map(repr, missed)),
-                request.endpoint,
-                "mapped names can be passed: @tracks('Viewed Product', product='item')",
-            )
+        try:
+            capture.finish(response)  # JSON routes: events from the return value / context()
+        except Exception:
+            if _strict():
+                raise
+            log.exception("klaviyo: capture after the view failed")
+        pending = g.pop("_klaviyo_pending", None)
         if pending and response.status_code >= 400:
             log.debug("klaviyo: %d event(s) dropped: response %s", len(pending), response.status)
             pending = None

@@ -13,11 +13,13 @@ to the dead-letter registry with Klaviyo's error, and the rest of its batch stil
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import random
+import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,13 +35,19 @@ from .exceptions import (
     KlaviyoDeliveryError,
     KlaviyoRateLimited,
 )
-from .outbox import DeadLetters
+from .outbox import CONSUMER_GROUP, DeadLetters, Outbox
+from .ratelimit import DEFAULT_LIMITS, RateLimiter, Window
 
-__all__ = ["DeliverySettings", "Sender", "deliver_events"]
+__all__ = ["DeliverySettings", "Sender", "deliver_events", "drain", "parse_rate_limits"]
 
 log = logging.getLogger("flask_klaviyo")
 
 IN_JOB_ATTEMPTS = 4  # then the job fails and RQ's Retry takes over
+DRAIN_ATTEMPTS = 7  # a drain rides out ~30 s of Klaviyo trouble before RQ's Retry
+DRAIN_BATCH = 1000  # entries read per round: one Bulk Create Events request at most
+DRAIN_SECONDS = 30.0  # then the drain hands over to a fresh job (bounded jobs, bounded memory)
+READ_BLOCK_MS = 50  # wait this long for more events before a drain ends
+RECLAIM_IDLE_MS = 20_000  # entries a worker took this long ago without acking: it died
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 RETRY_AFTER_CAP = 60.0
@@ -53,6 +61,7 @@ class DeliverySettings:
     api_url: str = DEFAULT_API_URL
     revision: str = DEFAULT_REVISION
     timeout: float = 10.0
+    rate_limits: Mapping[str, tuple[Window, ...]] | None = None
 
     @classmethod
     def load(cls) -> DeliverySettings:
@@ -64,6 +73,7 @@ class DeliverySettings:
                 api_url=config.get("KLAVIYO_API_URL") or DEFAULT_API_URL,
                 revision=config.get("KLAVIYO_REVISION") or DEFAULT_REVISION,
                 timeout=float(config.get("KLAVIYO_TIMEOUT") or 10.0),
+                rate_limits=parse_rate_limits(config.get("KLAVIYO_RATE_LIMITS")),
             )
         env = os.environ
         return cls(
@@ -71,6 +81,7 @@ class DeliverySettings:
             api_url=env.get("KLAVIYO_API_URL") or DEFAULT_API_URL,
             revision=env.get("KLAVIYO_REVISION") or DEFAULT_REVISION,
             timeout=float(env.get("KLAVIYO_TIMEOUT") or 10.0),
+            rate_limits=parse_rate_limits(env.get("KLAVIYO_RATE_LIMITS")),
         )
 
     def client(self) -> KlaviyoClient:
@@ -82,8 +93,25 @@ class DeliverySettings:
         )
 
 
-def backoff_delay(attempt: int, *, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
-    """Capped exponential backoff with full jitter in its upper half."""
+def parse_rate_limits(raw: Any) -> dict[str, tuple[Window, ...]] | None:
+    """``{"bulk_create_events": [[10, 1], [150, 60]], ...}`` (a mapping or its JSON) or None.
+
+    Accounts with other limits set ``KLAVIYO_RATE_LIMITS``; endpoints not named keep Klaviyo's
+    published defaults.
+    """
+    if raw in (None, ""):
+        return None
+    data = json.loads(raw) if isinstance(raw, str) else raw
+    limits = dict(DEFAULT_LIMITS)
+    for endpoint, windows in dict(data).items():
+        limits[endpoint] = tuple(Window(int(limit), float(period)) for limit, period in windows)
+    return limits
+
+
+def backoff_delay(attempt: int, *, base: float | None = None, cap: float | None = None) -> float:
+    """Capped exponential backoff with jitter in its upper half."""
+    base = BACKOFF_BASE if base is None else base
+    cap = BACKOFF_CAP if cap is None else cap
     ceiling = min(cap, base * (2**attempt))
     return ceiling * random.uniform(0.5, 1.0)
 
@@ -98,11 +126,13 @@ class Sender:
         *,
         attempts: int = IN_JOB_ATTEMPTS,
         sleep: Callable[[float], None] = time.sleep,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.client = client
         self.dead_letters = dead_letters
         self.attempts = attempts
         self.sleep = sleep
+        self.limiter = limiter
         self.sent = 0
         self.dead = 0
         self.requests = 0
@@ -115,25 +145,41 @@ class Sender:
                 self._bulk(batch)
         return {"sent": self.sent, "dead": self.dead, "requests": self.requests}
 
-    def _with_retries(self, call: Callable[[], SendResult]) -> SendResult:
+    def _with_retries(self, endpoint: str, call: Callable[[], SendResult]) -> SendResult:
         for attempt in range(self.attempts):
             try:
+                if self.limiter is not None:
+                    self.limiter.acquire(endpoint, max_wait=RETRY_AFTER_CAP * 2)
                 self.requests += 1
-                return call()
+                result = call()
             except KlaviyoDeliveryError as exc:
                 if not exc.retryable or attempt == self.attempts - 1:
                     raise
-                if isinstance(exc, KlaviyoRateLimited) and exc.retry_after is not None:
-                    delay = min(max(exc.retry_after, 0.0), RETRY_AFTER_CAP)
+                if isinstance(exc, KlaviyoRateLimited):
+                    delay = min(max(exc.retry_after or 1.0, 0.0), RETRY_AFTER_CAP)
+                    if self.limiter is not None:  # every worker waits, not only this one
+                        self.limiter.block(endpoint, delay)
+                        log.info("klaviyo: %s; all workers wait %.1fs", exc, delay)
+                        continue
                 else:
                     delay = backoff_delay(attempt)
                 log.info("klaviyo: %s; retrying in %.1fs", exc, delay)
                 self.sleep(delay)
+            else:
+                if (
+                    self.limiter is not None
+                    and result.rate_limit_remaining == 0
+                    and result.rate_limit_reset
+                ):
+                    self.limiter.block(endpoint, min(result.rate_limit_reset, RETRY_AFTER_CAP))
+                return result
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _single(self, event: Event) -> None:
         try:
-            self._with_retries(functools.partial(self.client.create_event, event.to_payload()))
+            self._with_retries(
+                "create_event", functools.partial(self.client.create_event, event.to_payload())
+            )
             self.sent += 1
         except KlaviyoClientError as exc:
             self._dead(event, exc)
@@ -146,7 +192,9 @@ class Sender:
                 return
             try:
                 payload = bulk_payload(remaining)
-                self._with_retries(functools.partial(self.client.bulk_create_events, payload))
+                self._with_retries(
+                    "bulk_create_events", functools.partial(self.client.bulk_create_events, payload)
+                )
                 self.sent += len(remaining)
                 return
             except KlaviyoBadRequest as exc:
@@ -189,3 +237,69 @@ def deliver_events(events: list[dict[str, Any]]) -> dict[str, int]:
     result = sender.send([Event.from_dict(item) for item in events])
     log.info("klaviyo: delivered %(sent)d event(s), %(dead)d dead, %(requests)d request(s)", result)
     return result
+
+
+def drain(queue_name: str = "klaviyo") -> dict[str, int]:
+    """RQ job: deliver what waits in the outbox stream, many events per request.
+
+    Reads up to ``DRAIN_BATCH`` entries at a time through the consumer group (first reclaiming
+    entries a dead worker had taken), sends them (one Bulk Create Events request, or Create Event
+    for a lone event) paced by the shared rate limiter, and acknowledges and deletes them once
+    delivered or dead-lettered. On a failure that outlasts its retries the entries stay pending,
+    the job fails, and RQ's Retry (or the next drain) reclaims them: at-least-once delivery,
+    exactly-once in Klaviyo by ``unique_id``.
+    """
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("drain() runs as an RQ job (it needs the job's Redis connection)")
+    connection = job.connection
+    settings = DeliverySettings.load()
+    outbox = Outbox(connection, queue_name=queue_name)
+    outbox.ensure_group()
+    consumer = f"{socket.gethostname()}-{os.getpid()}-{job.id[:8]}"
+    sender = Sender(
+        settings.client(),
+        DeadLetters(connection),
+        attempts=DRAIN_ATTEMPTS,
+        limiter=RateLimiter(connection, limits=settings.rate_limits),
+    )
+    deadline = time.monotonic() + DRAIN_SECONDS
+    delivered = 0
+    try:
+        while time.monotonic() < deadline:
+            outbox.refresh_flag()
+            entries = _take(connection, outbox.stream, consumer)
+            if not entries:
+                break
+            ids = [entry_id for entry_id, _ in entries]
+            events = [Event.from_dict(json.loads(fields[b"e"])) for _, fields in entries]
+            sender.send(events)
+            pipe = connection.pipeline(transaction=False)
+            pipe.xack(outbox.stream, CONSUMER_GROUP, *ids)
+            pipe.xdel(outbox.stream, *ids)
+            pipe.execute()
+            delivered += len(ids)
+    finally:
+        outbox.reschedule_if_waiting()
+    result = {
+        "events": delivered,
+        "sent": sender.sent,
+        "dead": sender.dead,
+        "requests": sender.requests,
+    }
+    log.info("klaviyo: drained %(events)d event(s) in %(requests)d request(s)", result)
+    return result
+
+
+def _take(connection: Any, stream: str, consumer: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """Entries a dead worker left behind, else new ones (waiting briefly for a batch)."""
+    reclaimed = connection.xautoclaim(
+        stream, CONSUMER_GROUP, consumer, min_idle_time=RECLAIM_IDLE_MS, count=DRAIN_BATCH
+    )
+    entries = [e for e in reclaimed[1] if e[1]]  # deleted entries come back empty
+    if entries:
+        return entries
+    read = connection.xreadgroup(
+        CONSUMER_GROUP, consumer, {stream: ">"}, count=DRAIN_BATCH, block=READ_BLOCK_MS
+    )
+    return read[0][1] if read else []

@@ -1,8 +1,15 @@
-"""The request side of delivery: hand events to RQ in one Redis round trip, and the dead letters.
+"""The request side of delivery: events into a Redis Stream in one round trip; dead letters.
 
 An event leaves the web process only through :meth:`Outbox.push`, after the response has been
-produced; nothing here talks to Klaviyo. Events that must not or could not be sent are kept in
-the dead-letter registry with the reason (our validation or Klaviyo's ``errors``), never dropped.
+produced; nothing here talks to Klaviyo. ``push`` is one pipelined round trip: ``XADD`` per event
+to the outbox stream plus a ``SET NX`` "drain scheduled" flag. Only when no drain is scheduled
+(the first event after a quiet spell) does it enqueue an RQ job, ``flask_klaviyo.jobs.drain``, so
+RQ stays the job system (retries, failed registry, rq-dashboard) without costing an enqueue per
+event. Workers read the stream through a consumer group: each entry goes to one worker, and the
+entries of a worker that died are reclaimed by the next drain.
+
+Events that must not or could not be sent are kept in the dead-letter registry with the reason
+(our validation or Klaviyo's ``errors``), never dropped.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from typing import Any
 
 import redis
@@ -24,16 +32,19 @@ __all__ = ["DEAD_LETTER_KEY", "DeadLetters", "Outbox"]
 log = logging.getLogger("flask_klaviyo")
 
 DEAD_LETTER_KEY = "klaviyo:dead"
-STATS_KEY = "klaviyo:stats"
+DRAIN_JOB = "flask_klaviyo.jobs.drain"
 DELIVER_JOB = "flask_klaviyo.jobs.deliver_events"
+CONSUMER_GROUP = "klaviyo-workers"
+# How long the "drain scheduled" flag lives without a refresh: a drain that died is replaced then.
+DRAIN_FLAG_TTL = 30
 # A job that still fails after this many RQ retries stays in RQ's failed registry (replayable).
 DEFAULT_RETRY_MAX = 8
-JOB_TIMEOUT = 300
+JOB_TIMEOUT = 600
 FAILURE_TTL = 30 * 24 * 3600
 
 
 class Outbox:
-    """Queues events for the workers; one RQ job (one round trip) per request's events."""
+    """The outbox stream of one queue, and the scheduling of the RQ jobs that drain it."""
 
     def __init__(
         self,
@@ -45,22 +56,102 @@ class Outbox:
         self.connection = connection
         self.queue = Queue(queue_name, connection=connection)
         self.retry_max = retry_max
+        self.stream = f"klaviyo:outbox:{queue_name}"
+        self.flag = f"klaviyo:drain-scheduled:{queue_name}"
 
-    def push(self, events: Sequence[Event]) -> str | None:
-        """Enqueue ``events`` for delivery; returns the RQ job id."""
+    def push(self, events: Sequence[Event]) -> int:
+        """Append ``events`` to the stream (one round trip); returns how many were added."""
         if not events:
-            return None
-        metrics = sorted({e.metric for e in events})
+            return 0
+        pipe = self.connection.pipeline(transaction=False)
+        for event in events:
+            pipe.xadd(self.stream, {"e": json.dumps(event.to_dict(), separators=(",", ":"))})
+        pipe.set(self.flag, "1", nx=True, ex=DRAIN_FLAG_TTL)
+        *_, newly_flagged = pipe.execute()
+        if newly_flagged:
+            self.enqueue_drain()
+        return len(events)
+
+    def enqueue_drain(self) -> str:
+        """Schedule one drain job (the flag is already ours)."""
         job = self.queue.enqueue(
-            DELIVER_JOB,
-            [e.to_dict() for e in events],
+            DRAIN_JOB,
+            self.queue.name,
             retry=Retry(max=self.retry_max) if self.retry_max else None,
             job_timeout=JOB_TIMEOUT,
             failure_ttl=FAILURE_TTL,
-            result_ttl=3600,
-            description=f"deliver {len(events)} event(s): {', '.join(metrics)}",
+            result_ttl=600,
+            description=f"drain the klaviyo outbox of {self.queue.name!r}",
         )
         return job.id
+
+    def ensure_group(self) -> None:
+        try:
+            self.connection.xgroup_create(self.stream, CONSUMER_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def reschedule_if_waiting(self, *, reclaim_after: float = 20.0) -> bool:
+        """After a drain: if anything is still waiting, make sure another drain will run.
+
+        New entries get a drain now. Entries only pending (taken by a drain that failed or died)
+        get one after ``reclaim_after`` seconds, when they can be reclaimed; the flag stays set
+        meanwhile so requests do not schedule drains that would find nothing to take.
+        """
+        waiting = self.depth()
+        if waiting == 0:
+            self.connection.delete(self.flag)
+            if self.depth() == 0:  # nothing arrived between the check and the delete
+                return False
+            waiting = self.depth()
+        pending = self.pending()
+        if waiting > pending:  # hand over to a fresh drain job (the flag is still ours)
+            self.refresh_flag()
+            self.enqueue_drain()
+            return True
+        self.connection.set(self.flag, "1", ex=DRAIN_FLAG_TTL)
+        if not self.connection.set(f"{self.flag}:reclaim", "1", nx=True, ex=int(reclaim_after)):
+            return True  # a reclaiming drain is already on its way
+        self.queue.enqueue_in(
+            timedelta(seconds=reclaim_after),
+            DRAIN_JOB,
+            self.queue.name,
+            job_timeout=JOB_TIMEOUT,
+            failure_ttl=FAILURE_TTL,
+            result_ttl=600,
+            description=f"reclaim the klaviyo outbox of {self.queue.name!r}",
+        )
+        return True
+
+    def pending(self) -> int:
+        """Entries taken by a drain and not yet acknowledged."""
+        try:
+            return int(self.connection.xpending(self.stream, CONSUMER_GROUP)["pending"])
+        except redis.ResponseError:  # no group yet
+            return 0
+
+    def refresh_flag(self) -> None:
+        self.connection.set(self.flag, "1", ex=DRAIN_FLAG_TTL)
+
+    def depth(self) -> int:
+        """Events waiting (queued or being delivered): delivered entries are deleted."""
+        return int(self.connection.xlen(self.stream))
+
+    def oldest_age(self) -> float | None:
+        """Seconds since the oldest waiting event was queued."""
+        first = self.connection.xrange(self.stream, count=1)
+        if not first:
+            return None
+        millis = int(first[0][0].decode().split("-", 1)[0])
+        return max(0.0, time.time() - millis / 1000)
+
+    def waiting(self, count: int | None = None) -> list[dict[str, Any]]:
+        """The waiting events (``Event.to_dict()`` form), oldest first."""
+        return [
+            json.loads(fields[b"e"])
+            for _, fields in self.connection.xrange(self.stream, count=count)
+        ]
 
 
 class DeadLetters:

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from flask import Flask, render_template_string
-from rq import Queue
 
 from flask_klaviyo import Klaviyo, KlaviyoConfigError, tracks
 from flask_klaviyo.bridge import identify_payload, klaviyo_js_url, share_profile
+from flask_klaviyo.outbox import Outbox
 
 BREAKOUT = "</script><script>alert(1)</script><!--"
 PRIVATE_KEY = "pk_test_private_key"
@@ -85,8 +85,7 @@ def script_srcs(html: str) -> list[str]:
 def queued(redis_url: str) -> list[dict[str, Any]]:
     import redis
 
-    queue = Queue("klaviyo", connection=redis.Redis.from_url(redis_url))
-    return [event for job in queue.get_jobs() for event in job.args[0]]
+    return Outbox(redis.Redis.from_url(redis_url)).waiting()
 
 
 KLAVIYO_JS = f"https://static.klaviyo.com/onsite/js/klaviyo.js?company_id={PUBLIC_KEY}"

@@ -25,11 +25,11 @@ from urllib.parse import quote
 import pytest
 import redis
 from flask import Flask, Response, render_template_string, request
-from rq import Queue
 from werkzeug.serving import make_server
 
 from flask_klaviyo import Klaviyo, tracks
 from flask_klaviyo.jobs import deliver_events
+from flask_klaviyo.outbox import Outbox
 
 pytestmark = pytest.mark.browser
 
@@ -296,10 +296,9 @@ def client_requests(fake: Any) -> list[dict[str, Any]]:
 
 def deliver_server_events(app: Flask, redis_url: str) -> None:
     """What a worker would do: send the events the server queued to the stand-in."""
-    queue = Queue("klaviyo", connection=redis.Redis.from_url(redis_url))
+    waiting = Outbox(redis.Redis.from_url(redis_url)).waiting()
     with app.app_context():
-        for job in queue.get_jobs():
-            deliver_events(job.args[0])
+        deliver_events(waiting)
 
 
 OTHER_METRICS = ("Viewed Collection", "Clicked Banner", "Used Search", "Added to Wishlist")

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import redis
 from flask import Flask, abort, render_template_string
-from rq import Queue
 
 from flask_klaviyo import Klaviyo, tracks
+from flask_klaviyo.outbox import Outbox
 
 EMAIL = "sarah.mason@klaviyo-demo.com"
 POOH = {
@@ -39,8 +39,7 @@ ADDED = {"product": TALE, "quantity": 1}
 
 
 def queued(redis_url: str) -> list[dict[str, Any]]:
-    queue = Queue("klaviyo", connection=redis.Redis.from_url(redis_url))
-    return [event for job in queue.get_jobs() for event in job.args[0]]
+    return Outbox(redis.Redis.from_url(redis_url)).waiting()
 
 
 @pytest.fixture

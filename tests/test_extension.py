@@ -11,7 +11,7 @@ from flask import Flask, abort, render_template_string
 from rq import Queue
 
 from flask_klaviyo import Klaviyo, KlaviyoConfigError, KlaviyoSchemaError, tracks
-from flask_klaviyo.outbox import DeadLetters
+from flask_klaviyo.outbox import DeadLetters, Outbox
 
 PRODUCT = {
     "id": "1111",
@@ -40,8 +40,7 @@ def make_app(redis_url: str, tmp_path: Any, **config: Any) -> Flask:
 def queued_events(redis_url: str) -> list[dict[str, Any]]:
     import redis
 
-    queue = Queue("klaviyo", connection=redis.Redis.from_url(redis_url))
-    return [event for job in queue.get_jobs() for event in job.args[0]]
+    return Outbox(redis.Redis.from_url(redis_url)).waiting()
 
 
 @pytest.fixture
@@ -94,7 +93,9 @@ def test_init_app_pattern_and_two_apps_in_one_process(redis_url: str, tmp_path: 
     import redis
 
     conn = redis.Redis.from_url(redis_url)
-    assert Queue("first", connection=conn).count == 1
+    assert [e["properties"] for e in Outbox(conn, queue_name="first").waiting()] == [{"n": 1}]
+    assert [e["properties"] for e in Outbox(conn, queue_name="second").waiting()] == [{"n": 2}]
+    assert Queue("first", connection=conn).count == 1  # one drain job per queue
     assert Queue("second", connection=conn).count == 1
 
 
@@ -231,7 +232,7 @@ def test_lenient_mode_logs_masked_and_keeps_a_dead_letter(
     assert dead[0]["errors"][0]["pointer"] == "value"
     assert "sarah.mason@klaviyo-demo.com" not in caplog.text
     assert "Custom" in caplog.text
-    assert Queue("klaviyo", connection=redis_client).count == 0
+    assert Outbox(redis_client).depth() == 0
 
 
 def test_testing_app_is_strict_by_default(app: Flask) -> None:

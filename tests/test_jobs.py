@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ from flask_klaviyo.client import KlaviyoClient
 from flask_klaviyo.events import Event
 from flask_klaviyo.exceptions import KlaviyoServerError
 from flask_klaviyo.jobs import Sender
-from flask_klaviyo.outbox import DeadLetters
+from flask_klaviyo.outbox import DeadLetters, Outbox
 
 API_KEY = "pk_test_private_key"
 
@@ -156,13 +157,13 @@ def run_worker(app: Flask) -> None:
         SimpleWorker([queue], connection=state.redis).work(burst=True)
 
 
-def test_rq_job_delivers_and_a_failed_attempt_is_retried_by_rq(
+def test_drain_rides_out_a_run_of_server_errors(
     app: Flask, fake: Any, redis_client: redis.Redis
 ) -> None:
     klaviyo = app.extensions["klaviyo"].extension
     with app.app_context():
         klaviyo.track("Left Review", {"Stars": 5}, profile={"email": "a@shop.test"})
-    fake.fail_next(503, count=jobs.IN_JOB_ATTEMPTS)  # the whole first attempt fails
+    fake.fail_next(503, count=jobs.IN_JOB_ATTEMPTS)  # four failures in a row
     run_worker(app)
     [accepted] = fake.events
     assert accepted["metric"] == "Left Review"
@@ -171,20 +172,79 @@ def test_rq_job_delivers_and_a_failed_attempt_is_retried_by_rq(
     assert queue.count == 0 and queue.failed_job_registry.count == 0
 
 
-def test_rq_job_that_keeps_failing_ends_in_the_failed_registry_not_lost(
+def test_a_drain_that_keeps_failing_leaves_its_events_waiting_then_reclaims_them(
+    app: Flask, fake: Any, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    klaviyo = app.extensions["klaviyo"].extension
+    with app.app_context():
+        klaviyo.track("Left Review", {"Stars": 5}, profile={"email": "a@shop.test"})
+    fake.fail_next(503, count=jobs.DRAIN_ATTEMPTS)  # the whole first drain fails
+    run_worker(app)
+    assert fake.events == []
+    outbox = Outbox(redis_client)
+    assert outbox.depth() == 1 and outbox.pending() == 1  # kept, taken by the failed drain
+    [waiting] = outbox.waiting()
+    assert waiting["metric"] == "Left Review"
+    assert API_KEY not in str(waiting)
+    queue = Queue("klaviyo", connection=redis_client)
+    assert queue.scheduled_job_registry.count == 1  # a reclaiming drain is on its way
+
+    monkeypatch.setattr(jobs, "RECLAIM_IDLE_MS", 0)  # as if the reclaim delay had passed
+    outbox.enqueue_drain()
+    run_worker(app)
+    [accepted] = fake.events
+    assert accepted["metric"] == "Left Review"
+    assert outbox.depth() == 0
+
+
+def test_one_drain_job_serves_many_requests_and_sends_one_bulk_request(
+    app: Flask, fake: Any, redis_client: redis.Redis, openapi: Any
+) -> None:
+    klaviyo = app.extensions["klaviyo"].extension
+    with app.app_context():
+        for n in range(25):
+            klaviyo.track("Left Review", {"n": n}, profile={"email": f"s{n % 3}@shop.test"})
+    queue = Queue("klaviyo", connection=redis_client)
+    assert queue.count == 1  # 25 events, one drain job
+    assert Outbox(redis_client).depth() == 25
+    run_worker(app)
+    assert len(fake.events) == 25
+    [request] = [r for r in fake.requests if r["path"].startswith("/api/")]
+    assert request["path"] == "/api/event-bulk-create-jobs"
+    openapi.validate("bulk_create_events", request["body"])
+    assert Outbox(redis_client).depth() == 0
+    assert not redis_client.exists(Outbox(redis_client).flag)  # the next push schedules anew
+
+
+def test_a_lone_event_drains_through_create_event(
     app: Flask, fake: Any, redis_client: redis.Redis
 ) -> None:
     klaviyo = app.extensions["klaviyo"].extension
     with app.app_context():
         klaviyo.track("Left Review", {"Stars": 5}, profile={"email": "a@shop.test"})
-    fake.fail_next(503, count=jobs.IN_JOB_ATTEMPTS * 3)  # first run + RETRY_MAX=2 retries
     run_worker(app)
-    assert fake.events == []
-    failed = Queue("klaviyo", connection=redis_client).failed_job_registry
-    assert failed.count == 1
-    job = failed.get_job_ids()[0]
-    from rq.job import Job
+    assert [r["path"] for r in fake.requests] == ["/api/events"]
 
-    args = Job.fetch(job, connection=redis_client).args[0]
-    assert args[0]["metric"] == "Left Review"
-    assert API_KEY not in str(args)
+
+def test_drain_respects_the_shared_rate_limit(
+    app: Flask, fake: Any, redis_client: redis.Redis
+) -> None:
+    """Two events per bulk request, 3 requests per second: 12 events need >= 1.5 s."""
+    app.config["KLAVIYO_RATE_LIMITS"] = {"bulk_create_events": [[3, 1.0]]}
+    klaviyo = app.extensions["klaviyo"].extension
+    with app.app_context():
+        for n in range(12):
+            klaviyo.track("Left Review", {"n": n}, profile={"email": "a@shop.test"})
+    import flask_klaviyo.jobs as jobs_module
+
+    started = time.monotonic()
+    original = jobs_module.DRAIN_BATCH
+    jobs_module.DRAIN_BATCH = 2
+    try:
+        run_worker(app)
+    finally:
+        jobs_module.DRAIN_BATCH = original
+    elapsed = time.monotonic() - started
+    assert len(fake.events) == 12
+    assert len([r for r in fake.requests if r["path"].startswith("/api/")]) == 6
+    assert elapsed >= 0.9  # 3 at once, then one every 1/3 s
