@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from flask import current_app, url_for
+from flask import current_app, g, url_for
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup, escape
 
@@ -125,6 +125,8 @@ def bridge_data(extension: Klaviyo, *, consent: bool | None = None) -> dict[str,
         who = identify_payload(extension.visitor())
         if who:
             data["identify"] = who
+    if "identify" in data or (share and any(e.get("profile") for e in events)):
+        g._klaviyo_personal_page = True  # a shared cache must not serve this page to others
     return data
 
 

@@ -449,6 +449,11 @@ class Klaviyo:
         if not current_app.config["KLAVIYO_ENABLED"]:
             g.pop("_klaviyo_pending", None)
             return response
+        if g.pop("_klaviyo_personal_page", False):
+            # the bridge put the visitor's identity in this page
+            response.cache_control.public = False
+            response.cache_control.private = True
+            response.vary.add("Cookie")
         try:
             capture.finish(response)  # JSON routes: events from the return value / context()
         except Exception:

@@ -378,3 +378,24 @@ def test_bad_bridge_urls_fail_at_init_naming_the_key(
 def test_good_klaviyo_js_urls_are_accepted(redis_url: str, tmp_path: Any, value: str) -> None:
     app = make_app(redis_url, tmp_path, KLAVIYO_JS_URL=value)
     assert script_srcs(get(app, "/plain"))[1].startswith(value + "?company_id=")
+
+
+def test_a_page_that_names_the_visitor_is_private_to_caches(redis_url: str, tmp_path: Any) -> None:
+    app = Flask(__name__, instance_path=str(tmp_path))
+    app.config.update(SECRET_KEY="s", KLAVIYO_REDIS_URL=redis_url, KLAVIYO_PUBLIC_API_KEY="AbC123")
+    klaviyo = Klaviyo(app)
+    who: dict[str, Any] = {"email": "sarah.mason@klaviyo-demo.com"}
+    klaviyo.identity_loader(lambda: dict(who) if who else None)
+
+    @app.get("/page")
+    def page() -> str:
+        return render_template_string("<p>hi</p>{{ klaviyo_bridge() }}")
+
+    client = app.test_client()
+    known = client.get("/page")
+    assert "sarah.mason@klaviyo-demo.com" in known.get_data(as_text=True)
+    assert known.cache_control.private and not known.cache_control.public
+    assert "Cookie" in known.vary
+    who.clear()
+    stranger = app.test_client().get("/page")
+    assert not stranger.cache_control.private
