@@ -43,12 +43,14 @@ from .identity import (
 from .identity import identify as identify_visitor
 from .models import Order
 from .outbox import DEFAULT_RETRY_MAX, DeadLetters, Outbox
+from .spool import DEFAULT_SPOOL_MAX_BYTES, Breaker, Spool
 
 __all__ = ["EXTENSION_KEY", "Klaviyo"]
 
 log = logging.getLogger("flask_klaviyo")
 
 EXTENSION_KEY = "klaviyo"
+SPOOL_REDIS_COOLDOWN = 5.0  # seconds to go straight to the spool after Redis failed
 STATIC_FOLDER_CANDIDATES = (
     Path(__file__).parent / "static",  # installed wheel
     Path(__file__).parent.parent / "static",  # source checkout / editable install
@@ -74,6 +76,7 @@ def _set_defaults(app: Flask) -> None:
     app.config.setdefault("KLAVIYO_WEBHOOK_SECRET", None)
     app.config.setdefault("KLAVIYO_TIMEOUT", 10.0)
     app.config.setdefault("KLAVIYO_RETRY_MAX", DEFAULT_RETRY_MAX)
+    app.config.setdefault("KLAVIYO_SPOOL_MAX_BYTES", DEFAULT_SPOOL_MAX_BYTES)  # Redis down
     app.config.setdefault("KLAVIYO_BRIDGE_MODE", "drop")  # "drop" or "share"
     app.config.setdefault("KLAVIYO_CLIENT_URL", DEFAULT_API_URL)  # share mode's client endpoint
     app.config.setdefault("KLAVIYO_JS_URL", bridge.DEFAULT_KLAVIYO_JS_URL)  # ?company_id= added
@@ -133,6 +136,9 @@ def _check_config(app: Flask) -> None:
     timeout = config["KLAVIYO_TIMEOUT"]
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise KlaviyoConfigError("KLAVIYO_TIMEOUT", "must be a positive number of seconds")
+    spool_max = config["KLAVIYO_SPOOL_MAX_BYTES"]
+    if isinstance(spool_max, bool) or not isinstance(spool_max, int) or spool_max < 0:
+        raise KlaviyoConfigError("KLAVIYO_SPOOL_MAX_BYTES", "must be a whole number of bytes")
     retry_max = config["KLAVIYO_RETRY_MAX"]
     if isinstance(retry_max, bool) or not isinstance(retry_max, int) or retry_max < 0:
         raise KlaviyoConfigError("KLAVIYO_RETRY_MAX", "must be a whole number >= 0")
@@ -195,6 +201,8 @@ class _State:
         self.instance_path = app.instance_path
         self._redis: redis.Redis | None = None
         self._outbox: Outbox | None = None
+        self.spool = Spool(app.instance_path, max_bytes=app.config["KLAVIYO_SPOOL_MAX_BYTES"])
+        self.breaker = Breaker(cooldown=SPOOL_REDIS_COOLDOWN)
 
     @property
     def redis_url(self) -> str:
@@ -437,12 +445,37 @@ class Klaviyo:
             log.exception("klaviyo: could not keep the invalid %s event", event.metric)
 
     def _push(self, events: list[Event]) -> None:
+        """To the outbox; while Redis is unreachable, to the local spool (moved back later)."""
+        state = _state()
+        if state.breaker.allows():
+            try:
+                state.outbox.push(events)
+            except Exception as exc:  # tracking never breaks the page
+                state.breaker.trip()
+                log.warning(
+                    "klaviyo: Redis unreachable (%s); spooling %d event(s) to %s for %.0fs",
+                    type(exc).__name__,
+                    len(events),
+                    state.spool.path,
+                    state.breaker.cooldown,
+                )
+            else:
+                if state.spool.size():
+                    self._replay_spool(state)
+                return
         try:
-            _state().outbox.push(events)
-        except Exception:  # tracking never breaks the page
+            state.spool.append(events)
+        except Exception:
             if _strict():
                 raise
-            log.exception("klaviyo: could not queue %d event(s)", len(events))
+            log.exception("klaviyo: could not spool %d event(s)", len(events))
+
+    def _replay_spool(self, state: _State) -> None:
+        try:
+            state.spool.replay(state.outbox.push)
+        except Exception:
+            state.breaker.trip()
+            log.exception("klaviyo: moving spooled events to Redis failed; will retry")
 
     def _after_request(self, response: Any) -> Any:
         """Queue what this request tracked, once the response exists and only if it succeeded."""
