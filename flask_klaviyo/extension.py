@@ -41,6 +41,7 @@ from .identity import (
     visitor_profile,
 )
 from .identity import identify as identify_visitor
+from .jobs import parse_rate_limits
 from .models import Order
 from .outbox import DEFAULT_RETRY_MAX, DeadLetters, Outbox
 from .spool import DEFAULT_SPOOL_MAX_BYTES, Breaker, Spool
@@ -77,6 +78,7 @@ def _set_defaults(app: Flask) -> None:
     app.config.setdefault("KLAVIYO_TIMEOUT", 10.0)
     app.config.setdefault("KLAVIYO_RETRY_MAX", DEFAULT_RETRY_MAX)
     app.config.setdefault("KLAVIYO_SPOOL_MAX_BYTES", DEFAULT_SPOOL_MAX_BYTES)  # Redis down
+    app.config.setdefault("KLAVIYO_RATE_LIMITS", None)  # None: Klaviyo's published limits
     app.config.setdefault("KLAVIYO_BRIDGE_MODE", "drop")  # "drop" or "share"
     app.config.setdefault("KLAVIYO_CLIENT_URL", DEFAULT_API_URL)  # share mode's client endpoint
     app.config.setdefault("KLAVIYO_JS_URL", bridge.DEFAULT_KLAVIYO_JS_URL)  # ?company_id= added
@@ -136,6 +138,14 @@ def _check_config(app: Flask) -> None:
     timeout = config["KLAVIYO_TIMEOUT"]
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise KlaviyoConfigError("KLAVIYO_TIMEOUT", "must be a positive number of seconds")
+    try:
+        parse_rate_limits(config["KLAVIYO_RATE_LIMITS"])
+    except (TypeError, ValueError) as exc:
+        raise KlaviyoConfigError(
+            "KLAVIYO_RATE_LIMITS",
+            'must map endpoints to [[limit, seconds], ...], e.g. {"bulk_create_events": '
+            f"[[10, 1], [150, 60]]}} ({exc})",
+        ) from None
     spool_max = config["KLAVIYO_SPOOL_MAX_BYTES"]
     if isinstance(spool_max, bool) or not isinstance(spool_max, int) or spool_max < 0:
         raise KlaviyoConfigError("KLAVIYO_SPOOL_MAX_BYTES", "must be a whole number of bytes")
