@@ -13,10 +13,17 @@ from typing import Any
 
 from flask import Flask, render_template
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response
 
-from . import db
+from . import db, payments, webhook
 from .extensions import klaviyo
-from .settings import load_or_create_secret_key, normalize, settings_from_environ
+from .http import json_error, wants_json
+from .settings import (
+    derived_webhook_secret,
+    load_or_create_secret_key,
+    normalize,
+    settings_from_environ,
+)
 
 __all__ = ["create_app", "klaviyo"]
 
@@ -28,8 +35,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     ``config`` (when given, the environment is not read): any Flask/``KLAVIYO_*``/``STORE_*``
     setting, plus ``instance_path`` for the instance folder (secret key, database, embedded
-    Redis). Without it: ``KLAVIYO_*``, ``SECRET_KEY``, ``STORE_ADMIN_PASSWORD`` and
-    ``STORE_DATABASE`` from the environment.
+    Redis). Without it: ``KLAVIYO_*``, ``SECRET_KEY`` and the ``STORE_*`` settings
+    (``settings.STORE_KEYS``) from the environment.
     """
     settings = normalize(config) if config is not None else settings_from_environ()
     instance_path = settings.pop("instance_path", None)
@@ -49,13 +56,20 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if not app.config.get("SECRET_KEY"):
         # Persisted, so the web process and its workers sign and verify with the same key.
         app.config["SECRET_KEY"] = load_or_create_secret_key(app.instance_path)
+    if not app.config.get("KLAVIYO_WEBHOOK_SECRET"):
+        # The simulated provider and the webhook endpoint share it; a real provider gives you one.
+        app.config["KLAVIYO_WEBHOOK_SECRET"] = derived_webhook_secret(app.config["SECRET_KEY"])
 
     db.init_app(app)
     klaviyo.init_app(app)
+    payments.init_app(app)
+    webhook.init_app(app)
 
+    from .admin import bp as admin_bp
     from .views import bp
 
     app.register_blueprint(bp)
+    app.register_blueprint(admin_bp)
     app.register_error_handler(HTTPException, _http_error)
     app.add_template_filter(money)
     return app
@@ -68,8 +82,11 @@ def money(cents: int | None) -> str:
     return f"${cents / 100:,.2f}"
 
 
-def _http_error(error: HTTPException) -> tuple[str, int] | HTTPException:
-    """Friendly pages for client errors; anything else keeps Werkzeug's response."""
+def _http_error(error: HTTPException) -> tuple[str, int] | HTTPException | Response:
+    """Friendly pages for client errors (JSON for JSON clients); the rest keeps Werkzeug's."""
     if error.code is None or not 400 <= error.code < 500:
         return error
+    if wants_json():
+        code = (error.name or "error").lower().replace(" ", "_").replace("'", "")
+        return json_error(error.code, code, error.description or error.name)
     return render_template("error.html", error=error), error.code

@@ -1,19 +1,31 @@
 """SQLite through the standard library: one connection per request, closed at teardown.
 
-The schema already holds the tables the whole funnel needs (carts, orders, payment webhooks); they
-stay minimal until the features that use them arrive. ``init_app`` creates the schema and seeds the
+The schema holds the whole funnel: products, carts (kept by id in the session), orders with the
+lines as sold, and the payment provider's webhook deliveries (their ids deduplicate retries).
+``init_app`` creates the schema, adds columns a database from an older version lacks, and seeds the
 catalog idempotently, so every process that builds the app (web, workers) can run it safely.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from flask import Flask, current_app, g
 
-__all__ = ["SCHEMA", "TABLES", "close_db", "connect", "get_db", "init_app", "init_db"]
+__all__ = [
+    "ADDED_COLUMNS",
+    "SCHEMA",
+    "TABLES",
+    "close_db",
+    "connect",
+    "get_db",
+    "init_app",
+    "init_db",
+    "transaction",
+]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS products (
@@ -32,6 +44,8 @@ CREATE TABLE IF NOT EXISTS carts (
     id         TEXT PRIMARY KEY,
     email      TEXT,
     status     TEXT NOT NULL DEFAULT 'open',      -- open | ordered
+    revision   INTEGER NOT NULL DEFAULT 0,        -- bumped by every change to the items
+    checkout_revision INTEGER,                    -- the revision Started Checkout was sent for
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
@@ -49,11 +63,16 @@ CREATE TABLE IF NOT EXISTS orders (
     id             TEXT PRIMARY KEY,
     cart_id        TEXT REFERENCES carts(id),
     email          TEXT NOT NULL,
-    status         TEXT NOT NULL DEFAULT 'pending',  -- paid | fulfilled | canceled | refunded
+    -- pending_payment | paid | payment_failed | fulfilled | canceled | refunded
+    status         TEXT NOT NULL DEFAULT 'pending_payment',
     total_cents    INTEGER NOT NULL,
     discount_code  TEXT,
     discount_cents INTEGER NOT NULL DEFAULT 0,
-    address        TEXT,                             -- JSON
+    address        TEXT,                             -- JSON: the shipping address
+    currency       TEXT NOT NULL DEFAULT 'USD',
+    payment_id     TEXT,                             -- the provider's charge id
+    paid_at        TEXT,
+    status_reason  TEXT,                             -- why it was canceled or refunded
     created_at     TEXT NOT NULL,
     updated_at     TEXT NOT NULL
 );
@@ -65,7 +84,11 @@ CREATE TABLE IF NOT EXISTS order_items (
     sku              TEXT,
     name             TEXT NOT NULL,                  -- as sold, even if the product changes
     quantity         INTEGER NOT NULL CHECK (quantity > 0),
-    unit_price_cents INTEGER NOT NULL
+    unit_price_cents INTEGER NOT NULL,
+    brand            TEXT,
+    categories       TEXT NOT NULL DEFAULT '[]',     -- JSON list of names
+    product_url      TEXT,                           -- absolute, as the shopper saw it
+    image_url        TEXT
 );
 
 CREATE TABLE IF NOT EXISTS webhook_deliveries (
@@ -78,6 +101,20 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
 """
 
 TABLES = ("products", "carts", "cart_items", "orders", "order_items", "webhook_deliveries")
+
+# Columns added after the first schema: (table, column, declaration) for ALTER TABLE ADD COLUMN.
+ADDED_COLUMNS = (
+    ("carts", "revision", "INTEGER NOT NULL DEFAULT 0"),
+    ("carts", "checkout_revision", "INTEGER"),
+    ("orders", "currency", "TEXT NOT NULL DEFAULT 'USD'"),
+    ("orders", "payment_id", "TEXT"),
+    ("orders", "paid_at", "TEXT"),
+    ("orders", "status_reason", "TEXT"),
+    ("order_items", "brand", "TEXT"),
+    ("order_items", "categories", "TEXT NOT NULL DEFAULT '[]'"),
+    ("order_items", "product_url", "TEXT"),
+    ("order_items", "image_url", "TEXT"),
+)
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -95,6 +132,25 @@ def get_db() -> sqlite3.Connection:
     return g.store_db  # type: ignore[no-any-return]
 
 
+@contextmanager
+def transaction() -> Iterator[sqlite3.Connection]:
+    """This request's connection inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rollback on error).
+
+    IMMEDIATE takes the write lock up front, so a read-then-write (is this delivery new? is the
+    order still unpaid?) cannot interleave with another process doing the same.
+    """
+    conn = get_db()
+    if conn.in_transaction:
+        raise RuntimeError("a store transaction is already open on this connection")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+
+
 def close_db(exc: BaseException | None = None) -> None:
     conn = g.pop("store_db", None)
     if conn is not None:
@@ -110,8 +166,36 @@ def init_db(path: str | Path) -> None:
         # WAL lets the web process read while a worker writes; the setting persists in the file.
         conn.execute("PRAGMA journal_mode = WAL")
         conn.executescript(SCHEMA)
+        _add_missing_columns(conn)
         with conn:
             seed(conn)
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a database created by an older version up to the schema (no data is touched).
+
+    Checked inside an IMMEDIATE transaction, so two processes starting together (gunicorn's
+    workers) never both add the same column.
+    """
+
+    def missing() -> list[tuple[str, str, str]]:
+        have: dict[str, set[str]] = {}
+        for table, _, _ in ADDED_COLUMNS:
+            if table not in have:
+                rows = conn.execute(f"PRAGMA table_info({table})").fetchall()
+                have[table] = {row["name"] for row in rows}
+        return [entry for entry in ADDED_COLUMNS if entry[1] not in have[entry[0]]]
+
+    if not missing():
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table, column, declaration in missing():
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def init_app(app: Flask) -> None:

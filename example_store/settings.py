@@ -7,6 +7,8 @@ one generated setting, ``SECRET_KEY``, is persisted in the instance folder for t
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from collections.abc import Mapping
@@ -17,23 +19,50 @@ __all__ = [
     "BOOL_KEYS",
     "SECRET_KEY_FILE",
     "STORE_KEYS",
+    "derived_webhook_secret",
     "load_or_create_secret_key",
     "normalize",
     "settings_from_environ",
 ]
 
 # Environment values are strings; these keys are read as booleans ...
-BOOL_KEYS = frozenset({"KLAVIYO_ENABLED", "KLAVIYO_STRICT", "KLAVIYO_COOKIE_SECURE"})
+BOOL_KEYS = frozenset(
+    {"KLAVIYO_ENABLED", "KLAVIYO_STRICT", "KLAVIYO_COOKIE_SECURE", "STORE_PAYMENTS_AUTO_CALLBACK"}
+)
 # ... and these as numbers (flask-klaviyo rejects a timeout or retry count given as a string).
-INT_KEYS = frozenset({"KLAVIYO_RETRY_MAX", "KLAVIYO_COOKIE_MAX_AGE"})
-FLOAT_KEYS = frozenset({"KLAVIYO_TIMEOUT"})
+INT_KEYS = frozenset(
+    {
+        "KLAVIYO_RETRY_MAX",
+        "KLAVIYO_COOKIE_MAX_AGE",
+        "STORE_WEBHOOK_MAX_BYTES",
+        "STORE_WEBHOOK_TOLERANCE",
+    }
+)
+FLOAT_KEYS = frozenset({"KLAVIYO_TIMEOUT", "STORE_PAYMENTS_DELAY"})
 # Non-KLAVIYO_* variables the store reads from the environment.
-STORE_KEYS = ("SECRET_KEY", "STORE_ADMIN_PASSWORD", "STORE_DATABASE")
+STORE_KEYS = (
+    "SECRET_KEY",
+    "STORE_ADMIN_PASSWORD",
+    "STORE_DATABASE",
+    "STORE_PAYMENTS_AUTO_CALLBACK",
+    "STORE_PAYMENTS_CALLBACK_URL",
+    "STORE_PAYMENTS_DELAY",
+    "STORE_WEBHOOK_MAX_BYTES",
+    "STORE_WEBHOOK_TOLERANCE",
+)
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
 SECRET_KEY_FILE = "secret_key"
+
+
+def derived_webhook_secret(secret_key: str | bytes) -> str:
+    """The demo's payment-webhook secret when ``KLAVIYO_WEBHOOK_SECRET`` is not set: derived from
+    ``SECRET_KEY``, so every process of the store (and its simulated provider) agrees on it
+    without another file. A real provider issues its own secret: set it."""
+    key = secret_key.encode() if isinstance(secret_key, str) else secret_key
+    return hmac.new(key, b"example_store payments webhook secret", hashlib.sha256).hexdigest()
 
 
 def _convert(name: str, value: Any) -> Any:

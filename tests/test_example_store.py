@@ -1,4 +1,5 @@
-"""The demo storefront: catalog, product pages, login, configuration, database.
+"""The demo storefront: catalog, product pages, login, cart, checkout, orders, admin,
+configuration, database.
 
 Tracking is off here (``KLAVIYO_ENABLED=False``) so nothing needs Redis: what the store hands the
 extension is checked through ``to_klaviyo_product()`` and ``flask_klaviyo.models.Product``; the
@@ -7,7 +8,9 @@ tracking itself is tested in the extension's own tests and the journeys.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import sqlite3
 import stat
@@ -28,7 +31,7 @@ from markupsafe import escape
 import example_store
 from example_store import create_app, klaviyo
 from example_store.catalog import SEED_PRODUCTS, Product, get_product, list_products
-from example_store.db import TABLES, get_db
+from example_store.db import ADDED_COLUMNS, TABLES, get_db
 from example_store.extensions import current_shopper
 from example_store.settings import SECRET_KEY_FILE, settings_from_environ
 from flask_klaviyo.models import Product as KlaviyoProduct
@@ -491,3 +494,410 @@ def test_the_login_form_on_an_error_page_after_a_post_returns_to_the_shop(
     assert '<input type="hidden" name="next" value="/">' in refused
     on_a_page = page(client.get("/?category=Coffee"))
     assert '<input type="hidden" name="next" value="/?category=Coffee">' in on_a_page
+
+
+# -- cart, checkout, orders, admin (tracking off: what the store does, not what it sends) -------
+
+ADMIN = "admin-password"
+SHOPPER = "shopper@klaviyo-demo.com"
+
+
+def admin_auth(password: str = ADMIN, user: str = "admin") -> dict[str, str]:
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Flask:
+    return create_app(
+        store_config(
+            tmp_path / "instance",
+            STORE_ADMIN_PASSWORD=ADMIN,
+            STORE_PAYMENTS_AUTO_CALLBACK=False,
+        )
+    )
+
+
+def checkout(client: FlaskClient, *products: str) -> str:
+    """Add ``products`` (one each), give the email, place the order; returns its id."""
+    for product_id in products:
+        client.post("/cart/add", data={"product_id": product_id, "quantity": "1"})
+    client.post("/checkout/email", data={"email": SHOPPER})
+    placed = client.post("/checkout", data={"city": "Boston", "country_code": "us"})
+    assert placed.status_code == 303, page(placed)
+    return placed.location.rsplit("/", 1)[1]
+
+
+def order_row(app: Flask, order_id: str) -> sqlite3.Row:
+    conn = sqlite3.connect(app.config["STORE_DATABASE"])
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()
+    finally:
+        conn.close()
+
+
+def test_the_cart_keeps_lines_in_sqlite_under_a_session_cart_id(shop: Flask) -> None:
+    client = shop.test_client()
+    assert "Your cart is empty" in page(client.get("/cart"))
+    with client:
+        added = client.post("/cart/add", data={"product_id": SALE.id, "quantity": "2"})
+        assert added.status_code == 303 and added.location == "/cart"
+        client.post("/cart/add", data={"product_id": SALE.id, "quantity": "1"})
+        client.post("/cart/add", data={"product_id": PLAIN.id})
+        cart_id = session["cart_id"]
+    html = page(client.get("/cart"))
+    assert str(escape(SALE.name)) in html and str(escape(PLAIN.name)) in html
+    total = 3 * SALE.price_cents + PLAIN.price_cents
+    assert f"${total / 100:,.2f}" in html
+    assert 'Cart <span class="cart-count">(4)</span>' in page(client.get("/"))
+    with shop.app_context():
+        rows = get_db().execute(
+            "SELECT product_id, quantity FROM cart_items WHERE cart_id = ? ORDER BY id", (cart_id,)
+        )
+        assert [tuple(r) for r in rows] == [(SALE.id, 3), (PLAIN.id, 1)]
+    # a quantity of 0 removes the line
+    client.post("/cart/update", data={"product_id": SALE.id, "quantity": "0"})
+    assert client.get("/api/cart").json["cart"]["item_count"] == 1
+
+
+@pytest.mark.parametrize(
+    ("form", "status"),
+    [
+        ({"product_id": "no-such-thing"}, 400),
+        ({}, 400),
+        ({"product_id": PLAIN.id, "quantity": "0"}, 400),
+        ({"product_id": PLAIN.id, "quantity": "100"}, 400),
+        ({"product_id": PLAIN.id, "quantity": "-1"}, 400),
+        ({"product_id": PLAIN.id, "quantity": "two"}, 400),
+    ],
+)
+def test_a_bad_add_to_cart_form_is_a_400_page(
+    shop: Flask, form: dict[str, str], status: int
+) -> None:
+    client = shop.test_client()
+    response = client.post("/cart/add", data=form)
+    assert response.status_code == status
+    assert str(escape("That didn't work")) in page(response)
+    assert client.get("/api/cart").json["cart"]["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        (
+            {"data": "product_id=x", "content_type": "application/x-www-form-urlencoded"},
+            "invalid_json",
+        ),
+        ({"data": "{nope", "content_type": "application/json"}, "invalid_json"),
+        ({"json": ["house-blend"]}, "invalid_json"),
+        ({"json": {}}, "invalid_product_id"),
+        ({"json": {"product_id": 7}}, "invalid_product_id"),
+        ({"json": {"product_id": "no-such-thing"}}, "unknown_product"),
+        ({"json": {"product_id": "house-blend", "quantity": 0}}, "invalid_quantity"),
+        ({"json": {"product_id": "house-blend", "quantity": 1.5}}, "invalid_quantity"),
+        ({"json": {"product_id": "house-blend", "quantity": True}}, "invalid_quantity"),
+        ({"json": {"product_id": "house-blend", "quantity": 100}}, "invalid_quantity"),
+    ],
+)
+def test_a_bad_api_add_to_cart_is_a_json_400(
+    shop: Flask, kwargs: dict[str, Any], code: str
+) -> None:
+    client = shop.test_client()
+    response = client.post("/api/cart", **kwargs)
+    assert response.status_code == 400
+    assert response.json["error"] == code and response.json["message"]
+    assert client.get("/api/cart").json["cart"]["items"] == []
+
+
+def test_the_api_answers_the_cart_and_the_line_just_added(shop: Flask) -> None:
+    client = shop.test_client()
+    client.post("/api/cart", json={"product_id": SALE.id, "quantity": 2})
+    body = client.post("/api/cart", json={"product_id": SALE.id}).json
+    assert body["added_item"]["quantity"] == 1  # what was just added ...
+    assert body["cart"]["items"][0]["quantity"] == 3  # ... and what the cart now holds
+    assert body["cart"]["total_cents"] == 3 * SALE.price_cents
+    assert body["cart"]["checkout_url"] == "http://localhost/checkout"
+    assert body["added_item"]["product"]["url"] == f"http://localhost/products/{SALE.id}"
+
+
+def test_checkout_needs_items_and_an_email(shop: Flask) -> None:
+    client = shop.test_client()
+    empty = client.get("/checkout")
+    assert empty.status_code == 303 and empty.location == "/cart"
+    assert client.post("/checkout", json={}).json["error"] == "empty_cart"
+    client.post("/cart/add", data={"product_id": PLAIN.id})
+    assert 'action="/checkout/email"' in page(client.get("/checkout"))
+    assert "Place order" not in page(client.get("/checkout"))
+    no_email = client.post("/checkout", json={})
+    assert no_email.status_code == 400 and no_email.json["error"] == "email_required"
+    bad = client.post("/checkout/email", data={"email": "not-an-email"}, follow_redirects=True)
+    assert "Please enter a valid email address" in page(bad)
+    with client:
+        client.post("/checkout/email", data={"email": "  Shopper@Klaviyo-Demo.com "})
+        assert session["checkout_email"] == SHOPPER
+        assert "email" not in session  # giving an email at checkout is not logging in
+    assert "Place order" in page(client.get("/checkout"))
+
+
+def test_placing_an_order_copies_the_cart_as_sold_and_waits_for_payment(shop: Flask) -> None:
+    client = shop.test_client()
+    client.post("/cart/add", data={"product_id": SALE.id, "quantity": "2"})
+    client.post("/checkout/email", data={"email": SHOPPER})
+    placed = client.post(
+        "/checkout",
+        json={"shipping_address": {"first_name": "Ann", "city": "Boston", "country_code": "US"}},
+    )
+    assert placed.status_code == 201
+    order_id = placed.json["order_id"]
+    assert re.fullmatch(r"SP-[0-9A-F]{8}", order_id)
+    assert placed.headers["Location"] == f"/orders/{order_id}"
+    row = order_row(shop, order_id)
+    assert row["status"] == "pending_payment"
+    assert row["email"] == SHOPPER
+    assert row["total_cents"] == 2 * SALE.price_cents
+    assert row["payment_id"].startswith("pay_")
+    assert json.loads(row["address"]) == {
+        "first_name": "Ann",
+        "city": "Boston",
+        "country_code": "US",
+        "country": "United States",
+    }
+    with shop.app_context():
+        [line] = get_db().execute("SELECT * FROM order_items WHERE order_id = ?", (order_id,))
+        assert (line["sku"], line["name"], line["quantity"]) == (SALE.sku, SALE.name, 2)
+        assert line["unit_price_cents"] == SALE.price_cents
+        assert json.loads(line["categories"]) == list(SALE.categories)
+        assert line["product_url"] == f"http://localhost/products/{SALE.id}"
+    # the cart is gone: a new visit starts a new one
+    assert client.get("/api/cart").json["cart"]["items"] == []
+    confirmation = page(client.get(f"/orders/{order_id}"))
+    assert "Waiting for the payment provider" in confirmation
+    assert 'http-equiv="refresh"' in confirmation
+
+
+def test_an_order_page_is_only_for_the_shopper_who_placed_it_and_the_admin(shop: Flask) -> None:
+    order_id = checkout(shop.test_client(), PLAIN.id)
+    stranger = shop.test_client()
+    assert stranger.get(f"/orders/{order_id}").status_code == 404
+    assert stranger.get(f"/orders/{order_id}", headers=admin_auth()).status_code == 200
+    assert stranger.get(f"/orders/{order_id}", headers=admin_auth("wrong")).status_code == 404
+
+
+def test_the_admin_is_closed_without_a_password(app: Flask, client: FlaskClient) -> None:
+    assert app.config["STORE_ADMIN_PASSWORD"] is None
+    assert client.get("/admin/orders", headers=admin_auth("")).status_code == 404
+    assert client.post("/admin/orders/SP-1/fulfill", headers=admin_auth("")).status_code == 404
+
+
+def test_the_admin_needs_basic_auth(shop: Flask) -> None:
+    client = shop.test_client()
+    for headers in ({}, admin_auth("wrong"), admin_auth(user="root")):
+        refused = client.get("/admin/orders", headers=headers)
+        assert refused.status_code == 401
+        assert refused.headers["WWW-Authenticate"].startswith("Basic realm=")
+        assert client.post("/admin/orders/SP-1/fulfill", headers=headers).status_code == 401
+    order_id = checkout(shop.test_client(), PLAIN.id)
+    listing = client.get("/admin/orders", headers=admin_auth())
+    assert listing.status_code == 200
+    html = page(listing)
+    assert order_id in html and SHOPPER in html and "pending payment" in html
+    assert f'action="/admin/orders/{order_id}/cancel"' in html
+    assert f'action="/admin/orders/{order_id}/fulfill"' not in html  # not paid yet
+
+
+def test_admin_actions_follow_the_order_lifecycle(shop: Flask) -> None:
+    client = shop.test_client()
+    order_id = checkout(shop.test_client(), PLAIN.id)
+    act = f"/admin/orders/{order_id}"
+    json_admin = {**admin_auth(), "Accept": "application/json"}
+    early = client.post(f"{act}/fulfill", headers=json_admin)
+    assert early.status_code == 409 and early.json["error"] == "invalid_transition"
+    assert client.post(f"{act}/refund", headers=admin_auth()).status_code == 409
+    assert client.post(f"{act}/explode", headers=admin_auth()).status_code == 404
+    assert client.post("/admin/orders/SP-NOPE/fulfill", headers=json_admin).status_code == 404
+
+    with shop.app_context():  # what the payment webhook does
+        from example_store.db import transaction
+        from example_store.orders import transition
+
+        with transaction() as db:
+            assert transition(db, order_id, "pay")
+    fulfilled = client.post(f"{act}/fulfill", headers=json_admin)
+    assert fulfilled.json == {"order_id": order_id, "status": "fulfilled", "changed": True}
+    again = client.post(f"{act}/fulfill", headers=json_admin)
+    assert again.status_code == 200 and again.json["changed"] is False
+    assert client.post(f"{act}/cancel", headers=json_admin).status_code == 409
+    refunded = client.post(f"{act}/refund", data={"reason": " Damaged "}, headers=admin_auth())
+    assert refunded.status_code == 303 and refunded.location == "/admin/orders"
+    row = order_row(shop, order_id)
+    assert (row["status"], row["status_reason"]) == ("refunded", "Damaged")
+
+
+def test_the_simulated_provider_calls_back_even_if_the_shopper_left(tmp_path: Path) -> None:
+    """A real HTTP server in a thread: after checkout the provider's background thread POSTs
+    the signed webhook; nobody opens the confirmation page, and the order is paid."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from example_store import payments
+
+    app = create_app(
+        store_config(tmp_path / "instance", STORE_PAYMENTS_DELAY=0.05, STORE_ADMIN_PASSWORD=ADMIN)
+    )
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        import httpx
+
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.server_port}") as browser:
+            browser.post("/api/cart", json={"product_id": PLAIN.id})
+            browser.post("/checkout/email", data={"email": SHOPPER})
+            order_id = browser.post("/checkout", json={}).json()["order_id"]
+        # the tab is closed; the provider calls back by itself
+        assert payments.wait_idle(timeout=20)
+        assert order_row(app, order_id)["status"] == "paid"
+        conn = sqlite3.connect(app.config["STORE_DATABASE"])
+        try:
+            [(kind, paid_order)] = conn.execute(
+                "SELECT event_type, order_id FROM webhook_deliveries"
+            ).fetchall()
+        finally:
+            conn.close()
+        assert (kind, paid_order) == ("payment.succeeded", order_id)
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+
+def test_a_declined_card_is_a_failed_payment(tmp_path: Path) -> None:
+    from example_store import payments
+
+    app = create_app(store_config(tmp_path / "instance", STORE_PAYMENTS_AUTO_CALLBACK=False))
+    with app.test_request_context():
+        declined = payments.charge(
+            order_id="SP-1",
+            amount=100,
+            currency="USD",
+            email="ann+decline@shop.test",
+            payment_id="pay_1",
+            callback_url="http://localhost/webhooks/payments",
+        )
+        approved = payments.charge(
+            order_id="SP-2",
+            amount=100,
+            currency="USD",
+            email="ann@shop.test",
+            payment_id="pay_2",
+            callback_url="http://localhost/webhooks/payments",
+        )
+    assert declined.type == payments.PAYMENT_FAILED
+    assert approved.type == payments.PAYMENT_SUCCEEDED
+    assert declined.id != approved.id
+
+
+def test_the_cli_delivers_the_payment_webhook(shop: Flask) -> None:
+    order_id = checkout(shop.test_client(), PLAIN.id)
+    runner = shop.test_cli_runner()
+    first = runner.invoke(args=["payments", "deliver", order_id, "--id", "evt_cli_1"])
+    assert first.exit_code == 0, first.output
+    assert '"processed"' in first.output
+    again = runner.invoke(args=["payments", "deliver", order_id, "--id", "evt_cli_1"])
+    assert again.exit_code == 0 and '"duplicate"' in again.output
+    assert order_row(shop, order_id)["status"] == "paid"
+    missing = runner.invoke(args=["payments", "deliver", "SP-NOPE"])
+    assert missing.exit_code != 0 and "no order" in missing.output
+
+
+def test_the_webhook_secret_defaults_to_one_derived_from_the_secret_key(tmp_path: Path) -> None:
+    one = create_app(store_config(tmp_path / "a"))
+    two = create_app(store_config(tmp_path / "b"))
+    other = create_app(store_config(tmp_path / "c", SECRET_KEY="another"))
+    given = create_app(store_config(tmp_path / "d", KLAVIYO_WEBHOOK_SECRET="whsec_given"))
+    secret = one.config["KLAVIYO_WEBHOOK_SECRET"]
+    assert len(secret) == 64 and secret != one.config["SECRET_KEY"]
+    assert two.config["KLAVIYO_WEBHOOK_SECRET"] == secret  # web process and workers agree
+    assert other.config["KLAVIYO_WEBHOOK_SECRET"] != secret
+    assert given.config["KLAVIYO_WEBHOOK_SECRET"] == "whsec_given"
+    assert not list((tmp_path / "a").glob("*secret*"))  # nothing written
+
+
+def test_store_settings_from_the_environment_are_typed() -> None:
+    settings = settings_from_environ(
+        {
+            "STORE_PAYMENTS_AUTO_CALLBACK": "false",
+            "STORE_PAYMENTS_DELAY": "0.5",
+            "STORE_PAYMENTS_CALLBACK_URL": "http://127.0.0.1:5000/webhooks/payments",
+            "STORE_WEBHOOK_MAX_BYTES": "1024",
+            "STORE_WEBHOOK_TOLERANCE": "60",
+        }
+    )
+    assert settings == {
+        "STORE_PAYMENTS_AUTO_CALLBACK": False,
+        "STORE_PAYMENTS_DELAY": 0.5,
+        "STORE_PAYMENTS_CALLBACK_URL": "http://127.0.0.1:5000/webhooks/payments",
+        "STORE_WEBHOOK_MAX_BYTES": 1024,
+        "STORE_WEBHOOK_TOLERANCE": 60,
+    }
+
+
+def test_the_defaults_of_the_store_settings(app: Flask) -> None:
+    assert app.config["STORE_PAYMENTS_AUTO_CALLBACK"] is True
+    assert app.config["STORE_PAYMENTS_CALLBACK_URL"] is None
+    assert app.config["STORE_WEBHOOK_MAX_BYTES"] == 64 * 1024
+    assert app.config["STORE_WEBHOOK_TOLERANCE"] == 300
+
+
+def test_a_database_from_the_first_schema_gets_the_new_columns(tmp_path: Path) -> None:
+    """The first release created carts/orders/order_items without the columns orders need now:
+    start-up adds them and keeps the rows."""
+    database = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(database)
+    conn.executescript(
+        """
+        CREATE TABLE carts (id TEXT PRIMARY KEY, email TEXT, status TEXT NOT NULL DEFAULT 'open',
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+        CREATE TABLE orders (id TEXT PRIMARY KEY, cart_id TEXT, email TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending', total_cents INTEGER NOT NULL,
+            discount_code TEXT, discount_cents INTEGER NOT NULL DEFAULT 0, address TEXT,
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+        CREATE TABLE order_items (id INTEGER PRIMARY KEY AUTOINCREMENT, order_id TEXT NOT NULL,
+            product_id TEXT NOT NULL, sku TEXT, name TEXT NOT NULL, quantity INTEGER NOT NULL,
+            unit_price_cents INTEGER NOT NULL);
+        INSERT INTO carts VALUES ('c1', NULL, 'open', '2026-01-01', '2026-01-01');
+        """
+    )
+    conn.close()
+    app = create_app(store_config(tmp_path / "instance", STORE_DATABASE=str(database)))
+    with app.app_context():
+        db = get_db()
+        for table, column, _ in ADDED_COLUMNS:
+            names = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+            assert column in names, (table, column)
+        assert db.execute("SELECT id, revision FROM carts").fetchall()[0][:] == ("c1", 0)
+    create_app(store_config(tmp_path / "instance", STORE_DATABASE=str(database)))  # idempotent
+
+
+def test_json_clients_get_json_errors(client: FlaskClient) -> None:
+    missing = client.get("/api/nothing-here")
+    assert missing.status_code == 404 and missing.json["error"] == "not_found"
+    html = client.get("/nothing-here")
+    assert html.status_code == 404 and html.mimetype == "text/html"
+    asked = client.get("/nothing-here", headers={"Accept": "application/json"})
+    assert asked.json["error"] == "not_found"
+
+
+def test_cross_site_posts_are_refused_but_the_signed_webhook_is_not_a_browser_form(
+    client: FlaskClient,
+) -> None:
+    evil = {"Origin": "https://evil.example"}
+    assert client.post("/cart/add", data={"product_id": PLAIN.id}, headers=evil).status_code == 403
+    assert client.post("/api/cart", json={"product_id": PLAIN.id}, headers=evil).status_code == 403
+    assert client.post("/checkout", headers=evil).status_code == 403
+    webhook = client.post(
+        "/webhooks/payments", data=b"{}", headers={**evil, "Content-Type": "application/json"}
+    )
+    assert webhook.status_code == 400 and webhook.json["error"] == "missing_signature"
