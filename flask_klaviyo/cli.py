@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 from rq import Queue, SimpleWorker, Worker
 
-from .jobs import parse_rate_limits
+from .jobs import DeliverySettings, parse_rate_limits
+from .ops import DEFAULT_BACKFILL_AFTER, replay_dead_letters, verify_dedup
 from .outbox import Outbox
 from .ratelimit import RateLimiter
 
 __all__ = ["klaviyo_cli"]
 
-klaviyo_cli = AppGroup("klaviyo", help="flask-klaviyo: delivery workers and status.")
+klaviyo_cli = AppGroup(
+    "klaviyo", help="flask-klaviyo: delivery workers, status, replay of dead letters, verify."
+)
 
 
 def _state():  # type: ignore[no-untyped-def]
@@ -71,3 +75,64 @@ def status_command(as_json: bool) -> None:
         return
     for key, value in status.items():
         click.echo(f"{key:>24}: {value}")
+
+
+@klaviyo_cli.command("replay")
+@click.option("--metric", help="Only dead letters of this metric.")
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+    help="Only events dead-lettered at or after this time (UTC).",
+)
+@click.option(
+    "--backfill-after",
+    type=float,
+    default=DEFAULT_BACKFILL_AFTER.total_seconds() / 3600,
+    show_default=True,
+    help="Hours: older events are re-sent with backfill=true (recorded, no flows fired).",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be replayed; change nothing.")
+def replay_command(
+    metric: str | None, since: datetime | None, backfill_after: float, dry_run: bool
+) -> None:
+    """Re-send dead-lettered events after a fix (idempotent: each keeps its unique_id)."""
+    state = _state()
+    report = replay_dead_letters(
+        state.dead_letters,
+        Outbox(state.redis, queue_name=current_app.config["KLAVIYO_QUEUE"]),
+        metric=metric,
+        since=since.replace(tzinfo=UTC) if since else None,
+        backfill_after=timedelta(hours=backfill_after),
+        dry_run=dry_run,
+    )
+    verb = "would requeue" if dry_run else "requeued"
+    click.echo(
+        f"{verb} {report.requeued} event(s) ({report.backfilled} as backfill), "
+        f"skipped {report.skipped}, still invalid {len(report.still_invalid)}"
+    )
+    for line in report.still_invalid:
+        click.echo(f"  still invalid: {line}")
+
+
+@klaviyo_cli.command("verify")
+@click.option("--email", default="flask-klaviyo-verify@klaviyo-demo.com", show_default=True)
+def verify_command(email: str) -> None:
+    """Send a server and a browser-style event with one unique_id; expect one kept."""
+    config = current_app.config
+    company_id = config["KLAVIYO_PUBLIC_API_KEY"]
+    if not company_id:
+        raise click.UsageError("KLAVIYO_PUBLIC_API_KEY (the company id) is needed for the check")
+    report = verify_dedup(
+        DeliverySettings.load(),
+        company_id=company_id,
+        client_url=config["KLAVIYO_CLIENT_URL"],
+        email=email,
+    )
+    click.echo(json.dumps(report))
+    if report["kept"] is None:
+        click.echo(
+            f"Both were accepted. In Klaviyo, the metric {report['metric']!r} should show one "
+            f"event with unique_id {report['unique_id']} for {email}."
+        )
+    if not report["ok"]:
+        raise SystemExit(1)
