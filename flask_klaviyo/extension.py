@@ -352,19 +352,32 @@ class Klaviyo:
         return self._submit_all(events)
 
     def order_fulfilled(
-        self, order: Any, *, profile: Mapping[str, Any] | None = None
+        self, order: Any, *, profile: Mapping[str, Any] | None = None, **properties: Any
     ) -> Event | None:
-        return self._order_event(fulfilled_order, order, profile)
+        """Fulfilled Order; extra properties (e.g. ``TrackingNumber="1Z..."``) are added."""
+        return self._order_event(fulfilled_order, order, profile, **properties)
 
     def order_canceled(
-        self, order: Any, *, reason: str | None = None, profile: Mapping[str, Any] | None = None
+        self,
+        order: Any,
+        *,
+        reason: str | None = None,
+        profile: Mapping[str, Any] | None = None,
+        **properties: Any,
     ) -> Event | None:
-        return self._order_event(canceled_order, order, profile, reason=reason)
+        """Canceled Order, with the same unique_id as its Placed Order (so CLV nets it out)."""
+        return self._order_event(canceled_order, order, profile, reason=reason, **properties)
 
     def order_refunded(
-        self, order: Any, *, reason: str | None = None, profile: Mapping[str, Any] | None = None
+        self,
+        order: Any,
+        *,
+        reason: str | None = None,
+        profile: Mapping[str, Any] | None = None,
+        **properties: Any,
     ) -> Event | None:
-        return self._order_event(refunded_order, order, profile, reason=reason)
+        """Refunded Order, with the same unique_id as its Placed Order (so CLV nets it out)."""
+        return self._order_event(refunded_order, order, profile, reason=reason, **properties)
 
     def context(self, **values: Any) -> None:
         """Hand ``@tracks`` what it needs when the view renders no template (JSON routes)."""

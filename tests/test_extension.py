@@ -334,3 +334,22 @@ def test_a_tracked_view_whose_template_lacks_the_context_warns(
 
     assert app.test_client().get("/mapped").status_code == 200
     assert [e["properties"]["ProductID"] for e in queued_events(redis_url)] == ["1111"]
+
+
+def test_order_lifecycle_events_carry_extra_properties(app: Flask, redis_url: str) -> None:
+    klaviyo = app.extensions["klaviyo"].extension
+    order = {
+        "id": "1234",
+        "email": "sarah.mason@klaviyo-demo.com",
+        "items": [{"product": PRODUCT, "quantity": 2}],
+    }
+    with app.app_context():
+        placed = klaviyo.order_placed(order)
+        fulfilled = klaviyo.order_fulfilled(order, TrackingNumber="1Z999")
+        refunded = klaviyo.order_refunded(order, reason="Damaged", RefundId="r-1")
+    assert [e.metric for e in placed] == ["Placed Order", "Ordered Product"]
+    assert fulfilled is not None and fulfilled.properties["TrackingNumber"] == "1Z999"
+    assert refunded is not None and refunded.properties["Reason"] == "Damaged"
+    assert refunded.properties["RefundId"] == "r-1"
+    assert {placed[0].unique_id, fulfilled.unique_id, refunded.unique_id} == {"1234"}
+    assert len(queued_events(redis_url)) == 4
