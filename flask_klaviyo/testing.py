@@ -28,6 +28,7 @@ import re
 import secrets
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -44,7 +45,7 @@ from types import FrameType, TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["FakeKlaviyo", "main"]
+__all__ = ["KLAVIYO_RATE_LIMITS", "FakeKlaviyo", "main"]
 
 DEFAULT_API_KEY = "pk_test"
 DEFAULT_COMPANY_ID = "PUBKEY"
@@ -59,13 +60,22 @@ MAX_METRIC_NAME_CHARS = 127  # "must be less than 128 characters"
 EARLIEST_EVENT_TIME = datetime(1990, 1, 1, tzinfo=UTC)  # "must be after the year 1990"
 MAX_FUTURE = timedelta(days=365)  # "can only be up to 1 year in the future"
 
-# Steady limits per minute, reported in RateLimit-* headers (never enforced: use fail_next(429)).
+# Steady limits per minute, reported in RateLimit-* headers when no limits are enforced.
 RATE_WINDOW_SECONDS = 60
 STEADY_LIMITS = {
     "create_event": 3500,
     "bulk_create_events": 150,
     "create_client_event": 3500,
     "bulk_create_client_events": 150,
+}
+
+# Klaviyo's published limits (burst per second, steady per minute), for ``rate_limits="klaviyo"``.
+# Klaviyo counts them in fixed windows per account and answers 429 with Retry-After past either.
+KLAVIYO_RATE_LIMITS: dict[str, tuple[tuple[int, float], ...]] = {
+    "create_event": ((350, 1.0), (3500, 60.0)),
+    "bulk_create_events": ((10, 1.0), (150, 60.0)),
+    "create_client_event": ((350, 1.0), (3500, 60.0)),
+    "bulk_create_client_events": ((10, 1.0), (150, 60.0)),
 }
 
 DEFAULT_RETRY_AFTER = 1.0
@@ -165,6 +175,7 @@ class _Fault:
     detail: str | None = None
     pointer: str | None = None
     hold: float = 0.0
+    reset: bool = False  # with status None: reset the connection (RST) instead of closing it
 
 
 @dataclass
@@ -199,6 +210,7 @@ class _Answer:
     drop: bool = False
     close: bool = False
     errors: list[dict[str, Any]] = field(default_factory=list)
+    reset: bool = False  # with drop: abort the connection (RST), not a clean close
 
 
 @dataclass
@@ -260,16 +272,16 @@ class _Checker:
         """Return parent[key] when it has the wanted JSON type, else record why and give None."""
         if parent is None:
             return None
-        pointer = f"{base}/{_escape_pointer(key)}"
-        if key not in parent or (parent[key] is None and required):
-            if required:
-                self.fail(pointer, f"'{key}' is a required field.")
-            return None
-        value = parent[key]
+        value = parent.get(key)
         if value is None:
+            if required:
+                self.fail(f"{base}/{_escape_pointer(key)}", f"'{key}' is a required field.")
             return None
         if not _has_type(value, kind):
-            self.fail(pointer, f"'{key}' must be {_ARTICLE[kind]}, not {_json_type(value)}.")
+            self.fail(
+                f"{base}/{_escape_pointer(key)}",
+                f"'{key}' must be {_ARTICLE[kind]}, not {_json_type(value)}.",
+            )
             return None
         return value
 
@@ -562,8 +574,13 @@ def _count_events(group: Any) -> int:
     return 0
 
 
-def _check_string_sizes(checker: _Checker, body: Any) -> None:
-    """No string (value or key) anywhere in the body may exceed 100 KB."""
+def _check_string_sizes(checker: _Checker, body: Any, raw: bytes | None = None) -> None:
+    """No string (value or key) anywhere in the body may exceed 100 KB.
+
+    ``raw`` (the JSON text) lets the common case skip the walk: see :func:`_longest_string`.
+    """
+    if raw is not None and _longest_string(raw) <= MAX_STRING_BYTES:
+        return
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(body, ())]
     while stack and len(checker.problems) < MAX_ERRORS:
         value, path = stack.pop()
@@ -577,6 +594,17 @@ def _check_string_sizes(checker: _Checker, body: Any) -> None:
                 stack.append((item, (*path, key)))
         elif isinstance(value, list):
             stack.extend((item, (*path, index)) for index, item in enumerate(value))
+
+
+def _longest_string(raw: bytes) -> int:
+    """An upper bound of the UTF-8 size of the longest string (or key) in a JSON text.
+
+    Each two-byte escape that could hide a quote (``\\\\``, ``\\"``) becomes one byte, the
+    size it decodes to; then every quote left delimits a string, and no string decodes to more
+    bytes than its text between the quotes. C-speed, unlike a walk of the parsed body.
+    """
+    flat = raw.replace(b"\\\\", b"x").replace(b'\\"', b"x")
+    return max(map(len, flat.split(b'"')))
 
 
 VALIDATORS = {
@@ -654,6 +682,35 @@ def _mint_profile_id() -> str:
     return "".join(reversed(chars))
 
 
+def _parse_limits(limits: Any) -> dict[str, tuple[tuple[int, float], ...]]:
+    """``{endpoint: [[limit, seconds], ...]}`` (or ``"klaviyo"``, or None) checked and frozen."""
+    if limits is None:
+        return {}
+    if limits == "klaviyo":
+        return dict(KLAVIYO_RATE_LIMITS)
+    if not isinstance(limits, dict):
+        raise ValueError("rate limits must map endpoints to [[limit, seconds], ...]")
+    parsed: dict[str, tuple[tuple[int, float], ...]] = {}
+    for endpoint, windows in limits.items():
+        if endpoint not in STEADY_LIMITS:
+            raise ValueError(f"no endpoint {endpoint!r}; one of {sorted(STEADY_LIMITS)}")
+        frozen = []
+        for window in windows:
+            limit, period = window
+            if (
+                isinstance(limit, bool)
+                or not isinstance(limit, int)
+                or limit < 1
+                or isinstance(period, bool)
+                or not isinstance(period, int | float)
+                or not period > 0
+            ):
+                raise ValueError(f"{endpoint}: a window is [limit >= 1, seconds > 0], not {window}")
+            frozen.append((limit, float(period)))
+        parsed[endpoint] = tuple(frozen)
+    return parsed
+
+
 def _loopback_host(host: str) -> str:
     """The stand-in has no real security: refuse to listen anywhere but loopback."""
     if host == "localhost":
@@ -684,9 +741,18 @@ class FakeKlaviyo:
         company_id: str = DEFAULT_COMPANY_ID,
         host: str = DEFAULT_HOST,
         port: int = 0,
+        rate_limits: Any = None,
+        time_scale: float = 1.0,
+        keep_events: bool = True,
     ) -> None:
+        """``rate_limits``: ``{endpoint: [(limit, seconds), ...]}`` enforced in fixed windows like
+        Klaviyo (429 with Retry-After past any of them), or ``"klaviyo"`` for the published
+        limits; None (the default) enforces nothing. ``time_scale`` runs those windows (and the
+        Retry-After / RateLimit-Reset answers) that many times faster. ``keep_events=False``
+        counts and dedups accepted events without keeping them, for long benchmarks."""
         if not api_key:
             raise ValueError("api_key must not be empty")
+        self.keep_events = bool(keep_events)
         self.api_key = api_key
         self.company_id = company_id
         self.host = _loopback_host(host)
@@ -699,7 +765,10 @@ class FakeKlaviyo:
         self._secret = secrets.token_bytes(32)
         self._exchange: dict[str, str] = {}  # minted _kx token -> email (survives reset)
         self._latency = 0.0
+        self._limits: dict[str, tuple[tuple[int, float], ...]] = {}
+        self._time_scale = 1.0
         self._clear()
+        self.set_rate_limits(rate_limits, time_scale=time_scale)
 
     def _clear(self) -> None:
         with self._lock:
@@ -714,6 +783,9 @@ class FakeKlaviyo:
             self._duplicates = 0
             self._rejected = 0
             self._request_count = 0
+            self._accepted = 0
+            self._throttled = 0
+            self._limit_state: dict[tuple[str, int], tuple[float, int]] = {}
 
     # ---- lifecycle
 
@@ -853,7 +925,7 @@ class FakeKlaviyo:
         """The inspector's counters, also at ``GET /_fake/stats`` for other processes."""
         with self._lock:
             return {
-                "accepted": len(self._events),
+                "accepted": self._accepted,
                 "duplicates": self._duplicates,
                 "rejected": self._rejected,
                 "requests": self._request_count,
@@ -895,6 +967,39 @@ class FakeKlaviyo:
         with self._lock:
             self._latency = float(seconds)
 
+    @property
+    def throttled(self) -> int:
+        """429s answered because an enforced rate limit was exceeded (not ``fail_next`` ones)."""
+        with self._lock:
+            return self._throttled
+
+    @property
+    def rate_limits(self) -> dict[str, list[list[float]]]:
+        """The enforced limits, ``{endpoint: [[limit, seconds], ...]}`` in Klaviyo's seconds."""
+        with self._lock:
+            return {name: [list(w) for w in windows] for name, windows in self._limits.items()}
+
+    @property
+    def time_scale(self) -> float:
+        with self._lock:
+            return self._time_scale
+
+    def set_rate_limits(self, limits: Any, *, time_scale: float | None = None) -> None:
+        """Enforce ``limits`` from now on (None: none); fresh windows, the 429 count kept."""
+        parsed = _parse_limits(limits)
+        if time_scale is not None and (
+            isinstance(time_scale, bool)
+            or not isinstance(time_scale, int | float)
+            or not math.isfinite(time_scale)
+            or time_scale <= 0
+        ):
+            raise ValueError(f"time_scale must be a number > 0, got {time_scale!r}")
+        with self._lock:
+            self._limits = parsed
+            if time_scale is not None:
+                self._time_scale = float(time_scale)
+            self._limit_state = {}
+
     def fail_next(
         self,
         status: int,
@@ -926,6 +1031,16 @@ class FakeKlaviyo:
             raise ValueError("hold must be >= 0")
         with self._lock:
             self._faults.extend(_Fault(None, hold=hold) for _ in range(count))
+
+    def reset_next(self, *, count: int = 1) -> None:
+        """Read the next ``count`` API requests, then reset the connection (a TCP RST, no answer).
+
+        Nothing is recorded as accepted: the events of a reset request are not kept.
+        """
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        with self._lock:
+            self._faults.extend(_Fault(None, reset=True) for _ in range(count))
 
     def reset(self) -> None:
         """Forget events, profiles, requests, faults and latency (minted _kx tokens stay valid)."""
@@ -965,15 +1080,68 @@ class FakeKlaviyo:
             fault = self._faults.popleft() if self._faults else None
             latency = self._latency
         if fault is not None and fault.status is None:
-            return _Answer(0, delay=latency + fault.hold, drop=True)
+            return _Answer(0, delay=latency + fault.hold, drop=True, reset=fault.reset)
         if fault is not None:
             answer = self._fault_answer(fault)
+            limit_headers = None
         else:
-            answer = self._handle_events(endpoint, request)
+            throttled, limit_headers = self._take_rate_slot(endpoint)
+            answer = throttled or self._handle_events(endpoint, request)
         answer.delay = latency
         if answer.status != 429:
-            answer.headers.extend(self._rate_headers(endpoint))
+            answer.headers.extend(limit_headers or self._rate_headers(endpoint))
         return answer
+
+    def _scaled(self, klaviyo_seconds: float) -> str:
+        """Whole Klaviyo seconds (as Klaviyo answers), divided by the time scale."""
+        whole = max(1, math.ceil(klaviyo_seconds - 1e-9))
+        if self._time_scale == 1.0:
+            return str(whole)
+        return f"{whole / self._time_scale:.6g}"
+
+    def _take_rate_slot(self, endpoint: str) -> tuple[_Answer | None, list[tuple[str, str]] | None]:
+        """Fixed windows, like Klaviyo: count this request, or answer 429 with Retry-After.
+
+        Returns (the 429 or None, the RateLimit-* headers for the longest window or None when
+        this endpoint is not limited).
+        """
+        with self._lock:
+            windows = self._limits.get(endpoint)
+            if not windows:
+                return None, None
+            now = time.monotonic()
+            scale = self._time_scale
+            states = []
+            blocked_for = 0.0
+            for index, (limit, period) in enumerate(windows):
+                length = period / scale
+                start, used = self._limit_state.get((endpoint, index), (now, 0))
+                if now - start >= length:
+                    start, used = now, 0
+                states.append((index, limit, length, start, used))
+                if used >= limit:
+                    blocked_for = max(blocked_for, (start + length - now) * scale)
+            if blocked_for > 0:
+                self._throttled += 1
+                seconds = self._scaled(blocked_for)
+                answer = _one_error(
+                    429,
+                    detail="Request was throttled. Expected available in "
+                    f"{_seconds_text(math.ceil(blocked_for - 1e-9))}.",
+                )
+                answer.headers.append(("Retry-After", seconds))
+                for index, _, _, start, used in states:
+                    self._limit_state[(endpoint, index)] = (start, used)
+                return answer, None
+            for index, _, _, start, used in states:
+                self._limit_state[(endpoint, index)] = (start, used + 1)
+            _, limit, length, start, used = max(states, key=lambda state: state[2])
+            reset = (start + length - now) * scale
+            return None, [
+                ("RateLimit-Limit", str(limit)),
+                ("RateLimit-Remaining", str(max(0, limit - used - 1))),
+                ("RateLimit-Reset", self._scaled(reset)),
+            ]
 
     def _fault_answer(self, fault: _Fault) -> _Answer:
         assert fault.status is not None
@@ -1046,7 +1214,7 @@ class FakeKlaviyo:
             incoming: list[_Incoming] = []
         else:
             incoming = VALIDATORS[endpoint](checker, body)
-            _check_string_sizes(checker, body)
+            _check_string_sizes(checker, body, raw)
         if not checker.problems:
             self._commit(checker, endpoint, incoming, request.received_at)
         if checker.problems:
@@ -1119,11 +1287,16 @@ class FakeKlaviyo:
                     self._duplicates += 1
                     continue
                 profile.seen.add((event.metric, unique_id))
+                self._accepted += 1
+                if not self.keep_events:
+                    continue
+                # The parsed body belongs to this request alone and nothing here mutates it;
+                # every accessor hands out deep copies, so the record can share its parts.
                 self._events.append(
                     {
                         "metric": event.metric,
-                        "properties": copy.deepcopy(event.properties),
-                        "profile": copy.deepcopy(event.profile),
+                        "properties": event.properties,
+                        "profile": event.profile,
                         "profile_id": profile.id,
                         "time": event.time,
                         "value": event.value,
@@ -1132,7 +1305,7 @@ class FakeKlaviyo:
                         "backfill": event.backfill,
                         "received_at": received_at,
                         "endpoint": endpoint,
-                        "raw": copy.deepcopy(event.raw),
+                        "raw": event.raw,
                     }
                 )
             self._changed.notify_all()
@@ -1236,7 +1409,7 @@ class FakeKlaviyo:
                     "path": request.path,
                     "query": dict(request.query),
                     "headers": dict(request.headers),
-                    "body": request.parsed,
+                    "body": request.parsed if self.keep_events else None,
                     "status": status,
                     "endpoint": endpoint,
                     "errors": answer.errors,
@@ -1269,6 +1442,18 @@ class FakeKlaviyo:
                 return _json_answer(200, {"reset": True})
             if method == "POST" and name == "faults":
                 return _json_answer(200, self._control_faults(_control_json(request)))
+            if name == "rate-limits" and method in ("GET", "POST"):
+                if method == "POST":
+                    spec = _control_json(request)
+                    self.set_rate_limits(spec.get("limits"), time_scale=spec.get("time_scale"))
+                return _json_answer(
+                    200,
+                    {
+                        "limits": self.rate_limits,
+                        "time_scale": self.time_scale,
+                        "throttled": self.throttled,
+                    },
+                )
             if method == "POST" and name == "latency":
                 seconds = _control_json(request).get("seconds")
                 self.latency = seconds
@@ -1281,12 +1466,14 @@ class FakeKlaviyo:
         count = spec.get("count", 1)
         if not isinstance(count, int) or isinstance(count, bool):
             raise ValueError("'count' must be an integer")
-        if spec.get("timeout"):
+        if spec.get("reset"):
+            self.reset_next(count=count)
+        elif spec.get("timeout"):
             self.timeout_next(count=count, hold=float(spec.get("hold", DEFAULT_TIMEOUT_HOLD)))
         else:
             status = spec.get("status")
             if not isinstance(status, int) or isinstance(status, bool):
-                raise ValueError("give 'status' (an HTTP code) or 'timeout': true")
+                raise ValueError("give 'status' (an HTTP code), 'timeout': true or 'reset': true")
             retry_after = spec.get("retry_after")
             self.fail_next(
                 status,
@@ -1525,6 +1712,12 @@ class _Handler(BaseHTTPRequestHandler):
             fake._stopping.wait(answer.delay)
         if answer.drop:
             self.close_connection = True
+            if answer.reset:  # SO_LINGER 0: closing sends a RST instead of a FIN
+                with contextlib.suppress(OSError):
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    self.connection.close()
             return
         if too_large:
             answer.close = True
@@ -1605,7 +1798,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--api-key", default=DEFAULT_API_KEY, help="private key to accept")
     parser.add_argument("--company-id", default=DEFAULT_COMPANY_ID, help="public key / company id")
     parser.add_argument("--host", default=DEFAULT_HOST, help="loopback address to bind")
+    parser.add_argument(
+        "--rate-limits",
+        default=None,
+        help='enforce limits: "klaviyo" (the published ones) or JSON '
+        '{"bulk_create_events": [[10, 1], [150, 60]], ...}',
+    )
+    parser.add_argument(
+        "--time-scale", type=float, default=1.0, help="run the rate-limit windows N times faster"
+    )
+    parser.add_argument(
+        "--no-keep-events",
+        action="store_true",
+        help="count and dedup accepted events without keeping them (long benchmarks)",
+    )
     args = parser.parse_args(argv)
+    limits = args.rate_limits
+    if limits not in (None, "klaviyo"):
+        try:
+            limits = json.loads(limits)
+        except ValueError as exc:
+            print(f"--rate-limits: not JSON: {exc}", file=sys.stderr)
+            return 2
 
     stop = threading.Event()
 
@@ -1618,7 +1832,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             previous[signum] = signal.signal(signum, on_signal)
     try:
         fake = FakeKlaviyo(
-            api_key=args.api_key, company_id=args.company_id, host=args.host, port=args.port
+            api_key=args.api_key,
+            company_id=args.company_id,
+            host=args.host,
+            port=args.port,
+            rate_limits=limits,
+            time_scale=args.time_scale,
+            keep_events=not args.no_keep_events,
         ).start()
     except (OSError, ValueError) as exc:
         print(f"Klaviyo stand-in could not start: {exc}", file=sys.stderr)

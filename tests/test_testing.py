@@ -1148,3 +1148,116 @@ def test_the_sdk_sees_klaviyos_errors(fake: FakeKlaviyo) -> None:
     assert info.value.status == 401
     assert json.loads(info.value.body)["errors"][0]["code"] == "authentication_failed"
     assert fake.events == []
+
+
+# --------------------------------------------------------------------------- enforced limits
+
+
+def bulk_of(n: int, tag: str = "r") -> dict[str, Any]:
+    return bulk(group({"email": EMAIL}, *(entry("Viewed Product", f"{tag}-{i}") for i in range(n))))
+
+
+def test_limits_are_not_enforced_unless_asked(fake: FakeKlaviyo) -> None:
+    statuses = [send_bulk(fake, bulk_of(1, f"u{i}")).status_code for i in range(15)]
+    assert statuses == [202] * 15  # more than Klaviyo's 10/s burst, yet nothing throttled
+    assert fake.throttled == 0 and fake.rate_limits == {}
+
+
+def test_the_burst_window_answers_429_with_retry_after_then_reopens() -> None:
+    limits = {"bulk_create_events": [(3, 1.0), (100, 60.0)]}
+    with FakeKlaviyo(api_key=API_KEY, rate_limits=limits, time_scale=10) as fake:
+        assert [send_bulk(fake, bulk_of(1, f"a{i}")).status_code for i in range(3)] == [202] * 3
+        throttled = send_bulk(fake, bulk_of(1, "a3"))
+        [error] = rejected(throttled, 429)
+        assert error["code"] == "throttled"
+        assert "RateLimit-Remaining" not in throttled.headers
+        retry_after = float(throttled.headers["Retry-After"])
+        assert retry_after == 0.1  # Klaviyo's whole second, ten times faster
+        assert send(fake, placed_order()).status_code == 202  # Create Event is not limited here
+        assert fake.throttled == 1
+        time.sleep(retry_after + 0.01)
+        assert send_bulk(fake, bulk_of(1, "a3")).status_code == 202
+        assert len(fake.events_for("Viewed Product")) == 4  # the throttled try kept nothing
+
+
+def test_the_steady_window_caps_requests_and_the_headers_say_so() -> None:
+    limits = {"bulk_create_events": [(10, 1.0), (4, 60.0)]}
+    with FakeKlaviyo(api_key=API_KEY, rate_limits=limits, time_scale=20) as fake:
+        answers = [send_bulk(fake, bulk_of(2, f"s{i}")) for i in range(5)]
+        assert [a.status_code for a in answers] == [202, 202, 202, 202, 429]
+        assert [a.headers["RateLimit-Limit"] for a in answers[:4]] == ["4"] * 4
+        assert [a.headers["RateLimit-Remaining"] for a in answers[:4]] == ["3", "2", "1", "0"]
+        reset = float(answers[3].headers["RateLimit-Reset"])
+        assert 0 < reset <= 3.0  # at most 60 Klaviyo seconds, twenty times faster
+        assert 0 < float(answers[4].headers["Retry-After"]) <= 3.0
+        assert fake.stats()["accepted"] == 8 and fake.throttled == 1
+
+
+def test_klaviyos_published_limits_by_name_and_through_the_control_endpoint(
+    fake: FakeKlaviyo,
+) -> None:
+    with httpx.Client(base_url=fake.url + "/_fake", timeout=5) as control:
+        answer = control.post("/rate-limits", json={"limits": "klaviyo", "time_scale": 10})
+        assert answer.status_code == 200
+        state = answer.json()
+        assert state["limits"]["bulk_create_events"] == [[10, 1.0], [150, 60.0]]
+        assert state["limits"]["create_event"] == [[350, 1.0], [3500, 60.0]]
+        assert state["time_scale"] == 10
+        statuses = [send_bulk(fake, bulk_of(1, f"k{i}")).status_code for i in range(11)]
+        assert statuses == [202] * 10 + [429]
+        assert control.get("/rate-limits").json()["throttled"] == 1
+        assert control.post("/rate-limits", json={"limits": None}).status_code == 200
+        assert send_bulk(fake, bulk_of(1, "k10")).status_code == 202
+        bad = control.post("/rate-limits", json={"limits": {"bulk_create_events": [[0, 1]]}})
+        assert bad.status_code == 400
+        unknown = control.post("/rate-limits", json={"limits": {"nope": [[1, 1]]}})
+        assert unknown.status_code == 400
+        assert control.post("/rate-limits", json={"time_scale": 0}).status_code == 400
+    with pytest.raises(ValueError):
+        FakeKlaviyo(rate_limits={"create_event": [(5, -1.0)]})
+
+
+def test_limits_hold_under_concurrent_clients() -> None:
+    """Eight threads hammer a 5-per-window endpoint: no window ever lets a sixth through."""
+    limits = {"create_event": [(5, 1.0)]}
+    with FakeKlaviyo(api_key=API_KEY, rate_limits=limits, time_scale=5) as fake:
+        results: list[tuple[float, int]] = []
+        lock = threading.Lock()
+
+        def hammer(n: int) -> None:
+            with httpx.Client(timeout=5.0) as own:
+                for i in range(10):
+                    body = json.dumps(placed_order(f"c{n}-{i}")).encode()
+                    status = own.post(fake.url + "/api/events", content=body, headers=HEADERS)
+                    with lock:
+                        results.append((time.monotonic(), status.status_code))
+
+        threads = [threading.Thread(target=hammer, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        accepted = sum(1 for _, status in results if status == 202)
+        assert accepted == fake.stats()["accepted"]
+        assert accepted + fake.throttled == 80
+        elapsed = max(t for t, _ in results) - min(t for t, _ in results)
+        assert accepted <= 5 * (elapsed / 0.2 + 1) + 0.01  # 5 per 0.2 s window, not more
+
+
+def test_keep_events_false_counts_and_dedups_without_keeping() -> None:
+    with FakeKlaviyo(api_key=API_KEY, keep_events=False) as fake:
+        assert send_bulk(fake, bulk_of(3, "lean")).status_code == 202
+        assert send_bulk(fake, bulk_of(3, "lean")).status_code == 202  # the same three again
+        assert fake.stats()["accepted"] == 3 and fake.duplicates == 3
+        assert fake.events == []
+        assert [r["body"] for r in fake.requests] == [None, None]
+
+
+def test_a_long_string_made_of_escapes_is_still_refused(fake: FakeKlaviyo) -> None:
+    """The quick size check must not be fooled by escaped quotes and backslashes."""
+    sneaky = '"\\' * 52_000  # 104,000 bytes decoded (> 100 KiB), split by escaped quotes
+    answer = send(fake, placed_order(properties={"Note": sneaky}))
+    [error] = rejected(answer)
+    assert error["source"]["pointer"] == "/data/attributes/properties/Note"
+    fine = '"\\' * 51_000  # 102,000 bytes: allowed
+    assert send(fake, placed_order("fine", properties={"Note": fine})).status_code == 202
