@@ -41,6 +41,33 @@ DRAIN_FLAG_TTL = 30
 DEFAULT_RETRY_MAX = 8
 JOB_TIMEOUT = 600
 FAILURE_TTL = 30 * 24 * 3600
+# A drain's lease in the set of running drains; drains renew it every batch (and while waiting).
+DRAIN_LEASE_SECONDS = 30
+
+# KEYS: [drains zset, stream]; ARGV: [concurrency, lease seconds, new member, group]
+# Reserves a place for one more drain when fewer than ``concurrency`` hold a live lease and some
+# entries were never handed to any drain. Returns 1 when reserved.
+_ADD_DRAIN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+local ok, pending = pcall(redis.call, 'XPENDING', KEYS[2], ARGV[4])
+if not ok then return 0 end
+if redis.call('XLEN', KEYS[2]) - tonumber(pending[1]) <= 0 then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) * 2)
+return 1
+"""
+
+# KEYS: [drains zset]; ARGV: [lease seconds, member]: (re)new one drain's lease.
+_KEEP_DRAIN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])) * 2)
+return 1
+"""
 
 
 class Outbox:
@@ -58,12 +85,17 @@ class Outbox:
         self.retry_max = retry_max
         self.stream = f"klaviyo:outbox:{queue_name}"
         self.flag = f"klaviyo:drain-scheduled:{queue_name}"
+        self.drains = f"klaviyo:drains:{queue_name}"
+        self._add_drain = connection.register_script(_ADD_DRAIN)
+        self._keep_drain = connection.register_script(_KEEP_DRAIN)
 
     def push(self, events: Sequence[Event]) -> int:
         """Append ``events`` to the stream (one round trip); returns how many were added."""
         if not events:
             return 0
-        pipe = self.connection.pipeline(transaction=False)
+        # MULTI/EXEC in the same round trip: a request's events are read together, never split
+        # by a drain reading between two XADDs.
+        pipe = self.connection.pipeline(transaction=True)
         for event in events:
             pipe.xadd(self.stream, {"e": json.dumps(event.to_dict(), separators=(",", ":"))})
         pipe.set(self.flag, "1", nx=True, ex=DRAIN_FLAG_TTL)
@@ -72,7 +104,7 @@ class Outbox:
             self.enqueue_drain()
         return len(events)
 
-    def enqueue_drain(self) -> str:
+    def enqueue_drain(self, *, job_id: str | None = None) -> str:
         """Schedule one drain job (the flag is already ours)."""
         job = self.queue.enqueue(
             DRAIN_JOB,
@@ -82,8 +114,51 @@ class Outbox:
             failure_ttl=FAILURE_TTL,
             result_ttl=600,
             description=f"drain the klaviyo outbox of {self.queue.name!r}",
+            job_id=job_id,
         )
         return job.id
+
+    # ---- several drains at once (a backlog): a set of leases, one per running drain
+
+    def join_drain(self, job_id: str) -> None:
+        """A drain starts: it holds a lease (it may already hold the one reserved for it)."""
+        self.keep_drain(job_id)
+
+    def keep_drain(self, job_id: str) -> None:
+        """Renew a running drain's lease, and the "drain scheduled" flag requests look at."""
+        pipe = self.connection.pipeline(transaction=False)
+        self._keep_drain(keys=[self.drains], args=[DRAIN_LEASE_SECONDS, job_id], client=pipe)
+        pipe.set(self.flag, "1", ex=DRAIN_FLAG_TTL)
+        pipe.execute()
+
+    def leave_drain(self, job_id: str, consumer: str | None = None) -> None:
+        """A drain ends: drop its lease, and its consumer when it holds no entry any more."""
+        self.connection.zrem(self.drains, job_id)
+        if consumer is None:
+            return
+        try:
+            held = self.connection.xpending_range(
+                self.stream, CONSUMER_GROUP, min="-", max="+", count=1, consumername=consumer
+            )
+            if not held:
+                self.connection.xgroup_delconsumer(self.stream, CONSUMER_GROUP, consumer)
+        except redis.ResponseError:  # no group or stream (flushed): nothing to tidy
+            pass
+
+    def add_drain(self, concurrency: int) -> str | None:
+        """One more drain for a backlog, if fewer than ``concurrency`` run; its job id."""
+        job_id = uuid.uuid4().hex
+        reserved = self._add_drain(
+            keys=[self.drains, self.stream],
+            args=[concurrency, DRAIN_LEASE_SECONDS, job_id, CONSUMER_GROUP],
+        )
+        if not int(reserved):
+            return None
+        return self.enqueue_drain(job_id=job_id)
+
+    def running_drains(self) -> int:
+        """Drains holding a live lease (running, or reserved and about to start)."""
+        return int(self.connection.zcount(self.drains, time.time(), "+inf"))
 
     def ensure_group(self) -> None:
         try:

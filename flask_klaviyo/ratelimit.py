@@ -37,29 +37,41 @@ DEFAULT_LIMITS: dict[str, tuple[Window, ...]] = {
     "create_event": (Window(350, 1.0), Window(3500, 60.0)),
 }
 
-# KEYS: [blocked-until, cell per window...]; ARGV: [cost, (emission, tolerance) per window...]
-# Returns the seconds to wait as a string ("0": a slot was taken).
+# KEYS: [blocked-until, last-send, cell per window...]
+# ARGV: [cost, pace, want-pace (0/1), dry-run (0/1), (emission, tolerance) per window...]
+# Returns the seconds to wait as a string ("0": a slot was taken, or would be on a dry run).
+# ``pace`` is the steady spacing of the endpoint (its slowest window's period / limit): a caller
+# that can wait (a drain holding a partial batch) asks for it, so a trickle of events is sent at
+# the steady rate in fuller batches instead of spending the minute's budget in a burst.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local blocked = tonumber(redis.call('GET', KEYS[1]) or '0')
-if blocked > now then return tostring(blocked - now) end
-local cost = tonumber(ARGV[1])
 local wait = 0
+local blocked = tonumber(redis.call('GET', KEYS[1]) or '0')
+if blocked > now then wait = blocked - now end
+local cost = tonumber(ARGV[1])
+local pace = tonumber(ARGV[2])
+if ARGV[3] == '1' and pace > 0 then
+  local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if last + pace - now > wait then wait = last + pace - now end
+end
 local new = {}
-for i = 2, #KEYS do
-  local emission = tonumber(ARGV[2 * (i - 1)])
-  local tolerance = tonumber(ARGV[2 * (i - 1) + 1])
+for i = 3, #KEYS do
+  local emission = tonumber(ARGV[5 + 2 * (i - 3)])
+  local tolerance = tonumber(ARGV[6 + 2 * (i - 3)])
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
   if tat < now then tat = now end
   local next_tat = tat + emission * cost
   local allow_at = next_tat - emission - tolerance
-  if allow_at > now and allow_at - now > wait then wait = allow_at - now end
+  if allow_at - now > wait then wait = allow_at - now end
   new[i] = next_tat
 end
-if wait > 0 then return tostring(wait) end
-for i = 2, #KEYS do
+if wait > 0 or ARGV[4] == '1' then return tostring(wait) end
+for i = 3, #KEYS do
   redis.call('SET', KEYS[i], tostring(new[i]), 'PX', math.ceil((new[i] - now) * 1000) + 1000)
+end
+if pace > 0 then
+  redis.call('SET', KEYS[2], tostring(now), 'PX', math.ceil(pace * 1000) + 1000)
 end
 return '0'
 """
@@ -101,15 +113,32 @@ class RateLimiter:
             f"{self.prefix}:{endpoint}:{w.limit}/{w.period:g}" for w in windows
         ]
 
-    def try_acquire(self, endpoint: str, cost: int = 1) -> float:
-        """Take a slot now if there is one (returns 0.0); else the seconds to wait."""
+    def pace(self, endpoint: str) -> float:
+        """The steady spacing of ``endpoint``: its slowest window's period / limit."""
+        windows = self.limits.get(endpoint) or ()
+        return max((w.period / w.limit for w in windows), default=0.0)
+
+    def _call(self, endpoint: str, cost: int, *, pace: bool, dry: bool) -> float:
         if endpoint not in self.limits:
             return 0.0
-        args: list[float] = [cost]
+        keys = self._keys(endpoint)
+        keys.insert(1, f"{self.prefix}:{endpoint}:last")
+        args: list[float] = [cost, self.pace(endpoint), int(pace), int(dry)]
         for window in self.limits[endpoint]:
             emission = window.period / window.limit
             args += [emission, window.period - emission]
-        return float(self._acquire(keys=self._keys(endpoint), args=args))
+        return float(self._acquire(keys=keys, args=args))
+
+    def try_acquire(self, endpoint: str, cost: int = 1, *, pace: bool = False) -> float:
+        """Take a slot now if there is one (returns 0.0); else the seconds to wait.
+
+        ``pace=True`` also waits for the endpoint's steady spacing since the last request.
+        """
+        return self._call(endpoint, cost, pace=pace, dry=False)
+
+    def wait_time(self, endpoint: str, cost: int = 1, *, pace: bool = False) -> float:
+        """The seconds until ``try_acquire`` would succeed (nothing is taken)."""
+        return self._call(endpoint, cost, pace=pace, dry=True)
 
     def acquire(self, endpoint: str, cost: int = 1, *, max_wait: float = 120.0) -> float:
         """Block until a slot is taken; returns the seconds waited. Raises TimeoutError."""
