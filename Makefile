@@ -29,6 +29,14 @@ browser:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	  echo "chromium unavailable: browser tests will be skipped"
 
+# The performance figures (README "Performance"): each script prints one table, ~1-2 min each.
+bench: $(STAMP)
+	$(PY) benchmarks/request_overhead.py
+	$(PY) benchmarks/drain_throughput.py
+	$(PY) benchmarks/rate_limited_drain.py
+	$(PY) benchmarks/latency.py
+	$(PY) benchmarks/worker_memory.py
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check flask_klaviyo example_store tests benchmarks
 	$(VENV)/bin/ruff format --check flask_klaviyo example_store tests benchmarks

@@ -573,7 +573,8 @@ class _Drain:
                         self.hold(entries)
                         if len(entries) >= self.batch:
                             self.ask_for_help()
-                        else:
+                        else:  # no backlog: the pace counts from the request now in flight
+                            self.finish_send()
                             entries = self.linger(entries)
                         ids = [entry_id for entry_id, _ in entries]
                         raw = [fields[b"e"] for _, fields in entries]
