@@ -134,6 +134,8 @@ def test_missing_secret_key_names_the_key(redis_url: str, tmp_path: Any) -> None
         ("KLAVIYO_RATE_LIMITS", {"bulk_create_events": [[0, 1]]}),
         ("KLAVIYO_RATE_LIMITS", "not json"),
         ("KLAVIYO_SPOOL_MAX_BYTES", -1),
+        ("KLAVIYO_DRAIN_CONCURRENCY", 0),
+        ("KLAVIYO_DRAIN_BATCH", 1001),
         ("KLAVIYO_PRIVATE_API_KEY", "AbC123"),  # a public key in the private slot
         ("KLAVIYO_PUBLIC_API_KEY", "pk_secret_value"),  # a private key would be in every page
     ],
