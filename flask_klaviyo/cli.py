@@ -43,8 +43,21 @@ def worker_command(burst: bool, simple: bool) -> None:
     worker_class = SimpleWorker if simple else Worker
     # The job reads the API key and URL from this app's config: jobs run inside its context.
     worker = worker_class([queue], connection=connection)
+    if _drain_on_start(Outbox(connection, queue_name=queue.name)):
+        click.echo("events are waiting in the outbox: a drain is queued")
     click.echo(f"klaviyo worker on queue {queue.name!r} ({'burst' if burst else 'long-running'})")
     worker.work(burst=burst, with_scheduler=True)
+
+
+def _drain_on_start(outbox: Outbox) -> bool:
+    """Queue a drain when events wait: a worker killed mid-drain (SIGKILL, a lost machine) left
+    its entries pending and no job to finish them, and nothing else would schedule one until the
+    next event arrives. An extra drain is harmless: the consumer group gives each entry to one."""
+    if outbox.depth() == 0:
+        return False
+    outbox.refresh_flag()
+    outbox.enqueue_drain()
+    return True
 
 
 @klaviyo_cli.command("status")

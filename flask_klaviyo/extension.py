@@ -41,7 +41,7 @@ from .identity import (
     visitor_profile,
 )
 from .identity import identify as identify_visitor
-from .jobs import parse_rate_limits
+from .jobs import DEFAULT_RETRY_HORIZON, parse_rate_limits, seconds_setting
 from .models import Order
 from .outbox import DEFAULT_RETRY_MAX, DeadLetters, Outbox
 from .spool import DEFAULT_SPOOL_MAX_BYTES, Breaker, Spool
@@ -79,6 +79,8 @@ def _set_defaults(app: Flask) -> None:
     app.config.setdefault("KLAVIYO_RETRY_MAX", DEFAULT_RETRY_MAX)
     app.config.setdefault("KLAVIYO_SPOOL_MAX_BYTES", DEFAULT_SPOOL_MAX_BYTES)  # Redis down
     app.config.setdefault("KLAVIYO_RATE_LIMITS", None)  # None: Klaviyo's published limits
+    app.config.setdefault("KLAVIYO_RETRY_HORIZON", DEFAULT_RETRY_HORIZON)  # then a dead letter
+    app.config.setdefault("KLAVIYO_RECLAIM_AFTER", None)  # None: 20 s (a dead drain's entries)
     app.config.setdefault("KLAVIYO_BRIDGE_MODE", "drop")  # "drop" or "share"
     app.config.setdefault("KLAVIYO_CLIENT_URL", DEFAULT_API_URL)  # share mode's client endpoint
     app.config.setdefault("KLAVIYO_JS_URL", bridge.DEFAULT_KLAVIYO_JS_URL)  # ?company_id= added
@@ -146,6 +148,14 @@ def _check_config(app: Flask) -> None:
             'must map endpoints to [[limit, seconds], ...], e.g. {"bulk_create_events": '
             f"[[10, 1], [150, 60]]}} ({exc})",
         ) from None
+    for key, zero in (("KLAVIYO_RETRY_HORIZON", False), ("KLAVIYO_RECLAIM_AFTER", True)):
+        try:  # a number, or a numeric string from the environment (stored as a number)
+            config[key] = seconds_setting(config[key], key, None, zero=zero)
+        except ValueError:
+            least = ">= 0" if zero else "> 0"
+            raise KlaviyoConfigError(key, f"must be a number of seconds {least}") from None
+    if config["KLAVIYO_RETRY_HORIZON"] is None:
+        raise KlaviyoConfigError("KLAVIYO_RETRY_HORIZON", "must be a number of seconds > 0")
     spool_max = config["KLAVIYO_SPOOL_MAX_BYTES"]
     if isinstance(spool_max, bool) or not isinstance(spool_max, int) or spool_max < 0:
         raise KlaviyoConfigError("KLAVIYO_SPOOL_MAX_BYTES", "must be a whole number of bytes")
