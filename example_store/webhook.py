@@ -61,6 +61,10 @@ def _text(data: dict[str, Any], key: str, where: str) -> str:
     value = data.get(key)
     if not isinstance(value, str) or not value.strip():
         raise _Invalid("invalid_payload", f"{where}{key} must be a non-empty string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate escape such as "\ud800"
+        raise _Invalid("invalid_payload", f"{where}{key} is not valid Unicode") from None
     if len(value) > MAX_ID_CHARS:
         raise _Invalid("invalid_payload", f"{where}{key} is longer than {MAX_ID_CHARS} characters")
     return value.strip()
@@ -69,7 +73,9 @@ def _text(data: dict[str, Any], key: str, where: str) -> str:
 def _parse(body: bytes) -> tuple[str, str, dict[str, Any]]:
     """(delivery id, event type, data) of a well-formed delivery."""
     try:
-        payload = json.loads(body)
+        # UTF-8 only (RFC 8259): json.loads would also take UTF-16/32 bytes, which the
+        # delivery record (and any provider) does not.
+        payload = json.loads(body.decode("utf-8"))
     except (ValueError, RecursionError):  # bad JSON or bad UTF-8
         raise _Invalid("malformed_json", "the body is not valid JSON") from None
     if not isinstance(payload, dict):

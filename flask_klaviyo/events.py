@@ -19,11 +19,12 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Literal
 
 from .exceptions import KlaviyoSchemaError
 from .models import Cart, LineItem, Order, Product, is_money
+from .models import _union as models_union
 
 __all__ = [
     "ADDED_TO_CART",
@@ -84,6 +85,9 @@ DEFAULT_CURRENCY = "USD"
 
 # Klaviyo's documented limits (Create Event / Bulk Create Events OpenAPI descriptions).
 MAX_PROPERTIES = 400
+# Property values nested deeper than this are refused (Klaviyo names no limit; this keeps every
+# JSON encoder, ours and Klaviyo's, far from its recursion limit).
+MAX_NESTING = 100
 MAX_STRING_BYTES = 100 * 1024
 MAX_PAYLOAD_BYTES = 5 * 1024 * 1024
 MAX_METRIC_NAME = 127  # "must be less than 128 characters"
@@ -265,7 +269,9 @@ def encoded_size(body: Any) -> int:
 
 def stable_id(*parts: Any) -> str:
     """A short deterministic digest: the same parts give the same unique_id on every retry."""
-    digest = hashlib.sha256(canonical_json(list(parts)).encode()).hexdigest()
+    # surrogatepass: a lone surrogate in an id still digests (validation then names its field)
+    digest = hashlib.sha256(canonical_json(list(parts)).encode("utf-8", "surrogatepass"))
+    digest = digest.hexdigest()
     return digest[:STABLE_ID_HEX_CHARS]
 
 
@@ -280,10 +286,18 @@ def _money(amount: Any) -> Any:
     if not is_money(amount):
         return amount
     if isinstance(amount, Decimal):
+        if amount.is_snan():
+            return math.nan  # a signaling NaN cannot become a float; validation names it
         if not amount.is_finite():
             return float(amount)
-        return float(amount.quantize(MONEY_STEP, rounding=ROUND_HALF_UP))
-    return round(float(amount), 2)
+        try:
+            return float(amount.quantize(MONEY_STEP, rounding=ROUND_HALF_UP))
+        except InvalidOperation:  # more digits than the context holds: far from a price
+            return float(amount)
+    try:
+        return round(float(amount), 2)
+    except OverflowError:  # an int beyond any float: not a finite number, validation says so
+        return math.inf
 
 
 def _identifier(value: Any) -> Any:
@@ -302,28 +316,62 @@ def _list_or_none(values: Iterable[str]) -> list[str] | None:
     return listed or None
 
 
-def _union(groups: Iterable[Iterable[str]]) -> list[str]:
-    seen: dict[str, None] = {}
-    for group in groups:
-        for item in group:
-            seen.setdefault(item, None)
-    return list(seen)
+def _union(groups: Iterable[Iterable[Any]]) -> list[Any]:
+    """Each item once, in first-seen order (models._union: unhashable items are kept too)."""
+    return models_union(groups)
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: Any, depth: int = 0) -> Any:
     """Turn the Python values a merchant naturally passes into JSON ones; leave the rest for
     validate_event to name."""
+    if depth > MAX_NESTING:
+        return value  # too deep (or a cycle): validation names it
     if isinstance(value, Decimal):
-        return float(value)
+        return math.nan if value.is_snan() else float(value)
     if isinstance(value, datetime):
-        return as_utc(value).isoformat()
+        try:
+            return as_utc(value).isoformat()
+        except OverflowError:  # an aware time at the very edge of datetime's range
+            return value
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Mapping):
-        return {key: _jsonable(item) for key, item in value.items()}
+        return {key: _jsonable(item, depth + 1) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(item) for item in value]
+        return [_jsonable(item, depth + 1) for item in value]
     return value
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether containers nest deeper than MAX_NESTING or contain themselves (without
+    recursing: this guards what would recurse)."""
+    path: set[int] = set()  # containers on the way down to the current one
+    stack: list[tuple[Any, int, bool]] = [(value, 0, False)]
+    while stack:
+        item, depth, leaving = stack.pop()
+        if leaving:
+            path.discard(id(item))
+            continue
+        if isinstance(item, Mapping):
+            children: list[Any] = list(item.values())
+        elif isinstance(item, list | tuple):
+            children = list(item)
+        else:
+            continue
+        if depth >= MAX_NESTING or id(item) in path:
+            return True
+        path.add(id(item))
+        stack.append((item, depth, True))
+        stack.extend((child, depth + 1, False) for child in children)
+    return False
+
+
+def _event_time(metric: Any, value: Any) -> datetime:
+    """``as_utc`` for a builder: a value that is no time at all is named, not a crash."""
+    try:
+        return as_utc(value)
+    except (TypeError, ValueError, AttributeError, OverflowError, OSError):
+        raise KlaviyoSchemaError(str(metric), "time", f"not a time: {_describe(value)}") from None
 
 
 def _profile(profile: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -400,7 +448,7 @@ def viewed_product(
         metric=VIEWED_PRODUCT,
         properties=properties,
         profile=_profile(profile),
-        time=as_utc(time),
+        time=_event_time(VIEWED_PRODUCT, time),
         value=price,
         value_currency=_value_currency(price, currency),
         unique_id=stable_id(VIEWED_PRODUCT, visitor, _identifier(product.id), render_id),
@@ -440,7 +488,7 @@ def added_to_cart(
     """
     cart = Cart.coerce(cart)
     added = LineItem.coerce(added)
-    when = as_utc(time)
+    when = _event_time(ADDED_TO_CART, time)
     product = added.product
     if mutation is None:
         mutation = f"{_quantity_after_add(cart, added)}@{int(when.timestamp())}"
@@ -485,7 +533,7 @@ def started_checkout(
     """Started Checkout; unique_id is the seed's rule, cart id and UNIX time, so a shopper who
     returns later with more items starts checkout again."""
     cart = Cart.coerce(cart)
-    when = as_utc(time)
+    when = _event_time(STARTED_CHECKOUT, time)
     total = _money(cart.total)
     properties = _known(
         {
@@ -559,7 +607,7 @@ def _order_event(
         metric=metric,
         properties=properties,
         profile=_profile(order.profile() if profile is None else profile),
-        time=as_utc(time),
+        time=_event_time(metric, time),
         value=total,
         value_currency=order.currency or currency or DEFAULT_CURRENCY,
         # The order id, the same for all four order metrics: Klaviyo's CLV pairs them by it.
@@ -607,7 +655,7 @@ def ordered_products(
 ) -> list[Event]:
     """One Ordered Product per line; value is the line's total before order adjustments."""
     order = Order.coerce(order)
-    when = as_utc(time or order.placed_at)
+    when = _event_time(ORDERED_PRODUCT, time or order.placed_at)
     who = order.profile() if profile is None else profile
     events = []
     for line, key in zip(order.items, _ordered_product_keys(order), strict=True):
@@ -717,7 +765,11 @@ def custom_event(
 ) -> Event:
     """Any other metric. Without a unique_id, the same properties in the same second are one
     event (a double-submitted form), different ones are two."""
-    when = as_utc(time)
+    when = _event_time(metric, time)
+    if _too_deep(properties):
+        raise KlaviyoSchemaError(
+            str(metric), "properties", f"nested deeper than {MAX_NESTING} levels (or a cycle)"
+        )
     props = _jsonable(dict(properties or {}))
     if unique_id is None:
         unique_id = stable_id(metric, canonical_json(props), int(when.timestamp()))
@@ -882,36 +934,49 @@ def _check_rules(
             raise KlaviyoSchemaError(metric, path, problem)
 
 
-def _check_json(metric: str, value: Any, path: str) -> None:
+def _utf8_size(metric: str, value: str, path: str) -> int:
+    try:
+        return len(value.encode())
+    except UnicodeEncodeError:  # a lone surrogate (bytes decoded with surrogateescape, say)
+        raise KlaviyoSchemaError(metric, path, "not valid Unicode (a lone surrogate)") from None
+
+
+def _check_json(metric: str, value: Any, path: str, depth: int = 0) -> None:
     """Everything must be plain JSON, numbers finite, strings within Klaviyo's 100 KB."""
+    where = path or "properties"
     if value is None or isinstance(value, bool):
         return
     if isinstance(value, str):
-        if len(value.encode()) > MAX_STRING_BYTES:
+        size = _utf8_size(metric, value, where)
+        if size > MAX_STRING_BYTES:
             raise KlaviyoSchemaError(
-                metric, path, f"string of {len(value.encode())} bytes exceeds {MAX_STRING_BYTES}"
+                metric, where, f"string of {size} bytes exceeds {MAX_STRING_BYTES}"
             )
         return
     if isinstance(value, int):
         return
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise KlaviyoSchemaError(metric, path, f"{value} is not a JSON number")
+            raise KlaviyoSchemaError(metric, where, f"{value} is not a JSON number")
         return
+    if isinstance(value, Mapping | list | tuple) and depth >= MAX_NESTING:
+        raise KlaviyoSchemaError(
+            metric, where, f"nested deeper than {MAX_NESTING} levels (or a cycle)"
+        )
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise KlaviyoSchemaError(metric, path, f"key {key!r} is not a string")
-            if len(key.encode()) > MAX_STRING_BYTES:
-                raise KlaviyoSchemaError(metric, path, "a key exceeds 100 KB")
-            _check_json(metric, item, f"{path}.{key}" if path else key)
+                raise KlaviyoSchemaError(metric, where, f"key {key!r} is not a string")
+            if _utf8_size(metric, key, where) > MAX_STRING_BYTES:
+                raise KlaviyoSchemaError(metric, where, "a key exceeds 100 KB")
+            _check_json(metric, item, f"{path}.{key}" if path else (key or '""'), depth + 1)
         return
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            _check_json(metric, item, f"{path}[{index}]")
+            _check_json(metric, item, f"{path}[{index}]", depth + 1)
         return
     hint = " (convert Decimal to float)" if isinstance(value, Decimal) else ""
-    raise KlaviyoSchemaError(metric, path, f"{type(value).__name__} is not JSON{hint}")
+    raise KlaviyoSchemaError(metric, where, f"{type(value).__name__} is not JSON{hint}")
 
 
 def _check_profile(metric: str, profile: Any) -> None:
@@ -1014,6 +1079,7 @@ def _check_metric_name(metric: Any) -> None:
             "metric",
             f"name of {len(metric)} characters; Klaviyo needs fewer than {MAX_METRIC_NAME + 1}",
         )
+    _utf8_size(metric, metric, "metric")
 
 
 def _check_time(metric: str, when: Any) -> None:

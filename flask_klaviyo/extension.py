@@ -6,7 +6,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +19,10 @@ from . import bridge, capture
 from .client import DEFAULT_API_URL, DEFAULT_REVISION
 from .embedded import embedded_redis_url
 from .events import (
+    CANCELED_ORDER,
+    FULFILLED_ORDER,
+    PLACED_ORDER,
+    REFUNDED_ORDER,
     Event,
     canceled_order,
     custom_event,
@@ -61,6 +65,7 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _PUBLIC_KEY = re.compile(r"^[A-Za-z0-9]{6}$")
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def _set_defaults(app: Flask) -> None:
@@ -340,26 +345,33 @@ class Klaviyo:
         """Track any metric; queued after the response (in a request) or at once (outside)."""
         if not _enabled():
             return None
-        event = custom_event(
+        event = self._build(
             metric,
-            dict(properties or {}),
-            profile=self.resolve_profile(profile),
-            value=value,
-            unique_id=unique_id,
-            time=time,
-            currency=currency
-            or (current_app.config["KLAVIYO_CURRENCY"] if value is not None else None),
+            lambda: custom_event(
+                metric,
+                dict(properties or {}),
+                profile=self.resolve_profile(profile),
+                value=value,
+                unique_id=unique_id,
+                time=time,
+                currency=currency
+                or (current_app.config["KLAVIYO_CURRENCY"] if value is not None else None),
+            ),
         )
-        return self.submit(event)
+        return None if event is None else self.submit(event)
 
     def order_placed(self, order: Any, *, profile: Mapping[str, Any] | None = None) -> list[Event]:
         """Placed Order plus one Ordered Product per line."""
         if not _enabled():
             return []
-        order = self._order(order)
-        who = self.resolve_profile(profile or order.profile())
-        events = [placed_order(order, profile=who), *ordered_products(order, profile=who)]
-        return self._submit_all(events)
+
+        def build() -> list[Event]:
+            built = self._order(order)
+            who = self.resolve_profile(profile or built.profile())
+            return [placed_order(built, profile=who), *ordered_products(built, profile=who)]
+
+        events = self._build(PLACED_ORDER, build)
+        return [] if events is None else self._submit_all(events)
 
     def order_fulfilled(
         self, order: Any, *, profile: Mapping[str, Any] | None = None, **properties: Any
@@ -463,9 +475,45 @@ class Klaviyo:
     ) -> Event | None:
         if not _enabled():
             return None
-        order = self._order(order)
-        who = self.resolve_profile(profile or order.profile())
-        return self.submit(builder(order, profile=who, **options))
+
+        def build() -> Event:
+            built = self._order(order)
+            who = self.resolve_profile(profile or built.profile())
+            return builder(built, profile=who, **options)
+
+        metric = {
+            fulfilled_order: FULFILLED_ORDER,
+            canceled_order: CANCELED_ORDER,
+            refunded_order: REFUNDED_ORDER,
+        }.get(builder, builder.__name__)
+        event = self._build(metric, build)
+        return None if event is None else self.submit(event)
+
+    def _build(self, metric: Any, build: Callable[[], T]) -> T | None:
+        """Run an event builder. Input it cannot make an event of (no order id, lines that are
+        not a list, a time that is no time) raises KlaviyoSchemaError in strict mode; otherwise
+        it is logged and kept as a dead letter naming the field, and the page goes on."""
+        try:
+            return build()
+        except KlaviyoSchemaError as exc:
+            if _strict():
+                raise
+            log.error("klaviyo: %s event not built: %s", metric, exc)
+            record = {
+                "metric": str(metric),
+                "properties": {},
+                "profile": {},
+                "time": datetime.now(UTC).isoformat(),
+            }
+            try:
+                _state().dead_letters.add(
+                    record,
+                    reason="invalid",
+                    errors=[{"code": "invalid", "detail": str(exc), "pointer": exc.field}],
+                )
+            except Exception:  # tracking never breaks the page
+                log.exception("klaviyo: could not keep the unbuilt %s event", metric)
+            return None
 
     def _dead_letter(self, event: Event, exc: KlaviyoSchemaError) -> None:
         try:

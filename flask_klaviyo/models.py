@@ -101,9 +101,12 @@ def sum_money(values: Iterable[Any]) -> Money | None:
     amounts = list(values)
     if not all(is_money(v) for v in amounts):
         return None
-    if any(isinstance(v, float) for v in amounts):
-        return sum((float(v) for v in amounts), 0.0)
-    return sum(amounts, Decimal(0) if any(isinstance(v, Decimal) for v in amounts) else 0)
+    try:
+        if any(isinstance(v, float) for v in amounts):
+            return sum((float(v) for v in amounts), 0.0)
+        return sum(amounts, Decimal(0) if any(isinstance(v, Decimal) for v in amounts) else 0)
+    except (ArithmeticError, ValueError):  # Decimal infinities that cancel, a signaling NaN
+        return None
 
 
 def _subtract(total: Money, discount: Money) -> Money:
@@ -139,8 +142,8 @@ def _category_list(value: Any) -> list[str]:
     """Categories may come as one string, a list of strings or a list of category objects."""
     if value is None or value == "":
         return []
-    if isinstance(value, str):
-        return [value]
+    if isinstance(value, str) or not isinstance(value, Iterable) or isinstance(value, bytes):
+        return [value]  # not a list of categories: validation names it
     names: list[str] = []
     for item in value:
         if isinstance(item, str):
@@ -151,12 +154,17 @@ def _category_list(value: Any) -> list[str]:
     return names
 
 
-def _union(groups: Iterable[Iterable[str]]) -> list[str]:
-    seen: dict[str, None] = {}
+def _union(groups: Iterable[Iterable[Any]]) -> list[Any]:
+    """Each item once, in first-seen order; an unhashable one (a brand given as a list) is kept
+    for validation to name."""
+    seen: dict[Any, Any] = {}
     for group in groups:
         for item in group:
-            seen.setdefault(item, None)
-    return list(seen)
+            try:
+                seen.setdefault((True, item), item)
+            except TypeError:
+                seen.setdefault((False, repr(item)), item)
+    return list(seen.values())
 
 
 @dataclass
@@ -220,7 +228,10 @@ class LineItem:
             return None
         if isinstance(self.quantity, bool):
             return None
-        return self.price * self.quantity
+        try:
+            return self.price * self.quantity
+        except (ArithmeticError, ValueError):  # a signaling NaN, infinity times 0, too large
+            return None
 
     @classmethod
     def coerce(cls, obj: Any) -> LineItem:
@@ -246,9 +257,14 @@ class LineItem:
         )
 
 
-def _line_items(obj: Any) -> list[LineItem]:
+def _line_items(obj: Any, kind: str) -> list[LineItem]:
     lines = _pick(obj, LINE_ITEMS_NAMES)
-    return [LineItem.coerce(line) for line in lines or ()]
+    if lines is None:
+        return []
+    if isinstance(lines, str | bytes | Mapping) or not isinstance(lines, Iterable):
+        got = type(lines).__name__
+        raise KlaviyoSchemaError(kind, "items", f"must be a list of lines, got {got}")
+    return [LineItem.coerce(line) for line in lines]
 
 
 @dataclass
@@ -281,7 +297,7 @@ class Cart:
             raise KlaviyoSchemaError("Cart", "id", f"no cart id in {type(obj).__name__}")
         return cls(
             id=cart_id,
-            items=_line_items(obj),
+            items=_line_items(obj, "Cart"),
             checkout_url=_pick(obj, CHECKOUT_URL_NAMES),
         )
 
@@ -347,7 +363,10 @@ class Order:
             return subtotal
         if not is_money(self.discount_value):
             return None
-        return _subtract(subtotal, self.discount_value)
+        try:
+            return _subtract(subtotal, self.discount_value)
+        except (ArithmeticError, ValueError):
+            return None
 
     @property
     def categories(self) -> list[str]:
@@ -394,7 +413,7 @@ class Order:
 
         return cls(
             id=order_id,
-            items=_line_items(obj),
+            items=_line_items(obj, "Order"),
             email=person("email", "customer_email"),
             phone_number=person("phone_number", "phone"),
             first_name=person("first_name"),
