@@ -21,6 +21,7 @@ from .embedded import embedded_redis_url
 from .events import (
     CANCELED_ORDER,
     FULFILLED_ORDER,
+    MAX_BULK_EVENTS,
     PLACED_ORDER,
     REFUNDED_ORDER,
     Event,
@@ -45,7 +46,12 @@ from .identity import (
     visitor_profile,
 )
 from .identity import identify as identify_visitor
-from .jobs import DEFAULT_RETRY_HORIZON, parse_rate_limits, seconds_setting
+from .jobs import (
+    DEFAULT_DRAIN_CONCURRENCY,
+    DEFAULT_RETRY_HORIZON,
+    parse_rate_limits,
+    seconds_setting,
+)
 from .models import Order
 from .outbox import DEFAULT_RETRY_MAX, DeadLetters, Outbox
 from .spool import DEFAULT_SPOOL_MAX_BYTES, Breaker, Spool
@@ -86,6 +92,8 @@ def _set_defaults(app: Flask) -> None:
     app.config.setdefault("KLAVIYO_RATE_LIMITS", None)  # None: Klaviyo's published limits
     app.config.setdefault("KLAVIYO_RETRY_HORIZON", DEFAULT_RETRY_HORIZON)  # then a dead letter
     app.config.setdefault("KLAVIYO_RECLAIM_AFTER", None)  # None: 20 s (a dead drain's entries)
+    app.config.setdefault("KLAVIYO_DRAIN_CONCURRENCY", DEFAULT_DRAIN_CONCURRENCY)  # on a backlog
+    app.config.setdefault("KLAVIYO_DRAIN_BATCH", None)  # None: 1,000 (Klaviyo's bulk maximum)
     app.config.setdefault("KLAVIYO_BRIDGE_MODE", "drop")  # "drop" or "share"
     app.config.setdefault("KLAVIYO_CLIENT_URL", DEFAULT_API_URL)  # share mode's client endpoint
     app.config.setdefault("KLAVIYO_JS_URL", bridge.DEFAULT_KLAVIYO_JS_URL)  # ?company_id= added
@@ -161,6 +169,15 @@ def _check_config(app: Flask) -> None:
             raise KlaviyoConfigError(key, f"must be a number of seconds {least}") from None
     if config["KLAVIYO_RETRY_HORIZON"] is None:
         raise KlaviyoConfigError("KLAVIYO_RETRY_HORIZON", "must be a number of seconds > 0")
+    for key, high, optional in (
+        ("KLAVIYO_DRAIN_CONCURRENCY", 64, False),
+        ("KLAVIYO_DRAIN_BATCH", MAX_BULK_EVENTS, True),
+    ):
+        value = config[key]
+        if optional and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            raise KlaviyoConfigError(key, f"must be a whole number from 1 to {high}")
     spool_max = config["KLAVIYO_SPOOL_MAX_BYTES"]
     if isinstance(spool_max, bool) or not isinstance(spool_max, int) or spool_max < 0:
         raise KlaviyoConfigError("KLAVIYO_SPOOL_MAX_BYTES", "must be a whole number of bytes")
