@@ -10,7 +10,8 @@ from flask import current_app
 from flask.cli import AppGroup
 from rq import Queue, SimpleWorker, Worker
 
-from .jobs import DeliverySettings, parse_rate_limits
+from .identity import Parking
+from .jobs import STATS_KEY, DeliverySettings, parse_rate_limits
 from .ops import DEFAULT_BACKFILL_AFTER, replay_dead_letters, verify_dedup
 from .outbox import Outbox
 from .ratelimit import RateLimiter
@@ -63,13 +64,15 @@ def _drain_on_start(outbox: Outbox) -> bool:
 @klaviyo_cli.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status_command(as_json: bool) -> None:
-    """Waiting events, their age, jobs, dead letters and the rate-limit state."""
+    """Waiting events and their age, jobs, handled/dead/parked counts, the last Klaviyo error,
+    the rate-limit state and the spool."""
     state = _state()
     name = current_app.config["KLAVIYO_QUEUE"]
     outbox = Outbox(state.redis, queue_name=name)
     queue = outbox.queue
     age = outbox.oldest_age()
     limits = parse_rate_limits(current_app.config.get("KLAVIYO_RATE_LIMITS"))
+    stats = state.redis.hgetall(STATS_KEY)
     status = {
         "queue": name,
         "waiting_events": outbox.depth(),
@@ -77,7 +80,14 @@ def status_command(as_json: bool) -> None:
         "oldest_waiting_seconds": round(age, 1) if age is not None else None,
         "queued_jobs": queue.count,
         "failed_jobs": queue.failed_job_registry.count,
+        "handled_events": int(stats.get(b"handled", 0)),
         "dead_letters": state.dead_letters.count(),
+        "parked": Parking(state.redis).stats(),
+        "spool_bytes": state.spool.size(),
+        "last_klaviyo_error": (stats.get(b"last_error") or b"").decode() or None,
+        "last_klaviyo_error_at": float(stats[b"last_error_at"])
+        if b"last_error_at" in stats
+        else None,
         "rate_limit_blocked_for": {
             endpoint: round(values["blocked_for"], 1)
             for endpoint, values in RateLimiter(state.redis, limits=limits).state().items()

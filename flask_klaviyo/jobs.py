@@ -66,6 +66,7 @@ log = logging.getLogger("flask_klaviyo")
 
 IN_JOB_ATTEMPTS = 4  # then the job fails and RQ's Retry takes over
 DRAIN_ATTEMPTS = 7  # a drain rides out ~30 s of Klaviyo trouble before RQ's Retry
+STATS_KEY = "klaviyo:stats"  # handled count and the last Klaviyo error, for `status`
 DRAIN_BATCH = 1000  # entries read per round: one Bulk Create Events request at most
 DRAIN_SECONDS = 30.0  # then the drain hands over to a fresh job (bounded jobs, bounded memory)
 READ_BLOCK_MS = 50  # wait this long for more events before a drain ends
@@ -610,6 +611,9 @@ class _Drain:
         try:
             future.result()
         except KlaviyoDeliveryError as exc:
+            self.connection.hset(
+                STATS_KEY, mapping={"last_error": str(exc)[:500], "last_error_at": time.time()}
+            )
             dead_letter_past_horizon(
                 self.connection, self.stream, ids, exc, self.settings.retry_horizon
             )
@@ -618,6 +622,7 @@ class _Drain:
         pipe.xack(self.stream, CONSUMER_GROUP, *ids)
         pipe.xdel(self.stream, *ids)
         pipe.hdel(failing_key(self.stream), *ids)  # first failures of entries now delivered
+        pipe.hincrby(STATS_KEY, "handled", len(ids))  # delivered or dead-lettered
         pipe.execute()
         self.delivered += len(ids)
         done = set(ids)
