@@ -941,6 +941,15 @@ def _utf8_size(metric: str, value: str, path: str) -> int:
         raise KlaviyoSchemaError(metric, path, "not valid Unicode (a lone surrogate)") from None
 
 
+def _child_path(path: str, key: str) -> str:
+    """``Items[0].ItemPrice``; a key that would read as nothing (blank, dots) is quoted."""
+    plain = key.strip() == key and key and "." not in key and "[" not in key
+    step = key if plain else f"[{key!r}]"
+    if not path:
+        return step
+    return f"{path}.{step}" if plain else f"{path}{step}"
+
+
 def _check_json(metric: str, value: Any, path: str, depth: int = 0) -> None:
     """Everything must be plain JSON, numbers finite, strings within Klaviyo's 100 KB."""
     where = path or "properties"
@@ -969,7 +978,7 @@ def _check_json(metric: str, value: Any, path: str, depth: int = 0) -> None:
                 raise KlaviyoSchemaError(metric, where, f"key {key!r} is not a string")
             if _utf8_size(metric, key, where) > MAX_STRING_BYTES:
                 raise KlaviyoSchemaError(metric, where, "a key exceeds 100 KB")
-            _check_json(metric, item, f"{path}.{key}" if path else (key or '""'), depth + 1)
+            _check_json(metric, item, _child_path(path, key), depth + 1)
         return
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):

@@ -10,8 +10,15 @@ from typing import Any
 
 import pytest
 import redis
+from hypothesis import settings
 
 from flask_klaviyo.embedded import embedded_redis_url, stop_embedded_redis
+
+# CI runs property tests with a fixed seed sequence: a run that passed here passes there.
+# Locally they explore (run with CI=true to reproduce CI's examples).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI") == "true":
+    settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("KLAVIYO_SHARED_DIR", ROOT.parent / "shared"))
