@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -558,7 +558,7 @@ class Klaviyo:
                     state.breaker.cooldown,
                 )
             else:
-                if state.spool.size():
+                if state.spool.may_hold_events():
                     self._replay_spool(state)
                 return
         try:
@@ -629,7 +629,7 @@ class Klaviyo:
         """One id per request, so Viewed Product is once per page view and stable within it."""
         rid = g.get("_klaviyo_render_id")
         if rid is None:
-            rid = g._klaviyo_render_id = uuid.uuid4().hex
+            rid = g._klaviyo_render_id = os.urandom(16).hex()
         return rid
 
     def bridge(self) -> Markup:

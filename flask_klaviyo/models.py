@@ -119,13 +119,16 @@ def _subtract(total: Money, discount: Money) -> Money:
 
 def _pick(source: Any, names: Sequence[str]) -> Any:
     """The first non-empty value under any of ``names``; methods are never called."""
-    for name in names:
-        if isinstance(source, Mapping):
+    if isinstance(source, (dict, Mapping)):  # dict first: no ABC check for the common case
+        for name in names:
             value = source.get(name)
-        else:
-            value = getattr(source, name, None)
-            if callable(value) and not isinstance(value, type):
-                continue
+            if value is not None and value != "":
+                return value
+        return None
+    for name in names:
+        value = getattr(source, name, None)
+        if callable(value) and not isinstance(value, type):
+            continue
         if value is not None and value != "":
             return value
     return None

@@ -1,12 +1,13 @@
 """The request side of delivery: events into a Redis Stream in one round trip; dead letters.
 
 An event leaves the web process only through :meth:`Outbox.push`, after the response has been
-produced; nothing here talks to Klaviyo. ``push`` is one pipelined round trip: ``XADD`` per event
-to the outbox stream plus a ``SET NX`` "drain scheduled" flag. Only when no drain is scheduled
-(the first event after a quiet spell) does it enqueue an RQ job, ``flask_klaviyo.jobs.drain``, so
-RQ stays the job system (retries, failed registry, rq-dashboard) without costing an enqueue per
-event. Workers read the stream through a consumer group: each entry goes to one worker, and the
-entries of a worker that died are reclaimed by the next drain.
+produced; nothing here talks to Klaviyo. ``push`` is one round trip: a script that runs ``XADD``
+per event to the outbox stream plus a ``SET NX`` "drain scheduled" flag, atomically, sent on a
+connection each thread keeps for pushes (a pool checkout costs more than the round trip). Only
+when no drain is scheduled (the first event after a quiet spell) does it enqueue an RQ job,
+``flask_klaviyo.jobs.drain``, so RQ stays the job system (retries, failed registry, rq-dashboard)
+without costing an enqueue per event. Workers read the stream through a consumer group: each
+entry goes to one worker, and the entries of a worker that died are reclaimed by the next drain.
 
 Events that must not or could not be sent are kept in the dead-letter registry with the reason
 (our validation or Klaviyo's ``errors``), never dropped.
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -44,6 +47,15 @@ FAILURE_TTL = 30 * 24 * 3600
 # A drain's lease in the set of running drains; drains renew it every batch (and while waiting).
 DRAIN_LEASE_SECONDS = 30
 
+# KEYS: [stream, drain-scheduled flag]; ARGV: [flag TTL, event JSON...]
+# All of a request's events land together (a drain never reads between two of them); returns 1
+# when the flag was newly set, i.e. no drain is scheduled and the caller must enqueue one.
+_PUSH = """
+for i = 2, #ARGV do redis.call('XADD', KEYS[1], '*', 'e', ARGV[i]) end
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 1 end
+return 0
+"""
+
 # KEYS: [drains zset, stream]; ARGV: [concurrency, lease seconds, new member, group]
 # Reserves a place for one more drain when fewer than ``concurrency`` hold a live lease and some
 # entries were never handed to any drain. Returns 1 when reserved.
@@ -70,6 +82,18 @@ return 1
 """
 
 
+def _pack(command: Sequence[Any]) -> bytes:
+    """RESP for one command of str/int/bytes arguments (a quarter of redis-py's cost)."""
+    parts = [b"*%d\r\n" % len(command)]
+    for argument in command:
+        if isinstance(argument, str):
+            argument = argument.encode()
+        elif isinstance(argument, int):
+            argument = b"%d" % argument
+        parts.append(b"$%d\r\n%s\r\n" % (len(argument), argument))
+    return b"".join(parts)
+
+
 class Outbox:
     """The outbox stream of one queue, and the scheduling of the RQ jobs that drain it."""
 
@@ -88,21 +112,57 @@ class Outbox:
         self.drains = f"klaviyo:drains:{queue_name}"
         self._add_drain = connection.register_script(_ADD_DRAIN)
         self._keep_drain = connection.register_script(_KEEP_DRAIN)
+        self._push_script = connection.register_script(_PUSH)
+        self._local = threading.local()
 
     def push(self, events: Sequence[Event]) -> int:
         """Append ``events`` to the stream (one round trip); returns how many were added."""
         if not events:
             return 0
-        # MULTI/EXEC in the same round trip: a request's events are read together, never split
-        # by a drain reading between two XADDs.
-        pipe = self.connection.pipeline(transaction=True)
-        for event in events:
-            pipe.xadd(self.stream, {"e": json.dumps(event.to_dict(), separators=(",", ":"))})
-        pipe.set(self.flag, "1", nx=True, ex=DRAIN_FLAG_TTL)
-        *_, newly_flagged = pipe.execute()
+        entries = [json.dumps(event.to_dict(), separators=(",", ":")) for event in events]
+        newly_flagged = self._run_push(entries)
         if newly_flagged:
             self.enqueue_drain()
         return len(events)
+
+    def _run_push(self, entries: list[str]) -> Any:
+        keys_and_args = (2, self.stream, self.flag, DRAIN_FLAG_TTL, *entries)
+        try:
+            return self._send("EVALSHA", self._push_script.sha, *keys_and_args)
+        except redis.exceptions.NoScriptError:  # a restarted or flushed Redis: EVAL loads it
+            return self._send("EVAL", _PUSH, *keys_and_args)
+
+    def _send(self, *command: Any) -> Any:
+        """One command on this thread's push connection; a stale connection (Redis restarted)
+        is replaced once, anything else raises (the extension spools then)."""
+        for attempt in range(2):
+            connection = self._push_connection()
+            try:
+                connection.send_packed_command([_pack(command)], False)
+                return connection.read_response()
+            except redis.exceptions.ConnectionError:
+                connection.disconnect()
+                if attempt:
+                    raise
+            except BaseException:
+                connection.disconnect()  # a timeout or an interrupt leaves the reply unread
+                raise
+        raise AssertionError("unreachable")
+
+    def _push_connection(self) -> Any:
+        local = self._local
+        pid = os.getpid()
+        if getattr(local, "pid", None) != pid:  # new thread, or a forked child: never share
+            pool = self.connection.connection_pool
+            local.connection = pool.connection_class(**pool.connection_kwargs)
+            local.pid = pid
+        return local.connection
+
+    def close(self) -> None:
+        """Close this thread's push connection (the pool's connections are the client's)."""
+        connection = getattr(self._local, "connection", None)
+        if connection is not None and getattr(self._local, "pid", None) == os.getpid():
+            connection.disconnect()
 
     def enqueue_drain(self, *, job_id: str | None = None) -> str:
         """Schedule one drain job (the flag is already ours)."""

@@ -26,6 +26,9 @@ log = logging.getLogger("flask_klaviyo")
 
 SPOOL_FILENAME = "klaviyo-spool.jsonl"
 DEFAULT_SPOOL_MAX_BYTES = 50 * 1024 * 1024
+# How often a web process looks for a spool another process (or an earlier run) left behind:
+# the look is a stat() on every push otherwise.
+SPOOL_CHECK_INTERVAL = 1.0
 
 
 class Spool:
@@ -36,6 +39,8 @@ class Spool:
         self.lock_path = Path(folder) / (SPOOL_FILENAME + ".lock")
         self.max_bytes = max_bytes
         self.refused = 0
+        self._next_check = 0.0
+        self._seen_waiting = False
 
     def _locked(self) -> Any:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +72,16 @@ class Spool:
                     spool.writelines(kept)
                     spool.flush()
                     os.fsync(spool.fileno())
+        self._next_check = 0.0  # look again at the next push that reaches Redis
         return len(kept)
+
+    def may_hold_events(self) -> bool:
+        """Whether events may wait here; looks at the file at most once a second (hot path)."""
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + SPOOL_CHECK_INTERVAL
+            self._seen_waiting = self.size() > 0
+        return self._seen_waiting
 
     def size(self) -> int:
         try:
@@ -108,6 +122,7 @@ class Spool:
                     os.replace(tmp, self.path)
                 else:
                     self.path.unlink(missing_ok=True)
+                self._seen_waiting = bool(rest)
         if moved:
             log.warning("klaviyo: %d spooled event(s) moved to Redis", moved)
         return moved
