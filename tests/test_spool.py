@@ -190,3 +190,22 @@ def test_replay_keeps_what_a_failed_push_did_not_take(tmp_path: Path) -> None:
     assert rest == [2, 3, 4]
     assert spool.replay(taken.extend) == 3
     assert spool.size() == 0
+
+
+def test_a_spool_left_by_another_process_is_noticed_within_the_check_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_klaviyo import spool as spool_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(spool_module.time, "monotonic", lambda: clock[0])
+    mine = Spool(tmp_path)
+    assert mine.may_hold_events() is False
+    Spool(tmp_path).append([custom_event("Left Behind", {}, profile={"email": "a@b.co"})])
+    assert mine.may_hold_events() is False  # no stat() on every push: looked less than 1 s ago
+    clock[0] += spool_module.SPOOL_CHECK_INTERVAL
+    assert mine.may_hold_events() is True
+    assert mine.replay(lambda events: None) == 1
+    assert mine.may_hold_events() is False  # replayed: nothing waits any more
+    mine.append([custom_event("Mine", {}, profile={"email": "a@b.co"})])
+    assert mine.may_hold_events() is True  # its own append is seen at once
