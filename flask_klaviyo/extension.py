@@ -452,10 +452,11 @@ class Klaviyo:
         request, an event of a visitor nobody knows yet (no email, phone or ``_kx``) is checked
         with a placeholder identity and parked after the response until the visitor is known.
         """
-        parkable = has_request_context() and needs_identity(event.profile)
+        in_request = has_request_context()
+        parkable = in_request and needs_identity(event.profile)
         if not self._valid(provisional(event) if parkable else event):
             return None
-        if has_request_context():
+        if in_request:
             g.setdefault("_klaviyo_pending", []).append(event)
         else:
             self._push([event])

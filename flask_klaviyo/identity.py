@@ -168,10 +168,16 @@ def _identity(raw: Any, keys: Sequence[str] = IDENTIFY_KEYS) -> dict[str, str]:
     return profile
 
 
+_ATTACHING_KEYS = (*SENDABLE_IDENTIFIERS, "external_id")
+
+
 def needs_identity(profile: Mapping[str, Any]) -> bool:
     """True for a profile Klaviyo could only file as an orphan: park it, don't send it."""
-    keys = (*SENDABLE_IDENTIFIERS, "external_id")
-    return all(profile.get(key) in (None, "") for key in keys)
+    for key in _ATTACHING_KEYS:
+        value = profile.get(key)
+        if value is not None and value != "":
+            return False
+    return True
 
 
 def provisional(event: Event) -> Event:
@@ -447,8 +453,8 @@ def resolve_profile(
     consent_loader: ConsentLoader | None = None,
 ) -> dict[str, Any]:
     """The profile an event belongs to: its own identity first, then the visitor's."""
-    profile = normalize_profile(explicit)
-    if profile.keys() & {"email", "phone_number", "_kx"}:
+    profile = normalize_profile(explicit) if explicit else {}
+    if "email" in profile or "phone_number" in profile or "_kx" in profile:
         return profile
     if has_request_context():
         visitor = visitor_profile(loader, consent_loader)
@@ -655,8 +661,10 @@ def settle(
     has parked events, they are taken back and returned under the profile plus the anonymous
     id, each checked by ``check`` (validation). Cookies are written last, only with consent.
     """
-    waiting = [event for event in pending if needs_identity(event.profile)]
-    ready = [event for event in pending if not needs_identity(event.profile)]
+    waiting: list[Event] = []
+    ready: list[Event] = []
+    for event in pending:
+        (waiting if needs_identity(event.profile) else ready).append(event)
     if not waiting and not _has_identity_input():
         return ready
     visit = current_visit()
