@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any, Literal
 
 from .exceptions import KlaviyoSchemaError
@@ -139,6 +140,8 @@ def as_utc(value: datetime | date | str | float | None) -> datetime:
     numbers as UNIX seconds (the legacy Track API's ``time``)."""
     if value is None:
         return datetime.now(UTC)
+    if value.__class__ is datetime and value.tzinfo is UTC:
+        return value  # already what we want (every event's time passes here twice)
     if isinstance(value, int | float) and not isinstance(value, bool):
         return datetime.fromtimestamp(value, UTC)
     if isinstance(value, str):
@@ -269,8 +272,13 @@ def encoded_size(body: Any) -> int:
 
 def stable_id(*parts: Any) -> str:
     """A short deterministic digest: the same parts give the same unique_id on every retry."""
+    if all(part.__class__ is str for part in parts):
+        # canonical_json of a list of plain strings, without the encoder's setup
+        text = "[" + ",".join(map(encode_basestring, parts)) + "]"
+    else:
+        text = canonical_json(list(parts))
     # surrogatepass: a lone surrogate in an id still digests (validation then names its field)
-    digest = hashlib.sha256(canonical_json(list(parts)).encode("utf-8", "surrogatepass"))
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass"))
     digest = digest.hexdigest()
     return digest[:STABLE_ID_HEX_CHARS]
 

@@ -3,6 +3,7 @@ validation, stable ids, bulk bodies, batching and masking."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import replace
@@ -25,6 +26,7 @@ from flask_klaviyo.events import (
     added_to_cart,
     bulk_payload,
     canceled_order,
+    canonical_json,
     custom_event,
     encoded_size,
     events_at_pointer,
@@ -389,6 +391,18 @@ def test_stable_id_is_deterministic_short_hex() -> None:
     assert stable_id("a", 1) != stable_id("a", "1")
     assert stable_id("ab", "c") != stable_id("a", "bc")
     assert re.fullmatch(r"[0-9a-f]{24}", stable_id("x"))
+
+
+@given(st.lists(st.text() | st.integers() | st.none(), max_size=6))
+def test_stable_id_is_the_digest_of_the_canonical_json_of_its_parts(parts: list[Any]) -> None:
+    """Ids must not change between releases: a replayed order would count twice. The all-str
+    fast path spells exactly what canonical_json spells (escapes, lone surrogates, unicode)."""
+    expected = hashlib.sha256(canonical_json(parts).encode("utf-8", "surrogatepass"))
+    assert stable_id(*parts) == expected.hexdigest()[:24]
+    assert (
+        stable_id("Viewed Product", "sarah@x.co", "1111", "r1")
+        == (hashlib.sha256(b'["Viewed Product","sarah@x.co","1111","r1"]').hexdigest()[:24])
+    )
 
 
 def test_viewed_product_unique_id_per_render() -> None:
