@@ -331,6 +331,7 @@ class Klaviyo:
         app.register_blueprint(blueprint)
         app.jinja_env.globals["klaviyo_bridge"] = self.bridge
         app.after_request(self._after_request)
+        app.teardown_request(self._teardown_request)
         before_render_template.connect(capture.on_render, app)
 
         from .cli import klaviyo_cli
@@ -544,24 +545,61 @@ class Klaviyo:
             log.exception("klaviyo: could not keep the invalid %s event", event.metric)
 
     def _push(self, events: list[Event]) -> None:
-        """To the outbox; while Redis is unreachable, to the local spool (moved back later)."""
+        """To the outbox now (outside a request); see :meth:`_send` for the request path."""
         state = _state()
         if state.breaker.allows():
             try:
                 state.outbox.push(events)
             except Exception as exc:  # tracking never breaks the page
-                state.breaker.trip()
-                log.warning(
-                    "klaviyo: Redis unreachable (%s); spooling %d event(s) to %s for %.0fs",
-                    type(exc).__name__,
-                    len(events),
-                    state.spool.path,
-                    state.breaker.cooldown,
-                )
+                self._redis_failed(state, events, exc)
             else:
                 if state.spool.may_hold_events():
                     self._replay_spool(state)
                 return
+        self._spool(state, events)
+
+    def _send(self, events: list[Event]) -> None:
+        """After the response: write the push now, read Redis's answer at teardown.
+
+        Flask finishes the response (headers, session, signals) while Redis answers, so the
+        round trip costs the page less. Failing either half spools the events.
+        """
+        state = _state()
+        if not state.breaker.allows():
+            self._spool(state, events)
+            return
+        try:
+            g._klaviyo_inflight = (state.outbox.send(events), events)
+        except Exception as exc:  # tracking never breaks the page
+            self._redis_failed(state, events, exc)
+
+    def _teardown_request(self, error: BaseException | None) -> None:
+        """Confirm this request's push (the answer is usually there already)."""
+        inflight = g.pop("_klaviyo_inflight", None)
+        if inflight is None:
+            return
+        pending, events = inflight
+        state = _state()
+        try:
+            pending.confirm()
+        except Exception as exc:  # tracking never breaks the page
+            self._redis_failed(state, events, exc)
+            return
+        if state.spool.may_hold_events():
+            self._replay_spool(state)
+
+    def _redis_failed(self, state: _State, events: list[Event], exc: Exception) -> None:
+        state.breaker.trip()
+        log.warning(
+            "klaviyo: Redis unreachable (%s); spooling %d event(s) to %s for %.0fs",
+            type(exc).__name__,
+            len(events),
+            state.spool.path,
+            state.breaker.cooldown,
+        )
+        self._spool(state, events)
+
+    def _spool(self, state: _State, events: list[Event]) -> None:
         try:
             state.spool.append(events)
         except Exception:
@@ -598,7 +636,7 @@ class Klaviyo:
             pending = None
         ready = self._settle_identity(response, pending or [])
         if ready:
-            self._push(ready)
+            self._send(ready)
         return response
 
     def _settle_identity(self, response: Any, pending: list[Event]) -> list[Event]:

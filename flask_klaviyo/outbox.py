@@ -30,7 +30,7 @@ from rq import Queue, Retry
 
 from .events import Event, mask_profile
 
-__all__ = ["DEAD_LETTER_KEY", "DeadLetters", "Outbox"]
+__all__ = ["DEAD_LETTER_KEY", "DeadLetters", "Outbox", "PendingPush"]
 
 log = logging.getLogger("flask_klaviyo")
 
@@ -94,6 +94,27 @@ def _pack(command: Sequence[Any]) -> bytes:
     return b"".join(parts)
 
 
+class PendingPush:
+    """A push Redis has been sent; :meth:`confirm` reads its answer and schedules a drain."""
+
+    __slots__ = ("_confirmed", "command", "connection", "count", "outbox")
+
+    def __init__(self, outbox: Outbox, connection: Any, command: tuple[Any, ...], count: int):
+        self.outbox = outbox
+        self.connection = connection
+        self.command = command
+        self.count = count
+        self._confirmed = count == 0
+
+    def confirm(self) -> int:
+        """Wait for Redis's answer (once); raises what Redis or the connection raised."""
+        if not self._confirmed:
+            self._confirmed = True
+            if self.outbox._answer(self):  # the flag was ours: no drain was scheduled
+                self.outbox.enqueue_drain()
+        return self.count
+
+
 class Outbox:
     """The outbox stream of one queue, and the scheduling of the RQ jobs that drain it."""
 
@@ -117,37 +138,80 @@ class Outbox:
 
     def push(self, events: Sequence[Event]) -> int:
         """Append ``events`` to the stream (one round trip); returns how many were added."""
+        return self.send(events).confirm()
+
+    def send(self, events: Sequence[Event]) -> PendingPush:
+        """Write the push and return without waiting for Redis's answer.
+
+        The request hooks send once the response exists and confirm in the request's teardown,
+        so the round trip overlaps Flask finishing the response. Nothing is lost if the answer
+        is never read: the events are in Redis once it has the bytes, and the next use of this
+        thread's connection reads the answer first.
+        """
         if not events:
-            return 0
+            return PendingPush(self, None, (), 0)
         entries = [json.dumps(event.to_dict(), separators=(",", ":")) for event in events]
-        newly_flagged = self._run_push(entries)
-        if newly_flagged:
-            self.enqueue_drain()
-        return len(events)
-
-    def _run_push(self, entries: list[str]) -> Any:
-        keys_and_args = (2, self.stream, self.flag, DRAIN_FLAG_TTL, *entries)
-        try:
-            return self._send("EVALSHA", self._push_script.sha, *keys_and_args)
-        except redis.exceptions.NoScriptError:  # a restarted or flushed Redis: EVAL loads it
-            return self._send("EVAL", _PUSH, *keys_and_args)
-
-    def _send(self, *command: Any) -> Any:
-        """One command on this thread's push connection; a stale connection (Redis restarted)
-        is replaced once, anything else raises (the extension spools then)."""
-        for attempt in range(2):
-            connection = self._push_connection()
+        command = (
+            "EVALSHA",
+            self._push_script.sha,
+            2,
+            self.stream,
+            self.flag,
+            DRAIN_FLAG_TTL,
+            *entries,
+        )
+        outstanding = getattr(self._local, "outstanding", None)
+        if outstanding is not None and getattr(self._local, "pid", None) == os.getpid():
             try:
-                connection.send_packed_command([_pack(command)], False)
-                return connection.read_response()
-            except redis.exceptions.ConnectionError:
-                connection.disconnect()
-                if attempt:
-                    raise
+                outstanding.confirm()  # one answer in flight per connection, read in order
+            except Exception as exc:  # its sender never confirmed; it cannot spool them now
+                log.error(
+                    "klaviyo: an unconfirmed push of %d event(s) failed: %s",
+                    outstanding.count,
+                    exc,
+                )
+        connection = self._push_connection()
+        packed = [_pack(command)]
+        try:
+            connection.send_packed_command(packed, False)
+        except redis.exceptions.ConnectionError:  # stale (Redis restarted): once more, anew
+            connection.disconnect()
+            try:
+                connection.send_packed_command(packed, False)
             except BaseException:
-                connection.disconnect()  # a timeout or an interrupt leaves the reply unread
+                connection.disconnect()
                 raise
-        raise AssertionError("unreachable")
+        except BaseException:
+            connection.disconnect()
+            raise
+        pending = PendingPush(self, connection, command, len(events))
+        self._local.outstanding = pending
+        return pending
+
+    def _answer(self, pending: PendingPush) -> Any:
+        """Read a sent push's answer; retry it once where Redis cannot have run it."""
+        if getattr(self._local, "outstanding", None) is pending:
+            self._local.outstanding = None
+        connection = pending.connection
+        try:
+            return connection.read_response()
+        except redis.exceptions.NoScriptError:  # a restarted or flushed Redis: EVAL loads it
+            return self._round_trip(("EVAL", _PUSH, *pending.command[2:]))
+        except redis.exceptions.ConnectionError:  # closed before it was read: once more, anew
+            connection.disconnect()
+            return self._round_trip(pending.command)
+        except BaseException:
+            connection.disconnect()  # a timeout or an interrupt leaves the answer unread
+            raise
+
+    def _round_trip(self, command: tuple[Any, ...]) -> Any:
+        connection = self._push_connection()
+        try:
+            connection.send_packed_command([_pack(command)], False)
+            return connection.read_response()
+        except BaseException:
+            connection.disconnect()
+            raise
 
     def _push_connection(self) -> Any:
         local = self._local
@@ -155,6 +219,7 @@ class Outbox:
         if getattr(local, "pid", None) != pid:  # new thread, or a forked child: never share
             pool = self.connection.connection_pool
             local.connection = pool.connection_class(**pool.connection_kwargs)
+            local.outstanding = None
             local.pid = pid
         return local.connection
 

@@ -166,3 +166,44 @@ def test_an_error_reply_raises_and_the_connection_stays_usable(
     redis_client.delete(outbox.stream)
     outbox.push([event(2)])
     assert stored(redis_client, outbox) == ["view-2"]
+
+
+def test_a_sent_push_is_in_redis_before_its_answer_is_read(
+    outbox: Outbox, redis_client: redis.Redis
+) -> None:
+    pending = outbox.send([event(1)])
+    deadline = time.monotonic() + 2
+    while outbox.depth() == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert stored(redis_client, outbox) == ["view-1"]
+    assert outbox.enqueued == []  # type: ignore[attr-defined]
+    assert pending.confirm() == 1
+    assert outbox.enqueued == ["drain"]  # type: ignore[attr-defined]
+    assert pending.confirm() == 1  # once: no second drain
+    assert outbox.enqueued == ["drain"]  # type: ignore[attr-defined]
+
+
+def test_an_unconfirmed_push_is_confirmed_before_the_next_one_is_sent(
+    outbox: Outbox, redis_client: redis.Redis
+) -> None:
+    first = outbox.send([event(1)])
+    second = outbox.send([event(2)])  # reads the first answer first: replies stay in order
+    assert outbox.enqueued == ["drain"]  # type: ignore[attr-defined]
+    first.confirm()
+    assert second.confirm() == 1
+    assert outbox.enqueued == ["drain"]  # type: ignore[attr-defined]
+    assert stored(redis_client, outbox) == ["view-1", "view-2"]
+
+
+def test_an_unconfirmed_push_that_failed_is_logged_by_the_next_send(
+    outbox: Outbox, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis_client.set(outbox.stream, "not a stream")
+    outbox.send([event(1)])
+    time.sleep(0.05)
+    redis_client.delete(outbox.stream)
+    with caplog.at_level("ERROR", logger="flask_klaviyo"):
+        outbox.send([event(2)]).confirm()
+    assert "unconfirmed push of 1 event(s) failed" in caplog.text
+    assert "WRONGTYPE" in caplog.text
+    assert stored(redis_client, outbox) == ["view-2"]

@@ -209,3 +209,24 @@ def test_a_spool_left_by_another_process_is_noticed_within_the_check_interval(
     assert mine.may_hold_events() is False  # replayed: nothing waits any more
     mine.append([custom_event("Mine", {}, profile={"email": "a@b.co"})])
     assert mine.may_hold_events() is True  # its own append is seen at once
+
+
+def test_an_error_answer_read_at_teardown_spools_the_events_and_the_page_stays_up(
+    app: Flask, server: RedisServer, fake: Any
+) -> None:
+    """The push is written after the response and its answer read at teardown: an error
+    answer (here WRONGTYPE) must still land the events in the spool, not lose them."""
+    connection = redis.Redis.from_url(server.url)
+    stream = Outbox(connection).stream
+    connection.set(stream, "not a stream")
+    client = app.test_client()
+    assert client.get("/p").status_code == 200
+    assert [e["metric"] for e in spooled(app)] == ["Viewed Product"]
+    assert app.extensions["klaviyo"].breaker.allows() is False
+
+    connection.delete(stream)
+    app.extensions["klaviyo"].breaker.reset()
+    assert client.get("/p").status_code == 200  # this push is confirmed, then the spool moves
+    assert spooled(app) == []
+    drain(app)
+    assert len(fake.events) == 2
