@@ -2,7 +2,8 @@
 
 Three variants of the same page, interleaved so machine noise hits them alike:
   untracked   the page alone
-  tracked     @tracks("Viewed Product"): build, validate, one Redis round trip after the response
+  tracked     @tracks("Viewed Product"): build, validate, bridge; after the response the push is
+              written to Redis (one script call) and its answer read at the request's teardown
   sdk-inline  the official klaviyo-api SDK called inside the view against the local stand-in
               (what a merchant replacing the pixel naively would do)
 

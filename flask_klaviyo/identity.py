@@ -80,6 +80,9 @@ PROFILE_KEYS = (
     "first_name",
     "last_name",
 )
+# The legacy Track API spelling of each (``$email``); ``_kx`` has none.
+_LEGACY_KEYS = {key: "_kx" if key == "_kx" else "$" + key.lstrip("_") for key in PROFILE_KEYS}
+_ABSENT = object()
 # What ``klaviyo.identify(...)`` accepts and the signed cookie remembers.
 IDENTIFY_KEYS = ("email", "phone_number", "external_id", "first_name", "last_name")
 # Attributes that say who a profile is: replaced as a whole when a parked event is released.
@@ -130,7 +133,9 @@ def normalize_profile(raw: Mapping[str, Any] | None) -> dict[str, Any]:
         return {}
     profile: dict[str, Any] = {}
     for key in PROFILE_KEYS:
-        value = raw.get(key, raw.get("$" + key.lstrip("_")) if key != "_kx" else raw.get("_kx"))
+        value = raw.get(key, _ABSENT)
+        if value is _ABSENT:
+            value = raw.get(_LEGACY_KEYS[key])
         if value is None or value == "":
             continue
         value = str(value).strip()
