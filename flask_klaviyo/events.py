@@ -291,6 +291,10 @@ def stable_id(*parts: Any) -> str:
 def _money(amount: Any) -> Any:
     """Floats rounded to cents (JSON cannot carry Decimal); anything else is left for
     validate_event to name, never converted (a str price is a bug in the caller)."""
+    if amount is None:
+        return None
+    if amount.__class__ is float:
+        return round(amount, 2)  # the common case (inf and nan stay what they are)
     if not is_money(amount):
         return amount
     if isinstance(amount, Decimal):
