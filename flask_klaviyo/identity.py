@@ -85,6 +85,8 @@ _LEGACY_KEYS = {key: "_kx" if key == "_kx" else "$" + key.lstrip("_") for key in
 _ABSENT = object()
 # What ``klaviyo.identify(...)`` accepts and the signed cookie remembers.
 IDENTIFY_KEYS = ("email", "phone_number", "external_id", "first_name", "last_name")
+# What an identity loader may name (identify()'s keys, plus a _kx the store kept itself).
+_LOADER_KEYS = (*IDENTIFY_KEYS, "_kx")
 # Attributes that say who a profile is: replaced as a whole when a parked event is released.
 _WHO_KEYS = ("email", "phone_number", "external_id", "_kx", "anonymous_id", "id")
 
@@ -168,7 +170,7 @@ def _identity(raw: Any, keys: Sequence[str] = IDENTIFY_KEYS) -> dict[str, str]:
         del profile["_kx"]
     if "email" not in profile and "phone_number" not in profile:
         profile.pop("external_id", None)
-    if not profile.keys() & {"email", "phone_number", "_kx"}:
+    if "email" not in profile and "phone_number" not in profile and "_kx" not in profile:
         return {}
     return profile
 
@@ -436,7 +438,7 @@ def visitor_profile(
         return dict(cached)
     profile: dict[str, Any] = {}
     if loader is not None:
-        profile = _identity(_call(loader, "identity_loader", None), (*IDENTIFY_KEYS, "_kx"))
+        profile = _identity(_call(loader, "identity_loader", None), _LOADER_KEYS)
     if not profile:
         visit = current_visit()
         if visit.identified:
