@@ -99,7 +99,7 @@ def _pack(command: Sequence[Any]) -> bytes:
 
 
 class PendingPush:
-    """A push Redis has been sent; :meth:`confirm` reads its answer and schedules a drain."""
+    """A push sent to Redis; :meth:`confirm` reads its answer and schedules a drain if needed."""
 
     __slots__ = ("_confirmed", "command", "connection", "count", "outbox")
 
@@ -194,7 +194,9 @@ class Outbox:
         return pending
 
     def _answer(self, pending: PendingPush) -> Any:
-        """Read a sent push's answer; retry it once where Redis cannot have run it."""
+        """Read a sent push's answer. A connection closed under it (Redis restarted) sends it
+        once more on a new one: at worst the events are queued twice, and their unique_ids keep
+        them once in Klaviyo."""
         if getattr(self._local, "outstanding", None) is pending:
             self._local.outstanding = None
         connection = pending.connection
@@ -202,7 +204,7 @@ class Outbox:
             return connection.read_response()
         except redis.exceptions.NoScriptError:  # a restarted or flushed Redis: EVAL loads it
             return self._round_trip(("EVAL", _PUSH, *pending.command[2:]))
-        except redis.exceptions.ConnectionError:  # closed before it was read: once more, anew
+        except redis.exceptions.ConnectionError:
             connection.disconnect()
             return self._round_trip(pending.command)
         except BaseException:
@@ -227,12 +229,6 @@ class Outbox:
             local.outstanding = None
             local.pid = pid
         return local.connection
-
-    def close(self) -> None:
-        """Close this thread's push connection (the pool's connections are the client's)."""
-        connection = getattr(self._local, "connection", None)
-        if connection is not None and getattr(self._local, "pid", None) == os.getpid():
-            connection.disconnect()
 
     def enqueue_drain(self, *, job_id: str | None = None) -> str:
         """Schedule one drain job (the flag is already ours)."""

@@ -207,3 +207,23 @@ def test_an_unconfirmed_push_that_failed_is_logged_by_the_next_send(
     assert "unconfirmed push of 1 event(s) failed" in caplog.text
     assert "WRONGTYPE" in caplog.text
     assert stored(redis_client, outbox) == ["view-2"]
+
+
+def test_a_connection_closed_before_the_answer_is_read_sends_the_push_again(
+    outbox: Outbox, redis_client: redis.Redis
+) -> None:
+    outbox.push([event(1)])
+    connection = outbox._push_connection()
+    connection.send_command("CLIENT", "ID")
+    victim = connection.read_response()
+    # Writes (scripts included) wait; CLIENT KILL does not: the push is dropped unanswered.
+    redis_client.execute_command("CLIENT", "PAUSE", 300, "WRITE")
+    pending = outbox.send([event(2)])
+    time.sleep(0.05)
+    assert redis_client.client_kill_filter(_id=victim) == 1
+    assert pending.confirm() == 1  # EOF instead of an answer: sent again on a new connection
+    assert stored(redis_client, outbox) == ["view-1", "view-2"]
+    connection = outbox._push_connection()
+    connection.send_command("CLIENT", "ID")
+    assert connection.read_response() != victim
+    assert outbox.enqueued == ["drain"]  # type: ignore[attr-defined]
