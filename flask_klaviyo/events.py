@@ -111,6 +111,7 @@ PROFILE_STRING_KEYS = (
     "image",
 )
 PROFILE_OBJECT_KEYS = ("location", "properties", "meta")
+_PROFILE_KEYS = frozenset((*PROFILE_STRING_KEYS, *PROFILE_OBJECT_KEYS))
 LOCATION_STRING_KEYS = (
     "address1",
     "address2",
@@ -1003,19 +1004,28 @@ def _check_json(metric: str, value: Any, path: str, depth: int = 0) -> None:
 def _check_profile(metric: str, profile: Any) -> None:
     if not isinstance(profile, Mapping):
         raise KlaviyoSchemaError(metric, "profile", f"must be a mapping, got {_describe(profile)}")
-    known = (*PROFILE_STRING_KEYS, *PROFILE_OBJECT_KEYS)
     for key, value in profile.items():
-        path = f"profile.{key}"
-        if key not in known:
-            raise KlaviyoSchemaError(metric, path, f"not a Klaviyo profile attribute: {key!r}")
-        if value is None:
-            continue
-        if key in PROFILE_STRING_KEYS and not isinstance(value, str):
-            raise KlaviyoSchemaError(metric, path, f"must be a string, got {_describe(value)}")
-        if key in PROFILE_OBJECT_KEYS and not isinstance(value, Mapping):
-            raise KlaviyoSchemaError(metric, path, f"must be an object, got {_describe(value)}")
+        _check_profile_entry(metric, key, value)
     _check_json(metric, dict(profile), "profile")
     _check_profile_fields(metric, profile)
+
+
+def _check_profile_entry(metric: str, key: Any, value: Any) -> None:
+    """A known profile attribute holding a string or an object, as Klaviyo types it."""
+    if key not in _PROFILE_KEYS:
+        raise KlaviyoSchemaError(
+            metric, f"profile.{key}", f"not a Klaviyo profile attribute: {key!r}"
+        )
+    if value is None:
+        return
+    if key in PROFILE_STRING_KEYS and not isinstance(value, str):
+        raise KlaviyoSchemaError(
+            metric, f"profile.{key}", f"must be a string, got {_describe(value)}"
+        )
+    if key in PROFILE_OBJECT_KEYS and not isinstance(value, Mapping):
+        raise KlaviyoSchemaError(
+            metric, f"profile.{key}", f"must be an object, got {_describe(value)}"
+        )
 
 
 def _check_profile_fields(metric: str, profile: Mapping[str, Any]) -> None:
@@ -1191,6 +1201,10 @@ def _validate_event_slow(event: Event) -> None:
         _check_json(metric, event.unique_id, "unique_id")
     if not isinstance(event.backfill, bool):
         raise KlaviyoSchemaError(metric, "backfill", "must be true or false")
+    _check_payload_size(metric, event)
+
+
+def _check_payload_size(metric: str, event: Event) -> None:
     size = encoded_size(event.to_payload())
     if size > MAX_PAYLOAD_BYTES:
         raise KlaviyoSchemaError(
@@ -1205,7 +1219,6 @@ def _validate_event_slow(event: Event) -> None:
 # in its place, in the same order, so what is accepted and the first error named (metric,
 # field, message) are exactly _validate_event_slow's.
 
-_PROFILE_KEYS = frozenset((*PROFILE_STRING_KEYS, *PROFILE_OBJECT_KEYS))
 _INFINITY = math.inf
 _PLAIN_INT_LIMIT = 10**20  # ints inside it are at most 21 characters of JSON
 # Bytes a value adds to its container's JSON besides its strings' characters: a float's repr
@@ -1329,21 +1342,7 @@ def _check_profile_fast(metric: str, profile: Any) -> int | None:
         if type(key) is not str:
             _check_profile(metric, profile)
             return None
-        if key not in _PROFILE_KEYS:
-            raise KlaviyoSchemaError(
-                metric, f"profile.{key}", f"not a Klaviyo profile attribute: {key!r}"
-            )
-        if value is None:
-            continue
-        if key in PROFILE_STRING_KEYS:
-            if not isinstance(value, str):
-                raise KlaviyoSchemaError(
-                    metric, f"profile.{key}", f"must be a string, got {_describe(value)}"
-                )
-        elif not isinstance(value, Mapping):
-            raise KlaviyoSchemaError(
-                metric, f"profile.{key}", f"must be an object, got {_describe(value)}"
-            )
+        _check_profile_entry(metric, key, value)
     bound = _plain_json_bound(profile)
     if bound is None:
         _check_json(metric, dict(profile), "profile")
@@ -1467,11 +1466,7 @@ def validate_event(event: Event) -> None:
         )
         if bound <= MAX_PAYLOAD_BYTES:
             return
-    size = encoded_size(event.to_payload())
-    if size > MAX_PAYLOAD_BYTES:
-        raise KlaviyoSchemaError(
-            metric, "payload", f"{size} bytes; Klaviyo accepts at most {MAX_PAYLOAD_BYTES}"
-        )
+    _check_payload_size(metric, event)
 
 
 # --------------------------------------------------------------------------------------------
