@@ -30,7 +30,7 @@ from flask import current_app, g, url_for
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup, escape
 
-from .identity import PROFILE_KEYS
+from .identity.identifiers import IDENTIFY_KEYS, PERSON_IDENTIFIERS, PROFILE_KEYS
 
 if TYPE_CHECKING:
     from .extension import Klaviyo
@@ -48,12 +48,9 @@ __all__ = [
 DATA_ELEMENT_ID = "klaviyo-bridge-data"
 DEFAULT_KLAVIYO_JS_URL = "https://static.klaviyo.com/onsite/js/klaviyo.js"
 
-# What klaviyo.identify() is given: the klaviyo object's own names (not the legacy $email...).
-IDENTIFY_KEYS = ("email", "phone_number", "external_id", "first_name", "last_name")
 # What a shared client event's profile carries: the attributes the server's event used.
 SHARE_KEYS = PROFILE_KEYS
-# Attributes that identify a person on their own (external_id and anonymous_id do not).
-IDENTIFIERS = ("email", "phone_number", "_kx")
+IDENTIFIERS = PERSON_IDENTIFIERS
 # The blob when KLAVIYO_ENABLED is False: no scripts, nothing tracked, nothing to act on.
 INERT: dict[str, Any] = {"mode": "drop", "companyId": None, "events": []}
 

@@ -10,7 +10,7 @@ from flask import current_app
 from flask.cli import AppGroup
 from rq import Queue, SimpleWorker, Worker
 
-from .identity import Parking
+from .identity.visitor import Parking
 from .jobs import STATS_KEY, DeliverySettings, parse_rate_limits
 from .ops import DEFAULT_BACKFILL_AFTER, replay_dead_letters, verify_dedup
 from .outbox import Outbox

@@ -24,6 +24,20 @@ from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any, Literal
 
 from .exceptions import KlaviyoSchemaError
+from .identity.identifiers import (
+    E164_PATTERN,
+    EMAIL_PATTERN,
+    IDENTIFIER_KEYS,
+    LOCATION_COORDINATE_KEYS,
+    LOCATION_STRING_KEYS,
+    META_KEYS,
+    PROFILE_OBJECT_KEYS,
+    PROFILE_STRING_KEYS,
+    SENDABLE_IDENTIFIERS,
+    mask_email,
+    mask_phone,
+    mask_profile,
+)
 from .models import Cart, LineItem, Order, Product, is_money
 from .models import _union as models_union
 
@@ -98,35 +112,7 @@ EARLIEST_TIME = datetime(1990, 1, 1, tzinfo=UTC)  # "must be after the year 1990
 MAX_FUTURE = timedelta(days=365)  # "can only be up to 1 year in the future"
 STABLE_ID_HEX_CHARS = 24  # 96 bits: no collision among a profile's events in practice
 
-# Profile identifiers Klaviyo can attach an event to without creating an orphan profile.
-SENDABLE_IDENTIFIERS = ("email", "phone_number", "_kx", "id")
-IDENTIFIER_KEYS = ("email", "phone_number", "external_id", "anonymous_id", "_kx", "id")
-PROFILE_STRING_KEYS = (
-    *IDENTIFIER_KEYS,
-    "first_name",
-    "last_name",
-    "organization",
-    "locale",
-    "title",
-    "image",
-)
-PROFILE_OBJECT_KEYS = ("location", "properties", "meta")
 _PROFILE_KEYS = frozenset((*PROFILE_STRING_KEYS, *PROFILE_OBJECT_KEYS))
-LOCATION_STRING_KEYS = (
-    "address1",
-    "address2",
-    "city",
-    "country",
-    "region",
-    "zip",
-    "timezone",
-    "ip",
-)
-LOCATION_COORDINATE_KEYS = ("latitude", "longitude")
-META_KEYS = ("patch_properties", "patch_identifiers")
-
-EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
-E164_PATTERN = re.compile(r"^\+[1-9]\d{6,14}$")  # "+" and 7 to 15 digits
 CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
 MONEY_STEP = Decimal("0.01")
 
@@ -1666,52 +1652,3 @@ def _place(batch: _Batch, index: int, event: Event, key: tuple[str, str, str], a
         k for k, v in event.profile.items() if _present(v)
     )
     batch.size += added
-
-
-# --------------------------------------------------------------------------------------------
-# Masking for log lines
-# --------------------------------------------------------------------------------------------
-
-VISIBLE_PHONE_DIGITS = 4
-MASK = "***"
-
-
-def mask_email(email: Any) -> str:
-    """``john@test.com`` -> ``j***@test.com``: enough to tell shoppers apart in a log."""
-    if not isinstance(email, str) or "@" not in email:
-        return MASK
-    local, _, domain = email.rpartition("@")
-    return f"{local[:1]}{MASK}@{domain}"
-
-
-def mask_phone(phone: Any) -> str:
-    """``+15551234567`` -> ``+1******4567``."""
-    if not isinstance(phone, str):
-        return MASK
-    digits = phone.lstrip("+")
-    if len(digits) <= VISIBLE_PHONE_DIGITS + 1:
-        return MASK
-    hidden = "*" * (len(digits) - VISIBLE_PHONE_DIGITS - 1)
-    prefix = "+" if phone.startswith("+") else ""
-    return f"{prefix}{digits[0]}{hidden}{digits[-VISIBLE_PHONE_DIGITS:]}"
-
-
-def mask_profile(profile: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A copy safe for log lines: contact details and names masked, opaque ids kept."""
-    masked: dict[str, Any] = {}
-    for key, value in (profile or {}).items():
-        if value is None:
-            continue
-        if key == "email":
-            masked[key] = mask_email(value)
-        elif key == "phone_number":
-            masked[key] = mask_phone(value)
-        elif key in ("first_name", "last_name") and isinstance(value, str):
-            masked[key] = f"{value[:1]}{MASK}"
-        elif key == "_kx" and isinstance(value, str):
-            masked[key] = f"{value[:4]}{MASK}"
-        elif key in ("location", "properties", "meta", "image"):
-            masked[key] = MASK
-        else:
-            masked[key] = value
-    return masked

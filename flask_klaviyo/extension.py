@@ -35,7 +35,7 @@ from .events import (
     validate_event,
 )
 from .exceptions import KlaviyoConfigError, KlaviyoSchemaError
-from .identity import (
+from .identity.visitor import (
     ConsentLoader,
     IdentityLoader,
     browse_allowed,
@@ -45,7 +45,7 @@ from .identity import (
     settle,
     visitor_profile,
 )
-from .identity import identify as identify_visitor
+from .identity.visitor import identify as identify_visitor
 from .jobs import (
     DEFAULT_DRAIN_CONCURRENCY,
     DEFAULT_RETRY_HORIZON,

@@ -39,7 +39,19 @@ import redis
 from flask import current_app, g, has_request_context, request
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 
-from .events import EMAIL_PATTERN, SENDABLE_IDENTIFIERS, Event, mask_email, mask_profile
+from ..events import Event
+from .identifiers import (
+    ATTACHING_KEYS,
+    EMAIL_PATTERN,
+    IDENTIFY_KEYS,
+    LEGACY_KEYS,
+    LOADER_KEYS,
+    PROFILE_KEYS,
+    WHO_KEYS,
+    mask_email,
+    mask_profile,
+    normalize_phone,
+)
 
 __all__ = [
     "COOKIE_SALT",
@@ -70,25 +82,7 @@ log = logging.getLogger("flask_klaviyo")
 IdentityLoader = Callable[[], Mapping[str, Any] | None]
 ConsentLoader = Callable[[], bool | None]
 
-# The profile attributes an event may carry (Klaviyo's names); anything else is dropped.
-PROFILE_KEYS = (
-    "email",
-    "phone_number",
-    "external_id",
-    "_kx",
-    "anonymous_id",
-    "first_name",
-    "last_name",
-)
-# The legacy Track API spelling of each (``$email``); ``_kx`` has none.
-_LEGACY_KEYS = {key: "_kx" if key == "_kx" else "$" + key.lstrip("_") for key in PROFILE_KEYS}
 _ABSENT = object()
-# What ``klaviyo.identify(...)`` accepts and the signed cookie remembers.
-IDENTIFY_KEYS = ("email", "phone_number", "external_id", "first_name", "last_name")
-# What an identity loader may name (identify()'s keys, plus a _kx the store kept itself).
-_LOADER_KEYS = (*IDENTIFY_KEYS, "_kx")
-# Attributes that say who a profile is: replaced as a whole when a parked event is released.
-_WHO_KEYS = ("email", "phone_number", "external_id", "_kx", "anonymous_id", "id")
 
 COOKIE_SALT = "flask-klaviyo.identity"
 KLA_ID_COOKIE = "__kla_id"
@@ -99,8 +93,6 @@ REFRESH_AFTER = 0.5  # re-sign a cookie older than half its max age (it is being
 # Placeholder identifier used to validate an anonymous event before it is parked.
 _PROVISIONAL_KX = "flask-klaviyo.parked"
 
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-_PHONE_SEPARATORS = re.compile(r"[\s().\-/]")
 _ANONYMOUS_ID = re.compile(r"^[0-9a-f]{32}$")
 # An exchange id is opaque (base64 and the company id); refuse whitespace, controls and the
 # characters that cannot live in a cookie value.
@@ -110,19 +102,6 @@ _EXCHANGE_ID = re.compile(r'^[^\s\x00-\x1f\x7f;,"\\]{1,256}$')
 # --------------------------------------------------------------------------------------------
 # Profiles
 # --------------------------------------------------------------------------------------------
-
-
-def normalize_phone(value: Any) -> str | None:
-    """An E.164 number (``+`` and 7 to 15 digits), separators removed; ``00`` read as ``+``.
-
-    A number without its country code is not guessed at: None.
-    """
-    if value is None:
-        return None
-    text = _PHONE_SEPARATORS.sub("", str(value).strip())
-    if text.startswith("00"):
-        text = "+" + text[2:]
-    return text if _E164.match(text) else None
 
 
 def normalize_profile(raw: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -137,7 +116,7 @@ def normalize_profile(raw: Mapping[str, Any] | None) -> dict[str, Any]:
     for key in PROFILE_KEYS:
         value = raw.get(key, _ABSENT)
         if value is _ABSENT:
-            value = raw.get(_LEGACY_KEYS[key])
+            value = raw.get(LEGACY_KEYS[key])
         if value is None or value == "":
             continue
         value = str(value).strip()
@@ -175,12 +154,9 @@ def _identity(raw: Any, keys: Sequence[str] = IDENTIFY_KEYS) -> dict[str, str]:
     return profile
 
 
-_ATTACHING_KEYS = (*SENDABLE_IDENTIFIERS, "external_id")
-
-
 def needs_identity(profile: Mapping[str, Any]) -> bool:
     """True for a profile Klaviyo could only file as an orphan: park it, don't send it."""
-    for key in _ATTACHING_KEYS:
+    for key in ATTACHING_KEYS:
         value = profile.get(key)
         if value is not None and value != "":
             return False
@@ -194,7 +170,7 @@ def provisional(event: Event) -> Event:
 
 def _with_identity(event: Event, known: Mapping[str, Any], anonymous_id: str | None) -> Event:
     """A parked event under the now-known profile, plus its anonymous id so Klaviyo merges."""
-    profile = {k: v for k, v in event.profile.items() if k not in _WHO_KEYS}
+    profile = {k: v for k, v in event.profile.items() if k not in WHO_KEYS}
     profile.update(known)
     if anonymous_id:
         profile["anonymous_id"] = anonymous_id
@@ -438,7 +414,7 @@ def visitor_profile(
         return dict(cached)
     profile: dict[str, Any] = {}
     if loader is not None:
-        profile = _identity(_call(loader, "identity_loader", None), _LOADER_KEYS)
+        profile = _identity(_call(loader, "identity_loader", None), LOADER_KEYS)
     if not profile:
         visit = current_visit()
         if visit.identified:
