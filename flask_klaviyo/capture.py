@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from flask import current_app, g, request
 
+from ._state import is_strict
 from .events import Event, added_to_cart, started_checkout, viewed_product
 from .models import Cart, LineItem, Product
 
@@ -118,11 +119,6 @@ def remember_context(values: Mapping[str, Any]) -> None:
     g.setdefault("_klaviyo_context", {}).update(values)
 
 
-def _strict() -> bool:
-    strict = current_app.config["KLAVIYO_STRICT"]
-    return bool(strict or (strict is None and (current_app.debug or current_app.testing)))
-
-
 def _capture_pending(context: Mapping[str, Any], marks: list[_Tracked]) -> None:
     extension = current_app.extensions["klaviyo"].extension
     if not extension.browse_allowed():
@@ -138,7 +134,7 @@ def _capture_pending(context: Mapping[str, Any], marks: list[_Tracked]) -> None:
             extension.submit(event)
         except Exception:
             # Tracking never breaks the page, except in strict mode (debug/testing).
-            if _strict():
+            if is_strict():
                 raise
             log.exception("klaviyo: could not capture %s", mark.metric)
 

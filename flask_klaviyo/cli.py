@@ -10,6 +10,7 @@ from flask import current_app
 from flask.cli import AppGroup
 from rq import Queue, SimpleWorker, Worker
 
+from ._state import current_state
 from .identity.visitor import Parking
 from .jobs import STATS_KEY, DeliverySettings, parse_rate_limits
 from .ops import DEFAULT_BACKFILL_AFTER, replay_dead_letters, verify_dedup
@@ -23,12 +24,6 @@ klaviyo_cli = AppGroup(
 )
 
 
-def _state():  # type: ignore[no-untyped-def]
-    from .extension import _state as state
-
-    return state()
-
-
 @klaviyo_cli.command("worker")
 @click.option("--burst", is_flag=True, help="Drain the queue, then exit.")
 @click.option(
@@ -38,7 +33,7 @@ def _state():  # type: ignore[no-untyped-def]
 )
 def worker_command(burst: bool, simple: bool) -> None:
     """Deliver queued events to Klaviyo (an RQ worker with this app's settings)."""
-    state = _state()
+    state = current_state()
     connection = state.redis
     queue = Queue(current_app.config["KLAVIYO_QUEUE"], connection=connection)
     worker_class = SimpleWorker if simple else Worker
@@ -66,7 +61,7 @@ def _drain_on_start(outbox: Outbox) -> bool:
 def status_command(as_json: bool) -> None:
     """Waiting events and their age, jobs, handled/dead/parked counts, the last Klaviyo error,
     the rate-limit state and the spool."""
-    state = _state()
+    state = current_state()
     name = current_app.config["KLAVIYO_QUEUE"]
     outbox = Outbox(state.redis, queue_name=name)
     queue = outbox.queue
@@ -119,7 +114,7 @@ def replay_command(
     metric: str | None, since: datetime | None, backfill_after: float, dry_run: bool
 ) -> None:
     """Re-send dead-lettered events after a fix (idempotent: each keeps its unique_id)."""
-    state = _state()
+    state = current_state()
     report = replay_dead_letters(
         state.dead_letters,
         Outbox(state.redis, queue_name=current_app.config["KLAVIYO_QUEUE"]),

@@ -10,14 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import redis
 from flask import Blueprint, Flask, current_app, g, has_request_context
 from flask.signals import before_render_template
 from markupsafe import Markup
 
 from . import bridge, capture
+from ._state import EXTENSION_KEY, State, current_state, is_strict
 from .client import DEFAULT_API_URL, DEFAULT_REVISION
-from .embedded import embedded_redis_url
 from .events import (
     CANCELED_ORDER,
     FULFILLED_ORDER,
@@ -53,15 +52,13 @@ from .jobs import (
     seconds_setting,
 )
 from .models import Order
-from .outbox import DEFAULT_RETRY_MAX, DeadLetters, Outbox
-from .spool import DEFAULT_SPOOL_MAX_BYTES, Breaker, Spool
+from .outbox import DEFAULT_RETRY_MAX
+from .spool import DEFAULT_SPOOL_MAX_BYTES
 
 __all__ = ["EXTENSION_KEY", "Klaviyo"]
 
-log = logging.getLogger("flask_klaviyo")
+log = logging.getLogger(__name__)
 
-EXTENSION_KEY = "klaviyo"
-SPOOL_REDIS_COOLDOWN = 5.0  # seconds to go straight to the spool after Redis failed
 STATIC_FOLDER_CANDIDATES = (
     Path(__file__).parent / "static",  # installed wheel
     Path(__file__).parent.parent / "static",  # source checkout / editable install
@@ -235,67 +232,10 @@ def _check_identity_config(config: Mapping[str, Any]) -> None:
         raise KlaviyoConfigError("KLAVIYO_PARK_TTL", "must be a positive number of seconds")
 
 
-class _State:
-    """Per-app state, kept in ``app.extensions["klaviyo"]``."""
-
-    def __init__(self, extension: Klaviyo, app: Flask) -> None:
-        self.extension = extension
-        self.instance_path = app.instance_path
-        self._redis: redis.Redis | None = None
-        self._outbox: Outbox | None = None
-        self.spool = Spool(app.instance_path, max_bytes=app.config["KLAVIYO_SPOOL_MAX_BYTES"])
-        self.breaker = Breaker(cooldown=SPOOL_REDIS_COOLDOWN)
-
-    @property
-    def redis_url(self) -> str:
-        url = current_app.config["KLAVIYO_REDIS_URL"]
-        return url or embedded_redis_url(self.instance_path)
-
-    @property
-    def redis(self) -> redis.Redis:
-        if self._redis is None:
-            self._redis = redis.Redis.from_url(
-                self.redis_url, socket_timeout=2.0, socket_connect_timeout=1.0
-            )
-        return self._redis
-
-    @property
-    def outbox(self) -> Outbox:
-        if self._outbox is None:
-            config = current_app.config
-            self._outbox = Outbox(
-                self.redis,
-                queue_name=config["KLAVIYO_QUEUE"],
-                retry_max=config["KLAVIYO_RETRY_MAX"],
-            )
-        return self._outbox
-
-    @property
-    def dead_letters(self) -> DeadLetters:
-        return DeadLetters(self.redis)
-
-
-def _state() -> _State:
-    try:
-        return current_app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
-    except KeyError:
-        raise RuntimeError(
-            "flask-klaviyo is not initialized on this app; did you forget init_app? "
-            "Call klaviyo.init_app(app) (or Klaviyo(app)) in your app factory."
-        ) from None
-
-
 def _enabled() -> bool:
     """The ``KLAVIYO_ENABLED`` switch (and a clear error when init_app was never called)."""
-    _state()
+    current_state()
     return bool(current_app.config["KLAVIYO_ENABLED"])
-
-
-def _strict() -> bool:
-    strict = current_app.config["KLAVIYO_STRICT"]
-    if strict is None:
-        return bool(current_app.debug or current_app.testing)
-    return bool(strict)
 
 
 class Klaviyo:
@@ -319,7 +259,7 @@ class Klaviyo:
             )
         _set_defaults(app)
         _check_config(app)
-        app.extensions[EXTENSION_KEY] = _State(self, app)
+        app.extensions[EXTENSION_KEY] = State(self, app)
 
         static = next((p for p in STATIC_FOLDER_CANDIDATES if p.is_dir()), None)
         blueprint = Blueprint(
@@ -467,7 +407,7 @@ class Klaviyo:
         try:
             validate_event(event)
         except KlaviyoSchemaError as exc:
-            if _strict():
+            if is_strict():
                 raise
             log.error(
                 "klaviyo: invalid %s event not sent: %s (%s)",
@@ -515,7 +455,7 @@ class Klaviyo:
         try:
             return build()
         except KlaviyoSchemaError as exc:
-            if _strict():
+            if is_strict():
                 raise
             log.error("klaviyo: %s event not built: %s", metric, exc)
             record = {
@@ -525,7 +465,7 @@ class Klaviyo:
                 "time": datetime.now(UTC).isoformat(),
             }
             try:
-                _state().dead_letters.add(
+                current_state().dead_letters.add(
                     record,
                     reason="invalid",
                     errors=[{"code": "invalid", "detail": str(exc), "pointer": exc.field}],
@@ -536,7 +476,7 @@ class Klaviyo:
 
     def _dead_letter(self, event: Event, exc: KlaviyoSchemaError) -> None:
         try:
-            _state().dead_letters.add(
+            current_state().dead_letters.add(
                 event.to_dict(),
                 reason="invalid",
                 errors=[{"code": "invalid", "detail": exc.message, "pointer": exc.field}],
@@ -546,7 +486,7 @@ class Klaviyo:
 
     def _push(self, events: list[Event]) -> None:
         """To the outbox now (outside a request); see :meth:`_send` for the request path."""
-        state = _state()
+        state = current_state()
         if state.breaker.allows():
             try:
                 state.outbox.push(events)
@@ -564,7 +504,7 @@ class Klaviyo:
         Flask finishes the response (headers, session, signals) while Redis answers, so the
         round trip costs the page less. Failing either half spools the events.
         """
-        state = _state()
+        state = current_state()
         if not state.breaker.allows():
             self._spool(state, events)
             return
@@ -579,7 +519,7 @@ class Klaviyo:
         if inflight is None:
             return
         pending, events = inflight
-        state = _state()
+        state = current_state()
         try:
             pending.confirm()
         except Exception as exc:  # tracking never breaks the page
@@ -588,7 +528,7 @@ class Klaviyo:
         if state.spool.may_hold_events():
             self._replay_spool(state)
 
-    def _redis_failed(self, state: _State, events: list[Event], exc: Exception) -> None:
+    def _redis_failed(self, state: State, events: list[Event], exc: Exception) -> None:
         state.breaker.trip()
         log.warning(
             "klaviyo: Redis unreachable (%s); spooling %d event(s) to %s for %.0fs",
@@ -599,15 +539,15 @@ class Klaviyo:
         )
         self._spool(state, events)
 
-    def _spool(self, state: _State, events: list[Event]) -> None:
+    def _spool(self, state: State, events: list[Event]) -> None:
         try:
             state.spool.append(events)
         except Exception:
-            if _strict():
+            if is_strict():
                 raise
             log.exception("klaviyo: could not spool %d event(s)", len(events))
 
-    def _replay_spool(self, state: _State) -> None:
+    def _replay_spool(self, state: State) -> None:
         try:
             state.spool.replay(state.outbox.push)
         except Exception:
@@ -627,7 +567,7 @@ class Klaviyo:
         try:
             capture.finish(response)  # JSON routes: events from the return value / context()
         except Exception:
-            if _strict():
+            if is_strict():
                 raise
             log.exception("klaviyo: capture after the view failed")
         pending = g.pop("_klaviyo_pending", None)
@@ -651,11 +591,11 @@ class Klaviyo:
                 pending,
                 loader=self._identity_loader,
                 consent_loader=self._consent_loader,
-                connection=lambda: _state().redis,
+                connection=lambda: current_state().redis,
                 check=self._valid,
             )
         except Exception:
-            if _strict():
+            if is_strict():
                 raise
             log.exception("klaviyo: identity step failed; anonymous events of this request lost")
             return [event for event in pending if not needs_identity(event.profile)]
@@ -676,7 +616,7 @@ class Klaviyo:
         try:
             return bridge.render(self)
         except Exception:
-            if _strict():
+            if is_strict():
                 raise
             log.exception("klaviyo: bridge failed to render")
             return Markup("")

@@ -39,6 +39,7 @@ import redis
 from flask import current_app, g, has_request_context, request
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 
+from .._state import is_strict
 from ..events import Event
 from .identifiers import (
     ATTACHING_KEYS,
@@ -184,19 +185,12 @@ def _same_person(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return False
 
 
-def _strict() -> bool:
-    strict = current_app.config["KLAVIYO_STRICT"]
-    if strict is None:
-        return bool(current_app.debug or current_app.testing)
-    return bool(strict)
-
-
 def _call(loader: Callable[[], Any], what: str, failed: Any) -> Any:
     """Run a merchant callback; outside strict mode a crash is logged and ``failed`` returned."""
     try:
         return loader()
     except Exception:
-        if _strict():
+        if is_strict():
             raise
         log.exception("klaviyo: the %s raised; going on without it", what)
         return failed
