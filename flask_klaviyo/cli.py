@@ -11,7 +11,7 @@ from flask.cli import AppGroup
 from rq import Queue, SimpleWorker, Worker
 
 from ._state import current_state
-from .identity.visitor import Parking
+from .identity.parking import Parking
 from .jobs import STATS_KEY, DeliverySettings, parse_rate_limits
 from .ops import DEFAULT_BACKFILL_AFTER, replay_dead_letters, verify_dedup
 from .outbox import Outbox

@@ -34,17 +34,16 @@ from .events import (
     validate_event,
 )
 from .exceptions import KlaviyoConfigError, KlaviyoSchemaError
-from .identity.visitor import (
+from .identity.resolve import (
     ConsentLoader,
     IdentityLoader,
     browse_allowed,
-    needs_identity,
-    provisional,
     resolve_profile,
-    settle,
     visitor_profile,
 )
-from .identity.visitor import identify as identify_visitor
+from .identity.rules import needs_identity, provisional
+from .identity.settle import identify as identify_visitor
+from .identity.settle import settle
 from .jobs import (
     DEFAULT_DRAIN_CONCURRENCY,
     DEFAULT_RETRY_HORIZON,

@@ -51,7 +51,8 @@ from flask_klaviyo.events import (
     viewed_product,
 )
 from flask_klaviyo.exceptions import KlaviyoSchemaError
-from flask_klaviyo.identity.visitor import COOKIE_SALT, Parking
+from flask_klaviyo.identity.cookies import COOKIE_SALT
+from flask_klaviyo.identity.parking import Parking
 from flask_klaviyo.outbox import DeadLetters, Outbox
 from flask_klaviyo.webhooks import SIGNATURE_HEADER, sign
 

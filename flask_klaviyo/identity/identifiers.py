@@ -20,6 +20,7 @@ __all__ = [
     "ATTACHING_KEYS",
     "E164_PATTERN",
     "EMAIL_PATTERN",
+    "EXCHANGE_ID_PATTERN",
     "IDENTIFIER_KEYS",
     "IDENTIFY_KEYS",
     "LEGACY_KEYS",
@@ -104,6 +105,9 @@ META_KEYS = ("patch_properties", "patch_identifiers")
 # -- normalisation -----------------------------------------------------------------------------
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 E164_PATTERN = re.compile(r"^\+[1-9]\d{6,14}$")  # "+" and 7 to 15 digits
+# A Klaviyo exchange id (``_kx``, ``__kla_id``'s ``$exchange_id``) is opaque (base64 and the
+# company id); refuse whitespace, controls and the characters that cannot live in a cookie value.
+EXCHANGE_ID_PATTERN = re.compile(r'^[^\s\x00-\x1f\x7f;,"\\]{1,256}$')
 _PHONE_SEPARATORS = re.compile(r"[\s().\-/]")
 
 
