@@ -18,8 +18,8 @@ from flask.testing import FlaskClient
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from flask_klaviyo import Klaviyo, KlaviyoConfigError, tracks
+from flask_klaviyo.delivery.outbox import Outbox
 from flask_klaviyo.identity.visitor import COOKIE_SALT, Parking, parse_kla_id
-from flask_klaviyo.outbox import Outbox
 
 SECRET = "identity-secret"
 COOKIE = "klaviyo_id"
