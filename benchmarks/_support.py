@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import redis
 
+from flask_klaviyo.delivery.outbox import DRAIN_FLAG_TTL, Outbox
 from flask_klaviyo.embedded import embedded_redis_url, stop_embedded_redis
 from flask_klaviyo.events import Event, viewed_product
-from flask_klaviyo.outbox import DRAIN_FLAG_TTL, Outbox
 
 API_KEY = "pk_bench_key"
 VENV_BIN = Path(sys.executable).parent

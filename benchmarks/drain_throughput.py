@@ -37,7 +37,7 @@ from _support import (
 )
 from rq import Queue, Worker
 
-from flask_klaviyo.outbox import Outbox
+from flask_klaviyo.delivery.outbox import Outbox
 
 DELIVER_JOB = "flask_klaviyo.jobs.deliver_events"
 

@@ -28,7 +28,7 @@ from _support import (
 )
 from rq import Worker
 
-from flask_klaviyo.outbox import Outbox
+from flask_klaviyo.delivery.outbox import Outbox
 
 
 def run_rate(

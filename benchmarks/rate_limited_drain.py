@@ -34,7 +34,8 @@ from _support import (
 )
 from rq import Queue, Worker
 
-from flask_klaviyo.outbox import DeadLetters, Outbox
+from flask_klaviyo.delivery.deadletters import DeadLetters
+from flask_klaviyo.delivery.outbox import Outbox
 from flask_klaviyo.testing import KLAVIYO_RATE_LIMITS
 
 STEADY_LIMIT, STEADY_PERIOD = KLAVIYO_RATE_LIMITS["bulk_create_events"][1]

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 import redis
 from flask import Flask, current_app
 
+from .delivery.deadletters import DeadLetters
+from .delivery.outbox import Outbox
+from .delivery.spool import Breaker, Spool
 from .embedded import embedded_redis_url
-from .outbox import DeadLetters, Outbox
-from .spool import Breaker, Spool
 
 if TYPE_CHECKING:
     from .extension import Klaviyo

@@ -11,10 +11,11 @@ from flask.cli import AppGroup
 from rq import Queue, SimpleWorker, Worker
 
 from ._state import current_state
-from .identity.parking import Parking
-from .jobs import STATS_KEY, DeliverySettings, parse_rate_limits
+from .delivery import keys
+from .delivery.outbox import Outbox
+from .delivery.parking import Parking
+from .delivery.settings import DeliverySettings, parse_rate_limits
 from .ops import DEFAULT_BACKFILL_AFTER, replay_dead_letters, verify_dedup
-from .outbox import Outbox
 from .ratelimit import RateLimiter
 
 __all__ = ["klaviyo_cli"]
@@ -67,7 +68,7 @@ def status_command(as_json: bool) -> None:
     queue = outbox.queue
     age = outbox.oldest_age()
     limits = parse_rate_limits(current_app.config.get("KLAVIYO_RATE_LIMITS"))
-    stats = state.redis.hgetall(STATS_KEY)
+    stats = state.redis.hgetall(keys.STATS)
     status = {
         "queue": name,
         "waiting_events": outbox.depth(),

@@ -1,4 +1,5 @@
-"""An httpx client for Klaviyo's Events API: Create Event and Bulk Create Events.
+"""An httpx client for Klaviyo's API: Create Event, Bulk Create Events and any other endpoint an
+operation kind names (:meth:`KlaviyoClient.send`).
 
 One pooled connection per process and settings (``get_client``), the exact headers Klaviyo
 requires, timeouts that are never ``None``, and every non-202 answer turned into a typed
@@ -46,17 +47,20 @@ EVENTS_PATH = "/api/events"
 BULK_EVENTS_PATH = "/api/event-bulk-create-jobs"
 JSON_API = "application/vnd.api+json"
 USER_AGENT = "flask-klaviyo/0.1"
+_SUCCESS = frozenset((200, 201, 202, 204))
 
 
 @dataclass(frozen=True)
 class SendResult:
-    """A 202 from Klaviyo, with the rate-limit headers the limiter needs."""
+    """A success from Klaviyo, with the rate-limit headers the limiter needs and the answer's
+    JSON (``data``: a created resource or an asynchronous job's id and status), if any."""
 
     status_code: int
     rate_limit_remaining: int | None
     rate_limit_limit: int | None
     rate_limit_reset: float | None
     elapsed: float
+    data: Any = None
 
 
 def _number(value: str | None) -> float | None:
@@ -119,31 +123,46 @@ class KlaviyoClient:
 
     def create_event(self, payload: dict[str, Any]) -> SendResult:
         """POST one event (``{"data": {"type": "event", ...}}``) to Create Event."""
-        return self._post(EVENTS_PATH, payload)
+        return self.send("POST", EVENTS_PATH, payload)
 
     def bulk_create_events(self, payload: dict[str, Any]) -> SendResult:
         """POST a Bulk Create Events job (up to 1,000 events, 5 MB)."""
-        return self._post(BULK_EVENTS_PATH, payload)
+        return self.send("POST", BULK_EVENTS_PATH, payload)
 
-    def _post(self, path: str, payload: dict[str, Any]) -> SendResult:
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    def send(self, method: str, path: str, payload: dict[str, Any] | None = None) -> SendResult:
+        """Any Klaviyo endpoint: a JSON:API body (None for a GET); a typed error unless 2xx."""
+        body = (
+            None
+            if payload is None
+            else json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        )
         try:
-            response = self._http.post(path, content=body)
+            response = self._http.request(method, path, content=body)
         except httpx.TimeoutException as exc:
             raise KlaviyoTransportError(
                 f"timed out talking to Klaviyo: {type(exc).__name__}"
             ) from exc
         except httpx.TransportError as exc:
             raise KlaviyoTransportError(f"could not reach Klaviyo: {exc}") from exc
-        if response.status_code == 202 or response.status_code == 200:
+        if response.status_code in _SUCCESS:
             return SendResult(
                 status_code=response.status_code,
                 rate_limit_remaining=_int(response.headers.get("RateLimit-Remaining")),
                 rate_limit_limit=_int(response.headers.get("RateLimit-Limit")),
                 rate_limit_reset=_number(response.headers.get("RateLimit-Reset")),
                 elapsed=response.elapsed.total_seconds(),
+                data=_json_or_none(response),
             )
         raise error_from_response(response)
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 def parse_errors(response: httpx.Response) -> list[ErrorDetail]:

@@ -17,6 +17,14 @@ from markupsafe import Markup
 from . import bridge, capture
 from ._state import EXTENSION_KEY, State, current_state, is_strict
 from .client import DEFAULT_API_URL, DEFAULT_REVISION
+from .delivery.outbox import DEFAULT_RETRY_MAX
+from .delivery.settings import (
+    DEFAULT_DRAIN_CONCURRENCY,
+    DEFAULT_RETRY_HORIZON,
+    parse_rate_limits,
+    seconds_setting,
+)
+from .delivery.spool import DEFAULT_SPOOL_MAX_BYTES
 from .events import (
     CANCELED_ORDER,
     FULFILLED_ORDER,
@@ -44,15 +52,7 @@ from .identity.resolve import (
 from .identity.rules import needs_identity, provisional
 from .identity.settle import identify as identify_visitor
 from .identity.settle import settle
-from .jobs import (
-    DEFAULT_DRAIN_CONCURRENCY,
-    DEFAULT_RETRY_HORIZON,
-    parse_rate_limits,
-    seconds_setting,
-)
 from .models import Order
-from .outbox import DEFAULT_RETRY_MAX
-from .spool import DEFAULT_SPOOL_MAX_BYTES
 
 __all__ = ["EXTENSION_KEY", "Klaviyo"]
 

@@ -10,10 +10,11 @@ from typing import Any
 
 import httpx
 
+from .delivery.deadletters import DeadLetters
+from .delivery.outbox import Outbox
+from .delivery.settings import DeliverySettings
 from .events import Event, custom_event, validate_event
 from .exceptions import KlaviyoSchemaError
-from .jobs import DeliverySettings
-from .outbox import DeadLetters, Outbox
 
 __all__ = ["DEFAULT_BACKFILL_AFTER", "ReplayReport", "replay_dead_letters", "verify_dedup"]
 

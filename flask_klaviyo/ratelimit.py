@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import redis
 
+from .delivery import keys, scripts
+
 __all__ = ["DEFAULT_LIMITS", "RateLimiter", "Window"]
 
 
@@ -31,61 +33,39 @@ class Window:
             raise ValueError(f"a rate window needs limit >= 1 and period > 0, got {self}")
 
 
-# endpoint -> its windows (Klaviyo's published limits for the Events API)
-DEFAULT_LIMITS: dict[str, tuple[Window, ...]] = {
-    "bulk_create_events": (Window(10, 1.0), Window(150, 60.0)),
-    "create_event": (Window(350, 1.0), Window(3500, 60.0)),
+# Klaviyo's published limits, burst per second and steady per minute, by endpoint (named after
+# its OpenAPI document). Operation kinds name their endpoint; KLAVIYO_RATE_LIMITS overrides.
+_PUBLISHED: dict[str, tuple[int, int]] = {
+    "create_event": (350, 3500),
+    "bulk_create_events": (10, 150),
+    "create_or_update_profile": (75, 750),
+    "update_profile": (75, 750),
+    "bulk_import_profiles": (10, 150),
+    "get_bulk_import_profiles_job": (10, 150),
+    "bulk_subscribe_profiles": (75, 750),
+    "bulk_unsubscribe_profiles": (75, 750),
+    "request_profile_deletion": (3, 60),
+    "create_back_in_stock_subscription": (350, 3500),
+    "bulk_create_catalog_items": (75, 750),
+    "bulk_update_catalog_items": (75, 750),
+    "bulk_delete_catalog_items": (75, 750),
+    "bulk_create_catalog_variants": (75, 750),
+    "bulk_update_catalog_variants": (75, 750),
+    "bulk_delete_catalog_variants": (75, 750),
+    "bulk_create_catalog_categories": (75, 750),
+    "bulk_update_catalog_categories": (75, 750),
+    "bulk_delete_catalog_categories": (75, 750),
+    "get_bulk_create_catalog_items_job": (75, 750),
+    "get_bulk_update_catalog_items_job": (75, 750),
+    "get_bulk_delete_catalog_items_job": (350, 3500),
+    "get_catalog_items": (350, 3500),
+    "get_mapped_metrics": (3, 60),
+    "update_mapped_metric": (1, 15),
 }
-
-# KEYS: [blocked-until, last-send, cell per window...]
-# ARGV: [cost, pace, want-pace (0/1), dry-run (0/1), (emission, tolerance) per window...]
-# Returns the seconds to wait as a string ("0": a slot was taken, or would be on a dry run).
-# ``pace`` is the steady spacing of the endpoint (its slowest window's period / limit): a caller
-# that can wait (a drain holding a partial batch) asks for it, so a trickle of events is sent at
-# the steady rate in fuller batches instead of spending the minute's budget in a burst.
-_ACQUIRE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local wait = 0
-local blocked = tonumber(redis.call('GET', KEYS[1]) or '0')
-if blocked > now then wait = blocked - now end
-local cost = tonumber(ARGV[1])
-local pace = tonumber(ARGV[2])
-if ARGV[3] == '1' and pace > 0 then
-  local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if last + pace - now > wait then wait = last + pace - now end
-end
-local new = {}
-for i = 3, #KEYS do
-  local emission = tonumber(ARGV[5 + 2 * (i - 3)])
-  local tolerance = tonumber(ARGV[6 + 2 * (i - 3)])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if tat < now then tat = now end
-  local next_tat = tat + emission * cost
-  local allow_at = next_tat - emission - tolerance
-  if allow_at - now > wait then wait = allow_at - now end
-  new[i] = next_tat
-end
-if wait > 0 or ARGV[4] == '1' then return tostring(wait) end
-for i = 3, #KEYS do
-  redis.call('SET', KEYS[i], tostring(new[i]), 'PX', math.ceil((new[i] - now) * 1000) + 1000)
-end
-if pace > 0 then
-  redis.call('SET', KEYS[2], tostring(now), 'PX', math.ceil(pace * 1000) + 1000)
-end
-return '0'
-"""
-
-_BLOCK = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local until_ = now + tonumber(ARGV[1])
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if until_ > current then
-  redis.call('SET', KEYS[1], tostring(until_), 'PX', math.ceil(tonumber(ARGV[1]) * 1000) + 1000)
-end
-return tostring(until_)
-"""
+DEFAULT_LIMITS: dict[str, tuple[Window, ...]] = {
+    endpoint: (Window(burst, 1.0), Window(steady, 60.0))
+    for endpoint, (burst, steady) in _PUBLISHED.items()
+}
 
 
 class RateLimiter:
@@ -96,21 +76,21 @@ class RateLimiter:
         connection: redis.Redis,
         *,
         limits: Mapping[str, tuple[Window, ...]] | None = None,
-        prefix: str = "klaviyo:rate",
+        prefix: str = keys.RATE_PREFIX,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.connection = connection
         self.limits = dict(limits or DEFAULT_LIMITS)
         self.prefix = prefix
         self.sleep = sleep
-        self._acquire = connection.register_script(_ACQUIRE)
-        self._block = connection.register_script(_BLOCK)
+        self._acquire = connection.register_script(scripts.RATE_ACQUIRE)
+        self._block = connection.register_script(scripts.RATE_BLOCK)
         self.waited = 0.0  # seconds this limiter has slept, for status and benchmarks
 
     def _keys(self, endpoint: str) -> list[str]:
         windows = self.limits[endpoint]
-        return [f"{self.prefix}:{endpoint}:blocked"] + [
-            f"{self.prefix}:{endpoint}:{w.limit}/{w.period:g}" for w in windows
+        return [keys.rate_blocked(endpoint, self.prefix)] + [
+            keys.rate_window(endpoint, w.limit, w.period, self.prefix) for w in windows
         ]
 
     def pace(self, endpoint: str) -> float:
@@ -121,13 +101,13 @@ class RateLimiter:
     def _call(self, endpoint: str, cost: int, *, pace: bool, dry: bool) -> float:
         if endpoint not in self.limits:
             return 0.0
-        keys = self._keys(endpoint)
-        keys.insert(1, f"{self.prefix}:{endpoint}:last")
+        cells = self._keys(endpoint)
+        cells.insert(1, keys.rate_last(endpoint, self.prefix))
         args: list[float] = [cost, self.pace(endpoint), int(pace), int(dry)]
         for window in self.limits[endpoint]:
             emission = window.period / window.limit
             args += [emission, window.period - emission]
-        return float(self._acquire(keys=keys, args=args))
+        return float(self._acquire(keys=cells, args=args))
 
     def try_acquire(self, endpoint: str, cost: int = 1, *, pace: bool = False) -> float:
         """Take a slot now if there is one (returns 0.0); else the seconds to wait.
@@ -163,10 +143,10 @@ class RateLimiter:
         now = time.time()
         out: dict[str, dict[str, float]] = {}
         for endpoint in self.limits:
-            keys = self._keys(endpoint)
-            values = self.connection.mget(keys)
+            cells = self._keys(endpoint)
+            values = self.connection.mget(cells)
             blocked = float(values[0] or 0)
             out[endpoint] = {"blocked_for": max(0.0, blocked - now)}
-            for key, value in zip(keys[1:], values[1:], strict=True):
+            for key, value in zip(cells[1:], values[1:], strict=True):
                 out[endpoint][key.rsplit(":", 1)[1]] = max(0.0, float(value or 0) - now)
         return out

@@ -18,8 +18,8 @@ from itsdangerous import URLSafeTimedSerializer
 from rq import Queue, SimpleWorker
 
 from flask_klaviyo import Klaviyo, tracks
+from flask_klaviyo.delivery.parking import Parking
 from flask_klaviyo.identity.cookies import COOKIE_SALT
-from flask_klaviyo.identity.parking import Parking
 
 API_KEY = "pk_test_private_key"
 SECRET = "journey-secret"

@@ -35,6 +35,9 @@ from itsdangerous import URLSafeTimedSerializer
 
 from example_store import create_app
 from flask_klaviyo import Klaviyo
+from flask_klaviyo.delivery.deadletters import DeadLetters
+from flask_klaviyo.delivery.outbox import Outbox
+from flask_klaviyo.delivery.parking import Parking
 from flask_klaviyo.events import (
     MAX_NESTING,
     Event,
@@ -52,8 +55,6 @@ from flask_klaviyo.events import (
 )
 from flask_klaviyo.exceptions import KlaviyoSchemaError
 from flask_klaviyo.identity.cookies import COOKIE_SALT
-from flask_klaviyo.identity.parking import Parking
-from flask_klaviyo.outbox import DeadLetters, Outbox
 from flask_klaviyo.webhooks import SIGNATURE_HEADER, sign
 
 EMAIL = "ann@shop-test.com"

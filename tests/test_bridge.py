@@ -12,7 +12,7 @@ from flask import Flask, render_template_string
 
 from flask_klaviyo import Klaviyo, KlaviyoConfigError, tracks
 from flask_klaviyo.bridge import identify_payload, klaviyo_js_url, share_profile
-from flask_klaviyo.outbox import Outbox
+from flask_klaviyo.delivery.outbox import Outbox
 
 BREAKOUT = "</script><script>alert(1)</script><!--"
 PRIVATE_KEY = "pk_test_private_key"

@@ -28,8 +28,8 @@ from flask import Flask, Response, render_template_string, request
 from werkzeug.serving import make_server
 
 from flask_klaviyo import Klaviyo, tracks
+from flask_klaviyo.delivery.outbox import Outbox
 from flask_klaviyo.jobs import deliver_events
-from flask_klaviyo.outbox import Outbox
 
 pytestmark = pytest.mark.browser
 

@@ -9,7 +9,7 @@ import redis
 from flask import Flask, abort, render_template_string
 
 from flask_klaviyo import Klaviyo, tracks
-from flask_klaviyo.outbox import Outbox
+from flask_klaviyo.delivery.outbox import Outbox
 
 EMAIL = "sarah.mason@klaviyo-demo.com"
 POOH = {

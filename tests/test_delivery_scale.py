@@ -23,11 +23,13 @@ from flask import Flask
 from rq import Queue, SimpleWorker, Worker
 from rq.job import Job
 
-from flask_klaviyo import Klaviyo, jobs
+from flask_klaviyo import Klaviyo
 from flask_klaviyo.client import KlaviyoClient
+from flask_klaviyo.delivery.deadletters import DeadLetters
+from flask_klaviyo.delivery.outbox import Outbox
+from flask_klaviyo.delivery.sender import Sender, raw_bulk_payload
+from flask_klaviyo.delivery.settings import DeliverySettings
 from flask_klaviyo.events import MAX_BULK_BYTES, Event, bulk_payload, custom_event
-from flask_klaviyo.jobs import DeliverySettings, Sender, raw_bulk_payload
-from flask_klaviyo.outbox import DeadLetters, Outbox
 from flask_klaviyo.ratelimit import RateLimiter
 from flask_klaviyo.testing import FakeKlaviyo
 
@@ -79,7 +81,7 @@ def bulk_events(request: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobs, "BACKOFF_BASE", 0.01)
+    monkeypatch.setattr("flask_klaviyo.delivery.sender.BACKOFF_BASE", 0.01)
 
 
 @pytest.fixture

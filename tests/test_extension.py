@@ -11,7 +11,8 @@ from flask import Flask, abort, render_template_string
 from rq import Queue
 
 from flask_klaviyo import Klaviyo, KlaviyoConfigError, KlaviyoSchemaError, tracks
-from flask_klaviyo.outbox import DeadLetters, Outbox
+from flask_klaviyo.delivery.deadletters import DeadLetters
+from flask_klaviyo.delivery.outbox import Outbox
 
 PRODUCT = {
     "id": "1111",

@@ -60,13 +60,17 @@ from test_funnel import (
 from test_servers import free_port, start, stop
 
 from example_store import create_app
-from flask_klaviyo import jobs
 from flask_klaviyo.client import KlaviyoClient
+from flask_klaviyo.delivery import drain as delivery_drain
+from flask_klaviyo.delivery import keys as delivery_keys
+from flask_klaviyo.delivery import sender as delivery_sender
+from flask_klaviyo.delivery import settings as delivery_settings
+from flask_klaviyo.delivery.deadletters import DeadLetters
+from flask_klaviyo.delivery.outbox import Outbox
+from flask_klaviyo.delivery.sender import Sender, backoff_delay
 from flask_klaviyo.events import custom_event
 from flask_klaviyo.exceptions import KlaviyoConfigError
-from flask_klaviyo.jobs import Sender, backoff_delay
 from flask_klaviyo.ops import replay_dead_letters
-from flask_klaviyo.outbox import DeadLetters, Outbox
 
 pytestmark = pytest.mark.slow
 
@@ -153,8 +157,8 @@ def outbox_of(store: Flask) -> Outbox:
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     """Small batches (several requests per journey) and a short backoff for the in-process
     worker; the real delays are unit-tested below."""
-    monkeypatch.setattr(jobs, "DRAIN_BATCH", 4)
-    monkeypatch.setattr(jobs, "BACKOFF_BASE", 0.02)
+    monkeypatch.setattr(delivery_drain, "DRAIN_BATCH", 4)
+    monkeypatch.setattr("flask_klaviyo.delivery.sender.BACKOFF_BASE", 0.02)
 
 
 # -- backoff: capped and jittered ---------------------------------------------------------------
@@ -165,12 +169,12 @@ def test_backoff_grows_is_capped_and_jittered() -> None:
     random.seed(7)
     try:
         for attempt in range(40):
-            ceiling = min(jobs.BACKOFF_CAP, jobs.BACKOFF_BASE * 2**attempt)
+            ceiling = min(delivery_sender.BACKOFF_CAP, delivery_sender.BACKOFF_BASE * 2**attempt)
             samples = [backoff_delay(attempt) for _ in range(200)]
             assert all(ceiling / 2 <= s <= ceiling for s in samples), attempt
             assert len(set(samples)) > 150  # jittered: workers do not retry in lockstep
             assert max(samples) - min(samples) > ceiling / 4
-        assert backoff_delay(1000) <= jobs.BACKOFF_CAP  # no overflow, still capped
+        assert backoff_delay(1000) <= delivery_sender.BACKOFF_CAP  # no overflow, still capped
         assert backoff_delay(3, base=1.0, cap=5.0) <= 5.0
     finally:
         random.setstate(state)
@@ -185,13 +189,15 @@ def test_the_sender_backs_off_within_bounds_and_caps_retry_after(
     with KlaviyoClient(API_KEY, base_url=fake.url, timeout=2.0) as client:
         fake.fail_next(503, count=3)
         Sender(client, dead, attempts=4, sleep=slept.append).send([event])
-        ceilings = [min(jobs.BACKOFF_CAP, jobs.BACKOFF_BASE * 2**n) for n in range(3)]
+        ceilings = [
+            min(delivery_sender.BACKOFF_CAP, delivery_sender.BACKOFF_BASE * 2**n) for n in range(3)
+        ]
         assert all(c / 2 <= s <= c for s, c in zip(slept, ceilings, strict=True)), slept
 
         slept.clear()
         fake.fail_next(429, retry_after=3600)  # an absurd Retry-After is capped
         Sender(client, dead, sleep=slept.append).send([event])
-        assert slept == [jobs.RETRY_AFTER_CAP]
+        assert slept == [delivery_sender.RETRY_AFTER_CAP]
     assert len(fake.events) == 1 and fake.duplicates == 1
     assert dead.count() == 0
 
@@ -245,14 +251,16 @@ def test_5xx_longer_than_a_drain_leaves_the_events_waiting_for_the_next_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The first drain gives up (its entries stay pending), RQ's retry reclaims them."""
-    monkeypatch.setattr(jobs, "RECLAIM_IDLE_MS", 0)  # as if the reclaim delay had passed
+    monkeypatch.setattr(
+        delivery_settings, "RECLAIM_IDLE_MS", 0
+    )  # as if the reclaim delay had passed
     store = make_store(KLAVIYO_RETRY_MAX=2)
     expected = shop(store, fake)
-    fake.fail_next(503, count=jobs.DRAIN_ATTEMPTS + 2)
+    fake.fail_next(503, count=delivery_drain.DRAIN_ATTEMPTS + 2)
     drain(store)
     assert assert_exactly(fake, openapi, expected) == 0
     statuses = [r["status"] for r in api_requests(fake)]
-    assert statuses.count(503) == jobs.DRAIN_ATTEMPTS + 2
+    assert statuses.count(503) == delivery_drain.DRAIN_ATTEMPTS + 2
     queue = Queue("klaviyo", connection=store.extensions["klaviyo"].redis)
     assert queue.failed_job_registry.count == 0  # the retry succeeded
     assert outbox_of(store).depth() == 0 and outbox_of(store).pending() == 0
@@ -352,8 +360,8 @@ def test_an_event_failing_past_the_horizon_becomes_a_dead_letter_with_the_error(
     """Klaviyo keeps answering 503. Within the horizon the events wait (pending, retried by the
     next drain); past it they become dead letters with Klaviyo's last error, never vanishing.
     After the fix, ``replay`` sends each once."""
-    monkeypatch.setattr(jobs, "DRAIN_ATTEMPTS", 2)
-    monkeypatch.setattr(jobs, "DRAIN_BATCH", 1000)
+    monkeypatch.setattr(delivery_drain, "DRAIN_ATTEMPTS", 2)
+    monkeypatch.setattr(delivery_drain, "DRAIN_BATCH", 1000)
     store = make_store(KLAVIYO_RETRY_HORIZON=1, KLAVIYO_RECLAIM_AFTER=0, KLAVIYO_RETRY_MAX=0)
     expected = shop(store, fake)
     fake.fail_next(503, count=1000, detail="Klaviyo is down for maintenance.")
@@ -393,7 +401,7 @@ def test_a_failure_shorter_than_the_horizon_only_delays(
     quick: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(jobs, "DRAIN_ATTEMPTS", 2)
+    monkeypatch.setattr(delivery_drain, "DRAIN_ATTEMPTS", 2)
     store = make_store(KLAVIYO_RETRY_HORIZON=3600, KLAVIYO_RECLAIM_AFTER=0, KLAVIYO_RETRY_MAX=3)
     expected = shop(store, fake)
     fake.fail_next(503, count=5)  # two drains give up, the third delivers
@@ -401,7 +409,7 @@ def test_a_failure_shorter_than_the_horizon_only_delays(
     assert DeadLetters(store.extensions["klaviyo"].redis).count() == 0
     assert assert_exactly(fake, openapi, expected) == 0
     redis_client = store.extensions["klaviyo"].redis
-    assert not redis_client.exists(jobs.failing_key(outbox_of(store).stream))  # forgotten
+    assert not redis_client.exists(delivery_keys.failing(outbox_of(store).stream))  # forgotten
 
 
 def bulk_events(body: Mapping[str, Any]) -> list[Any]:
@@ -710,13 +718,21 @@ def test_delivery_settings_come_from_config_or_the_environment(
     store = make_store(KLAVIYO_RETRY_HORIZON="90", KLAVIYO_RECLAIM_AFTER=0.5)
     assert store.config["KLAVIYO_RETRY_HORIZON"] == 90.0  # a string from the environment
     with store.app_context():
-        settings = jobs.DeliverySettings.load()
+        settings = delivery_settings.DeliverySettings.load()
     assert (settings.retry_horizon, settings.reclaim_idle_ms()) == (90.0, 500)
     defaults = make_store()
-    assert defaults.config["KLAVIYO_RETRY_HORIZON"] == jobs.DEFAULT_RETRY_HORIZON == 6 * 3600
+    assert (
+        defaults.config["KLAVIYO_RETRY_HORIZON"]
+        == delivery_settings.DEFAULT_RETRY_HORIZON
+        == 6 * 3600
+    )
     with defaults.app_context():
-        assert jobs.DeliverySettings.load().reclaim_idle_ms() == jobs.RECLAIM_IDLE_MS == 20_000
+        assert (
+            delivery_settings.DeliverySettings.load().reclaim_idle_ms()
+            == delivery_settings.RECLAIM_IDLE_MS
+            == 20_000
+        )
     monkeypatch.setenv("KLAVIYO_RETRY_HORIZON", "30")  # a plain `rq worker`: no app
     monkeypatch.setenv("KLAVIYO_RECLAIM_AFTER", "2")
-    plain = jobs.DeliverySettings.load()
+    plain = delivery_settings.DeliverySettings.load()
     assert (plain.retry_horizon, plain.reclaim_idle_ms()) == (30.0, 2000)

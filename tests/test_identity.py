@@ -18,9 +18,9 @@ from flask.testing import FlaskClient
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from flask_klaviyo import Klaviyo, KlaviyoConfigError, tracks
+from flask_klaviyo.delivery.outbox import Outbox
+from flask_klaviyo.delivery.parking import Parking
 from flask_klaviyo.identity.cookies import COOKIE_SALT, parse_kla_id
-from flask_klaviyo.identity.parking import Parking
-from flask_klaviyo.outbox import Outbox
 
 SECRET = "identity-secret"
 COOKIE = "klaviyo_id"

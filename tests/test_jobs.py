@@ -11,12 +11,16 @@ import redis
 from flask import Flask
 from rq import Queue, SimpleWorker
 
-from flask_klaviyo import Klaviyo, jobs
+from flask_klaviyo import Klaviyo
 from flask_klaviyo.client import KlaviyoClient
+from flask_klaviyo.delivery import drain as delivery_drain
+from flask_klaviyo.delivery import sender as delivery_sender
+from flask_klaviyo.delivery import settings as delivery_settings
+from flask_klaviyo.delivery.deadletters import DeadLetters
+from flask_klaviyo.delivery.outbox import Outbox
+from flask_klaviyo.delivery.sender import Sender
 from flask_klaviyo.events import Event
 from flask_klaviyo.exceptions import KlaviyoServerError
-from flask_klaviyo.jobs import Sender
-from flask_klaviyo.outbox import DeadLetters, Outbox
 
 API_KEY = "pk_test_private_key"
 
@@ -37,7 +41,7 @@ def event(n: int, *, email: str = "sarah.mason@klaviyo-demo.com", **overrides: A
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobs, "BACKOFF_BASE", 0.01)
+    monkeypatch.setattr("flask_klaviyo.delivery.sender.BACKOFF_BASE", 0.01)
 
 
 @pytest.fixture
@@ -104,7 +108,7 @@ def test_5xx_backs_off_then_gives_up_to_rq(
     with pytest.raises(KlaviyoServerError):
         Sender(client, dead, attempts=4, sleep=slept.append).send([event(1)])
     assert len(slept) == 3
-    assert all(0 < s <= jobs.BACKOFF_CAP for s in slept)
+    assert all(0 < s <= delivery_sender.BACKOFF_CAP for s in slept)
     assert fake.events == [] and dead.count() == 0
 
 
@@ -163,11 +167,14 @@ def test_drain_rides_out_a_run_of_server_errors(
     klaviyo = app.extensions["klaviyo"].extension
     with app.app_context():
         klaviyo.track("Left Review", {"Stars": 5}, profile={"email": "a@shop.test"})
-    fake.fail_next(503, count=jobs.IN_JOB_ATTEMPTS)  # four failures in a row
+    fake.fail_next(503, count=delivery_sender.IN_JOB_ATTEMPTS)  # four failures in a row
     run_worker(app)
     [accepted] = fake.events
     assert accepted["metric"] == "Left Review"
-    assert len([r for r in fake.requests if r["path"] == "/api/events"]) == jobs.IN_JOB_ATTEMPTS + 1
+    assert (
+        len([r for r in fake.requests if r["path"] == "/api/events"])
+        == delivery_sender.IN_JOB_ATTEMPTS + 1
+    )
     queue = Queue("klaviyo", connection=redis_client)
     assert queue.count == 0 and queue.failed_job_registry.count == 0
 
@@ -178,7 +185,7 @@ def test_a_drain_that_keeps_failing_leaves_its_events_waiting_then_reclaims_them
     klaviyo = app.extensions["klaviyo"].extension
     with app.app_context():
         klaviyo.track("Left Review", {"Stars": 5}, profile={"email": "a@shop.test"})
-    fake.fail_next(503, count=jobs.DRAIN_ATTEMPTS)  # the whole first drain fails
+    fake.fail_next(503, count=delivery_drain.DRAIN_ATTEMPTS)  # the whole first drain fails
     run_worker(app)
     assert fake.events == []
     outbox = Outbox(redis_client)
@@ -189,7 +196,9 @@ def test_a_drain_that_keeps_failing_leaves_its_events_waiting_then_reclaims_them
     queue = Queue("klaviyo", connection=redis_client)
     assert queue.scheduled_job_registry.count == 1  # a reclaiming drain is on its way
 
-    monkeypatch.setattr(jobs, "RECLAIM_IDLE_MS", 0)  # as if the reclaim delay had passed
+    monkeypatch.setattr(
+        delivery_settings, "RECLAIM_IDLE_MS", 0
+    )  # as if the reclaim delay had passed
     outbox.enqueue_drain()
     run_worker(app)
     [accepted] = fake.events
@@ -235,15 +244,15 @@ def test_drain_respects_the_shared_rate_limit(
     with app.app_context():
         for n in range(12):
             klaviyo.track("Left Review", {"n": n}, profile={"email": "a@shop.test"})
-    import flask_klaviyo.jobs as jobs_module
+    import flask_klaviyo.delivery.drain as drain_module
 
     started = time.monotonic()
-    original = jobs_module.DRAIN_BATCH
-    jobs_module.DRAIN_BATCH = 2
+    original = drain_module.DRAIN_BATCH
+    drain_module.DRAIN_BATCH = 2
     try:
         run_worker(app)
     finally:
-        jobs_module.DRAIN_BATCH = original
+        drain_module.DRAIN_BATCH = original
     elapsed = time.monotonic() - started
     assert len(fake.events) == 12
     assert len([r for r in fake.requests if r["path"].startswith("/api/")]) == 6

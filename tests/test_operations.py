@@ -12,9 +12,10 @@ from flask import Flask
 from rq import Queue, SimpleWorker
 
 from flask_klaviyo import Klaviyo
+from flask_klaviyo.delivery.deadletters import DeadLetters
+from flask_klaviyo.delivery.outbox import Outbox
+from flask_klaviyo.delivery.sender import Sender
 from flask_klaviyo.events import custom_event
-from flask_klaviyo.jobs import Sender
-from flask_klaviyo.outbox import DeadLetters, Outbox
 
 API_KEY = "pk_test_private_key"
 
@@ -160,9 +161,8 @@ def test_status_on_a_seeded_state(app: Flask, fake: Any, redis_client: redis.Red
 def test_status_counts_handled_events_and_the_last_klaviyo_error(
     app: Flask, fake: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import flask_klaviyo.jobs as jobs
 
-    monkeypatch.setattr(jobs, "BACKOFF_BASE", 0.001)
+    monkeypatch.setattr("flask_klaviyo.delivery.sender.BACKOFF_BASE", 0.001)
     with app.app_context():
         for n in range(3):
             app.extensions["klaviyo"].extension.track(
@@ -174,7 +174,7 @@ def test_status_counts_handled_events_and_the_last_klaviyo_error(
     assert "503" in failing["last_klaviyo_error"] and failing["last_klaviyo_error_at"]
     assert failing["handled_events"] == 0
     fake.reset()
-    monkeypatch.setattr(jobs, "RECLAIM_IDLE_MS", 0)
+    monkeypatch.setattr("flask_klaviyo.delivery.settings.RECLAIM_IDLE_MS", 0)
     app.extensions["klaviyo"].outbox.enqueue_drain()
     drain(app)
     done = json.loads(app.test_cli_runner().invoke(args=["klaviyo", "status", "--json"]).output)

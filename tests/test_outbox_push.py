@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import redis
 
+from flask_klaviyo.delivery.outbox import Outbox, _pack
 from flask_klaviyo.events import Event
-from flask_klaviyo.outbox import Outbox, _pack
 
 
 def event(n: int) -> Event:

@@ -12,7 +12,7 @@ from rq import Queue, SimpleWorker
 
 from flask_klaviyo import Klaviyo, KlaviyoAuthError, KlaviyoConfigError, tracks
 from flask_klaviyo.client import KlaviyoClient
-from flask_klaviyo.outbox import DeadLetters
+from flask_klaviyo.delivery.deadletters import DeadLetters
 
 SECRET = "pk_super_secret_private_key_0123456789"
 EMAIL = "sarah.mason@klaviyo-demo.com"

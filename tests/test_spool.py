@@ -17,9 +17,9 @@ from flask import Flask, render_template_string
 from rq import Queue, SimpleWorker
 
 from flask_klaviyo import Klaviyo, tracks
+from flask_klaviyo.delivery.outbox import Outbox
+from flask_klaviyo.delivery.spool import SPOOL_FILENAME, Spool
 from flask_klaviyo.events import custom_event
-from flask_klaviyo.outbox import Outbox
-from flask_klaviyo.spool import SPOOL_FILENAME, Spool
 
 API_KEY = "pk_test_private_key"
 PRODUCT = {"id": "1111", "name": "Winnie the Pooh", "price": 9.99, "sku": "WINNIEPOOH"}
@@ -195,7 +195,7 @@ def test_replay_keeps_what_a_failed_push_did_not_take(tmp_path: Path) -> None:
 def test_a_spool_left_by_another_process_is_noticed_within_the_check_interval(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flask_klaviyo import spool as spool_module
+    from flask_klaviyo.delivery import spool as spool_module
 
     clock = [1000.0]
     monkeypatch.setattr(spool_module.time, "monotonic", lambda: clock[0])

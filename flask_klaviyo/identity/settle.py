@@ -14,10 +14,10 @@ from typing import Any
 import redis
 from flask import current_app, has_request_context
 
+from ..delivery.parking import Parking
 from ..events import Event
 from .cookies import KLA_ID_COOKIE, MAX_COOKIE_CHARS, encode_kla_id, sign
 from .identifiers import IDENTIFY_KEYS, mask_email, mask_profile
-from .parking import Parking
 from .resolve import (
     ConsentLoader,
     IdentityLoader,

@@ -21,23 +21,25 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 import redis
 from rq import Queue, Retry
 
-from .events import Event, mask_profile
+from ..events import Event
+from . import keys, scripts
+from .keys import CONSUMER_GROUP
+from .operations import Operation
 
-__all__ = ["DEAD_LETTER_KEY", "DeadLetters", "Outbox", "PendingPush"]
+__all__ = ["DRAIN_JOB", "FOLLOW_UP_JOB", "Outbox", "PendingPush"]
 
-log = logging.getLogger("flask_klaviyo")
+log = logging.getLogger(__name__)
 
-DEAD_LETTER_KEY = "klaviyo:dead"
+# RQ job paths (stored in queued jobs: stable; the functions live in flask_klaviyo.jobs)
 DRAIN_JOB = "flask_klaviyo.jobs.drain"
-DELIVER_JOB = "flask_klaviyo.jobs.deliver_events"
-CONSUMER_GROUP = "klaviyo-workers"
+FOLLOW_UP_JOB = "flask_klaviyo.jobs.follow_up"
 # How long the "drain scheduled" flag lives without a refresh: a drain that died is replaced then.
 DRAIN_FLAG_TTL = 30
 # A job that still fails after this many RQ retries stays in RQ's failed registry (replayable).
@@ -46,41 +48,6 @@ JOB_TIMEOUT = 600
 FAILURE_TTL = 30 * 24 * 3600
 # A drain's lease in the set of running drains; drains renew it every batch (and while waiting).
 DRAIN_LEASE_SECONDS = 30
-
-# KEYS: [stream, drain-scheduled flag]; ARGV: [flag TTL, event JSON...]
-# All of a request's events land together (a drain never reads between two of them); returns 1
-# when the flag was newly set, i.e. no drain is scheduled and the caller must enqueue one.
-_PUSH = """
-for i = 2, #ARGV do redis.call('XADD', KEYS[1], '*', 'e', ARGV[i]) end
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 1 end
-return 0
-"""
-
-# KEYS: [drains zset, stream]; ARGV: [concurrency, lease seconds, new member, group]
-# Reserves a place for one more drain when fewer than ``concurrency`` hold a live lease and some
-# entries were never handed to any drain. Returns 1 when reserved.
-_ADD_DRAIN = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
-local ok, pending = pcall(redis.call, 'XPENDING', KEYS[2], ARGV[4])
-if not ok then return 0 end
-if redis.call('XLEN', KEYS[2]) - tonumber(pending[1]) <= 0 then return 0 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
-redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) * 2)
-return 1
-"""
-
-# KEYS: [drains zset]; ARGV: [lease seconds, member]: (re)new one drain's lease.
-_KEEP_DRAIN = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
-redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])) * 2)
-return 1
-"""
-
 
 # json.dumps builds an encoder per call when given options; this one is built once.
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode
@@ -132,19 +99,19 @@ class Outbox:
         self.connection = connection
         self.queue = Queue(queue_name, connection=connection)
         self.retry_max = retry_max
-        self.stream = f"klaviyo:outbox:{queue_name}"
-        self.flag = f"klaviyo:drain-scheduled:{queue_name}"
-        self.drains = f"klaviyo:drains:{queue_name}"
-        self._add_drain = connection.register_script(_ADD_DRAIN)
-        self._keep_drain = connection.register_script(_KEEP_DRAIN)
-        self._push_script = connection.register_script(_PUSH)
+        self.stream = keys.outbox_stream(queue_name)
+        self.flag = keys.drain_flag(queue_name)
+        self.drains = keys.drains(queue_name)
+        self._add_drain = connection.register_script(scripts.ADD_DRAIN)
+        self._keep_drain = connection.register_script(scripts.KEEP_DRAIN)
+        self._push_script = connection.register_script(scripts.PUSH)
         self._local = threading.local()
 
-    def push(self, events: Sequence[Event]) -> int:
-        """Append ``events`` to the stream (one round trip); returns how many were added."""
+    def push(self, events: Sequence[Event | Operation]) -> int:
+        """Append events and operations to the stream (one round trip); returns how many."""
         return self.send(events).confirm()
 
-    def send(self, events: Sequence[Event]) -> PendingPush:
+    def send(self, events: Sequence[Event | Operation]) -> PendingPush:
         """Write the push and return without waiting for Redis's answer.
 
         The request hooks send once the response exists and confirm in the request's teardown,
@@ -203,7 +170,7 @@ class Outbox:
         try:
             return connection.read_response()
         except redis.exceptions.NoScriptError:  # a restarted or flushed Redis: EVAL loads it
-            return self._round_trip(("EVAL", _PUSH, *pending.command[2:]))
+            return self._round_trip(("EVAL", scripts.PUSH, *pending.command[2:]))
         except redis.exceptions.ConnectionError:
             connection.disconnect()
             return self._round_trip(pending.command)
@@ -312,7 +279,9 @@ class Outbox:
             self.enqueue_drain()
             return True
         self.connection.set(self.flag, "1", ex=DRAIN_FLAG_TTL)
-        if not self.connection.set(f"{self.flag}:reclaim", "1", nx=True, ex=int(reclaim_after)):
+        if not self.connection.set(
+            keys.reclaim_flag(self.queue.name), "1", nx=True, ex=int(reclaim_after)
+        ):
             return True  # a reclaiming drain is already on its way
         self.queue.enqueue_in(
             timedelta(seconds=reclaim_after),
@@ -348,52 +317,8 @@ class Outbox:
         return max(0.0, time.time() - millis / 1000)
 
     def waiting(self, count: int | None = None) -> list[dict[str, Any]]:
-        """The waiting events (``Event.to_dict()`` form), oldest first."""
+        """The waiting entries (``Event.to_dict()`` / ``Operation.to_dict()``), oldest first."""
         return [
             json.loads(fields[b"e"])
             for _, fields in self.connection.xrange(self.stream, count=count)
         ]
-
-
-class DeadLetters:
-    """Events that were not sent, with why; ``replay`` takes them back out."""
-
-    def __init__(self, connection: redis.Redis, *, key: str = DEAD_LETTER_KEY) -> None:
-        self.connection = connection
-        self.key = key
-
-    def add(
-        self,
-        event: dict[str, Any],
-        *,
-        reason: str,
-        errors: Iterable[dict[str, Any]] = (),
-        status: int | None = None,
-    ) -> str:
-        """Keep one event; logged with the profile masked."""
-        record = {
-            "id": uuid.uuid4().hex,
-            "reason": reason,
-            "status": status,
-            "errors": list(errors),
-            "event": event,
-            "dead_at": time.time(),
-        }
-        self.connection.hset(self.key, record["id"], json.dumps(record, default=str))
-        log.warning(
-            "klaviyo: %s event kept as dead letter (%s) for %s",
-            event.get("metric"),
-            reason,
-            mask_profile(event.get("profile") or {}),
-        )
-        return record["id"]
-
-    def all(self) -> list[dict[str, Any]]:
-        records = [json.loads(raw) for raw in self.connection.hvals(self.key)]
-        return sorted(records, key=lambda r: r["dead_at"])
-
-    def remove(self, record_id: str) -> None:
-        self.connection.hdel(self.key, record_id)
-
-    def count(self) -> int:
-        return int(self.connection.hlen(self.key))

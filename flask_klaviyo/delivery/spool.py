@@ -18,11 +18,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .events import Event
+from ..events import Event
+from .operations import Operation, decode
 
 __all__ = ["DEFAULT_SPOOL_MAX_BYTES", "SPOOL_FILENAME", "Breaker", "Spool"]
 
-log = logging.getLogger("flask_klaviyo")
+log = logging.getLogger(__name__)
 
 SPOOL_FILENAME = "klaviyo-spool.jsonl"
 DEFAULT_SPOOL_MAX_BYTES = 50 * 1024 * 1024
@@ -48,7 +49,7 @@ class Spool:
         fcntl.flock(handle, fcntl.LOCK_EX)
         return handle
 
-    def append(self, events: Sequence[Event]) -> int:
+    def append(self, events: Sequence[Event | Operation]) -> int:
         """Write ``events`` durably; returns how many fit (the rest are refused and logged)."""
         lines = [json.dumps(e.to_dict(), separators=(",", ":")) + "\n" for e in events]
         with self._locked():
@@ -89,7 +90,7 @@ class Spool:
         except FileNotFoundError:
             return 0
 
-    def replay(self, push: Callable[[list[Event]], Any], *, batch: int = 500) -> int:
+    def replay(self, push: Callable[[list[Event | Operation]], Any], *, batch: int = 500) -> int:
         """Hand the spooled events to ``push`` (the outbox) in order; returns how many moved.
 
         A batch is removed from the file only after ``push`` returned, so a failure midway
@@ -102,10 +103,10 @@ class Spool:
             if not self.path.exists():
                 return 0
             lines = self.path.read_text(encoding="utf-8").splitlines()
-            events: list[Event] = []
+            events: list[Event | Operation] = []
             for number, line in enumerate(lines, 1):
                 try:
-                    events.append(Event.from_dict(json.loads(line)))
+                    events.append(decode(json.loads(line)))
                 except (ValueError, KeyError, TypeError):
                     log.error("klaviyo: unreadable spool line %d skipped: %.200s", number, line)
             try:

@@ -1,0 +1,351 @@
+"""The drain: what waits in a queue's outbox stream, delivered many operations per request.
+
+A drain (one RQ job) reads up to a batch of entries through the consumer group (first
+reclaiming entries a dead worker had taken), groups them by kind, coalesces what a kind merges,
+sends each group in its endpoint's form paced by the shared limiter, schedules the follow-up of
+any asynchronous job Klaviyo accepted, then acknowledges and deletes the entries. On a failure
+that outlasts its retries the entries stay pending, the job fails, and RQ's Retry (or the next
+drain) reclaims them: at-least-once delivery, exactly-once in Klaviyo by ``unique_id``. Entries
+failing longer than the retry horizon become dead letters with the last error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+from ..exceptions import KlaviyoAPIError, KlaviyoDeliveryError
+from ..ratelimit import RateLimiter
+from . import keys, kinds
+from .deadletters import DeadLetters
+from .keys import CONSUMER_GROUP
+from .operations import EVENT_KIND, Operation, kind_of
+from .outbox import FAILURE_TTL, FOLLOW_UP_JOB, JOB_TIMEOUT, Outbox
+from .sender import Sender
+from .settings import DeliverySettings
+
+__all__ = ["Drain", "coalesce", "dead_letter_past_horizon"]
+
+log = logging.getLogger(__name__)
+
+DRAIN_ATTEMPTS = 7  # a drain rides out ~30 s of Klaviyo trouble before RQ's Retry
+DRAIN_BATCH = 1000  # entries read per round: one Bulk Create Events request at most
+DRAIN_SECONDS = 30.0  # then the drain hands over to a fresh job (bounded jobs, bounded memory)
+READ_BLOCK_MS = 50  # wait this long for more events before a drain ends
+TOUCH_SECONDS = 5.0  # a drain holding entries longer re-claims them, so nobody thinks it died
+LINGER_SECONDS = 1.0  # a partial batch waits at most this long per look for the endpoint's pace
+
+
+def coalesce(kind: kinds.Kind, operations: Sequence[Operation]) -> list[Operation]:
+    """Operations with the same key merged into one, in arrival order (later wins)."""
+    if kind.merge is None:
+        return list(operations)
+    merged: dict[Any, Operation] = {}
+    alone: list[Operation] = []
+    for operation in operations:
+        if operation.key is None:
+            alone.append(operation)
+            continue
+        first = merged.get(operation.key)
+        merged[operation.key] = (
+            operation
+            if first is None
+            else Operation(
+                kind.name,
+                kind.merge(first.payload, operation.payload),
+                operation.key,
+                first.queued_at,
+            )
+        )
+    return [*merged.values(), *alone]
+
+
+def dispatch(
+    sender: Sender,
+    items: Sequence[Mapping[str, Any]],
+    sizes: Sequence[int],
+) -> dict[str, int]:
+    """Send a batch of stored entries: events through the events path, every other kind
+    grouped, coalesced and sent in its endpoint's form."""
+    if not any("op" in item for item in items):  # the common case: only events
+        return sender.send_raw(items, sizes)
+    events: list[Mapping[str, Any]] = []
+    event_sizes: list[int] = []
+    by_kind: dict[str, list[Operation]] = {}
+    for item, size in zip(items, sizes, strict=True):
+        kind = kind_of(item)
+        if kind == EVENT_KIND:
+            events.append(item)
+            event_sizes.append(size)
+        else:
+            by_kind.setdefault(kind, []).append(Operation.from_dict(item))
+    if events:
+        sender.send_raw(events, event_sizes)
+    for name, operations in by_kind.items():
+        try:
+            kind = kinds.get(name)
+        except LookupError as exc:  # kept, replayable once the worker knows the kind
+            for operation in operations:
+                sender.keep_dead(operation.to_dict(), "unknown_kind", [{"detail": str(exc)}], None)
+            continue
+        sender.send_operations(kind, coalesce(kind, operations))
+    return sender.result()
+
+
+def dead_letter_past_horizon(
+    connection: Any, stream: str, ids: Sequence[bytes], exc: KlaviyoDeliveryError, horizon: float
+) -> int:
+    """After a drain gave up on ``ids`` (retryable errors outlasted its retries): remember when
+    each first failed, and move those failing for ``horizon`` seconds or more to the dead-letter
+    registry with the last error, acknowledged and deleted, instead of retrying them forever.
+    The rest stay pending for the next drain. Returns how many became dead letters."""
+    if not ids:
+        return 0
+    failing = keys.failing(stream)
+    now = time.time()
+    pipe = connection.pipeline(transaction=False)
+    for entry_id in ids:
+        pipe.hsetnx(failing, entry_id, now)
+    pipe.expire(failing, int(max(2 * horizon, 86400)))
+    pipe.hmget(failing, list(ids))
+    since = pipe.execute()[-1]
+    expired = [
+        entry_id
+        for entry_id, first in zip(ids, since, strict=True)
+        if first is not None and now - float(first) >= horizon
+    ]
+    if not expired:
+        return 0
+    if isinstance(exc, KlaviyoAPIError):
+        status: int | None = exc.status_code
+        errors = [error.to_dict() for error in exc.errors]
+    else:
+        status, errors = None, []
+    if not errors:
+        errors = [{"code": type(exc).__name__, "detail": str(exc)}]
+    pipe = connection.pipeline(transaction=False)
+    for entry_id in expired:
+        pipe.xrange(stream, entry_id, entry_id)
+    dead_letters = DeadLetters(connection)
+    for rows in pipe.execute():
+        for _, fields in rows:
+            dead_letters.add(
+                json.loads(fields[b"e"]), reason="retry_horizon", errors=errors, status=status
+            )
+    pipe = connection.pipeline(transaction=False)
+    pipe.xack(stream, CONSUMER_GROUP, *expired)
+    pipe.xdel(stream, *expired)
+    pipe.hdel(failing, *expired)
+    pipe.execute()
+    log.error(
+        "klaviyo: %d event(s) failed for longer than the retry horizon (%.0fs) and are kept as "
+        "dead letters (replay them after the fix); last error: %s",
+        len(expired),
+        horizon,
+        exc,
+    )
+    return len(expired)
+
+
+class Drain:
+    """One drain job's state: its consumer, the entries it holds, its sender and limiter."""
+
+    def __init__(
+        self, connection: Any, queue_name: str, job_id: str, settings: DeliverySettings
+    ) -> None:
+        self.connection = connection
+        self.job_id = job_id
+        self.settings = settings
+        self.outbox = Outbox(connection, queue_name=queue_name)
+        self.stream = self.outbox.stream
+        self.batch = settings.drain_batch or DRAIN_BATCH
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}-{job_id[:8]}"
+        self.limiter = RateLimiter(
+            connection, limits=kinds.rate_limits(settings.rate_limits), sleep=self.sleep
+        )
+        self.sender = Sender(
+            settings.client(),
+            DeadLetters(connection),
+            attempts=DRAIN_ATTEMPTS,
+            limiter=self.limiter,
+            sleep=self.sleep,
+        )
+        self.held: list[bytes] = []  # entry ids taken and not yet acknowledged
+        self.touched = time.monotonic()
+        self.in_flight: tuple[Future[dict[str, int]], list[bytes]] | None = None
+        self.delivered = 0
+        self.helpers = 0
+
+    def run(self) -> dict[str, int]:
+        """Read, send, acknowledge; the next batch is read and decoded while one is sent."""
+        outbox = self.outbox
+        outbox.ensure_group()
+        outbox.join_drain(self.job_id)
+        deadline = time.monotonic() + DRAIN_SECONDS
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="klaviyo-send") as pool:
+                try:
+                    while time.monotonic() < deadline:
+                        outbox.keep_drain(self.job_id)
+                        entries = self.take(self.batch, block=READ_BLOCK_MS)
+                        if not entries:
+                            if self.in_flight is None:
+                                break
+                            self.finish_send()
+                            continue
+                        self.hold(entries)
+                        if len(entries) >= self.batch:
+                            self.ask_for_help()
+                        else:  # no backlog: the pace counts from the request now in flight
+                            self.finish_send()
+                            entries = self.linger(entries)
+                        ids = [entry_id for entry_id, _ in entries]
+                        raw = [fields[b"e"] for _, fields in entries]
+                        items = [json.loads(r) for r in raw]
+                        self.finish_send()
+                        future = pool.submit(dispatch, self.sender, items, [len(r) for r in raw])
+                        self.in_flight = (future, ids)
+                finally:
+                    self.finish_send()
+        finally:
+            outbox.leave_drain(self.job_id, self.consumer)
+            outbox.reschedule_if_waiting(
+                reclaim_after=max(1, math.ceil(self.settings.reclaim_idle_ms() / 1000))
+            )
+        result = {
+            "events": self.delivered,
+            "sent": self.sender.sent,
+            "dead": self.sender.dead,
+            "requests": self.sender.requests,
+            "throttled": self.sender.throttled,
+            "helpers": self.helpers,
+        }
+        log.info("klaviyo: drained %(events)d event(s) in %(requests)d request(s)", result)
+        return result
+
+    def finish_send(self) -> None:
+        """Wait for the batch being sent; acknowledge and delete its entries once it is done
+        (delivered or dead-lettered). A failure leaves them pending, to be reclaimed."""
+        if self.in_flight is None:
+            return
+        future, ids = self.in_flight
+        self.in_flight = None
+        try:
+            future.result()
+        except KlaviyoDeliveryError as exc:
+            self.connection.hset(
+                keys.STATS, mapping={"last_error": str(exc)[:500], "last_error_at": time.time()}
+            )
+            dead_letter_past_horizon(
+                self.connection, self.stream, ids, exc, self.settings.retry_horizon
+            )
+            raise
+        self.follow_up_jobs()  # before the ack: a crash between them re-sends, never forgets
+        pipe = self.connection.pipeline(transaction=False)
+        pipe.xack(self.stream, CONSUMER_GROUP, *ids)
+        pipe.xdel(self.stream, *ids)
+        pipe.hdel(keys.failing(self.stream), *ids)  # first failures of entries now delivered
+        pipe.hincrby(keys.STATS, "handled", len(ids))  # delivered or dead-lettered
+        pipe.execute()
+        self.delivered += len(ids)
+        done = set(ids)
+        self.held = [entry_id for entry_id in self.held if entry_id not in done]
+
+    def follow_up_jobs(self) -> None:
+        """Schedule a look at each asynchronous job Klaviyo accepted from this drain."""
+        while self.sender.jobs:
+            kind_name, job_id, operations = self.sender.jobs.pop(0)
+            job = kinds.get(kind_name).job
+            assert job is not None  # the sender only records jobs of kinds that have one
+            self.outbox.queue.enqueue_in(
+                timedelta(seconds=job.delay),
+                FOLLOW_UP_JOB,
+                self.outbox.queue.name,
+                kind_name,
+                job_id,
+                operations,
+                1,
+                job_timeout=JOB_TIMEOUT,
+                failure_ttl=FAILURE_TTL,
+                result_ttl=600,
+                description=f"follow up klaviyo {kind_name} job {job_id}",
+            )
+
+    def take(self, count: int, *, block: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Entries a dead worker left behind, else new ones (waiting ``block`` ms for some)."""
+        reclaimed = self.connection.xautoclaim(
+            self.stream,
+            CONSUMER_GROUP,
+            self.consumer,
+            min_idle_time=self.settings.reclaim_idle_ms(),
+            count=count,
+        )
+        # Deleted entries come back empty; entries this drain holds already are not new to it.
+        held = set(self.held)
+        entries = [e for e in reclaimed[1] if e[1] and e[0] not in held]
+        if entries:
+            return entries
+        read = self.connection.xreadgroup(
+            CONSUMER_GROUP, self.consumer, {self.stream: ">"}, count=count, block=block
+        )
+        return read[0][1] if read else []
+
+    def hold(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """These entries (and the batch being sent) are ours until acknowledged."""
+        sending = self.in_flight[1] if self.in_flight is not None else []
+        self.held = [*sending, *(entry_id for entry_id, _ in entries)]
+        self.touched = time.monotonic()
+
+    def linger(
+        self, entries: list[tuple[bytes, dict[bytes, bytes]]]
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Until the endpoint's pace allows a request, gather more entries (up to a batch)."""
+        while len(entries) < self.batch:
+            endpoint = "create_event" if len(entries) == 1 else "bulk_create_events"
+            wait = self.limiter.wait_time(endpoint, pace=True)
+            if wait <= 0.001:
+                break
+            self.sleep(min(wait, LINGER_SECONDS))
+            more = self.take(self.batch - len(entries), block=None)
+            if more:
+                entries = entries + more
+                self.hold(entries)
+        return entries
+
+    def ask_for_help(self) -> None:
+        """A full batch: more drains, up to the configured concurrency, if more is waiting."""
+        helper = self.outbox.add_drain(self.settings.drain_concurrency)
+        if helper is not None:
+            self.helpers += 1
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, re-claiming the held entries every TOUCH_SECONDS (they are not abandoned)."""
+        end = time.monotonic() + max(0.0, seconds)
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, TOUCH_SECONDS / 2))
+            self.touch()
+
+    def touch(self) -> None:
+        if not self.held or time.monotonic() - self.touched < TOUCH_SECONDS:
+            return
+        self.connection.xclaim(
+            self.stream,
+            CONSUMER_GROUP,
+            self.consumer,
+            min_idle_time=0,
+            message_ids=self.held,
+            justid=True,
+        )
+        self.outbox.keep_drain(self.job_id)
+        self.touched = time.monotonic()

@@ -1,0 +1,163 @@
+"""Every Lua script the extension runs in Redis, with its KEYS and ARGV.
+
+Scripts make a multi-step change atomic (a request's operations and the drain flag; a rate-limit
+slot in every window at once) and save round trips. Each is a module constant; callers register
+it with ``connection.register_script`` (EVALSHA, falling back to EVAL after a flush).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ADD_DRAIN",
+    "KEEP_DRAIN",
+    "PARK",
+    "PUSH",
+    "RATE_ACQUIRE",
+    "RATE_BLOCK",
+    "SWEEP_PARKED",
+    "TAKE_PARKED",
+]
+
+# The outbox push. KEYS: [stream, drain-scheduled flag]; ARGV: [flag TTL, entry JSON...]
+# (an entry is an event's or an operation's JSON, stored in the field ``e``).
+# All of a request's events land together (a drain never reads between two of them); returns 1
+# when the flag was newly set, i.e. no drain is scheduled and the caller must enqueue one.
+PUSH = """
+for i = 2, #ARGV do redis.call('XADD', KEYS[1], '*', 'e', ARGV[i]) end
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 1 end
+return 0
+"""
+
+# KEYS: [drains zset, stream]; ARGV: [concurrency, lease seconds, new member, group]
+# Reserves a place for one more drain when fewer than ``concurrency`` hold a live lease and some
+# entries were never handed to any drain. Returns 1 when reserved.
+ADD_DRAIN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+local ok, pending = pcall(redis.call, 'XPENDING', KEYS[2], ARGV[4])
+if not ok then return 0 end
+if redis.call('XLEN', KEYS[2]) - tonumber(pending[1]) <= 0 then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) * 2)
+return 1
+"""
+
+# KEYS: [drains zset]; ARGV: [lease seconds, member]: (re)new one drain's lease.
+KEEP_DRAIN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])) * 2)
+return 1
+"""
+
+# The rate limiter's acquire. KEYS: [blocked-until, last-send, cell per window...]
+# ARGV: [cost, pace, want-pace (0/1), dry-run (0/1), (emission, tolerance) per window...]
+# Returns the seconds to wait as a string ("0": a slot was taken, or would be on a dry run).
+# ``pace`` is the steady spacing of the endpoint (its slowest window's period / limit): a caller
+# that can wait (a drain holding a partial batch) asks for it, so a trickle of events is sent at
+# the steady rate in fuller batches instead of spending the minute's budget in a burst.
+RATE_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local wait = 0
+local blocked = tonumber(redis.call('GET', KEYS[1]) or '0')
+if blocked > now then wait = blocked - now end
+local cost = tonumber(ARGV[1])
+local pace = tonumber(ARGV[2])
+if ARGV[3] == '1' and pace > 0 then
+  local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if last + pace - now > wait then wait = last + pace - now end
+end
+local new = {}
+for i = 3, #KEYS do
+  local emission = tonumber(ARGV[5 + 2 * (i - 3)])
+  local tolerance = tonumber(ARGV[6 + 2 * (i - 3)])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  local next_tat = tat + emission * cost
+  local allow_at = next_tat - emission - tolerance
+  if allow_at - now > wait then wait = allow_at - now end
+  new[i] = next_tat
+end
+if wait > 0 or ARGV[4] == '1' then return tostring(wait) end
+for i = 3, #KEYS do
+  redis.call('SET', KEYS[i], tostring(new[i]), 'PX', math.ceil((new[i] - now) * 1000) + 1000)
+end
+if pace > 0 then
+  redis.call('SET', KEYS[2], tostring(now), 'PX', math.ceil(pace * 1000) + 1000)
+end
+return '0'
+"""
+
+# The rate limiter's block. KEYS: [blocked-until]; ARGV: [seconds]: everyone waits that long
+# (a later "until" than the one stored wins). Returns the new "until" as a string.
+RATE_BLOCK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local until_ = now + tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if until_ > current then
+  redis.call('SET', KEYS[1], tostring(until_), 'PX', math.ceil(tonumber(ARGV[1]) * 1000) + 1000)
+end
+return tostring(until_)
+"""
+
+# Parking: append a visitor's events (bounded, expiring), counting expired visitors on the way.
+# KEYS: list, index (zset anonymous id -> expiry), counts (hash), stats (hash)
+# ARGV: anonymous id, max events, ttl seconds, now, key prefix, events...
+PARK = """
+local now = tonumber(ARGV[4])
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)
+for _, anon in ipairs(expired) do
+  if redis.call('EXISTS', ARGV[5] .. anon) == 0 then
+    local n = tonumber(redis.call('HGET', KEYS[3], anon) or '0')
+    if n > 0 then redis.call('HINCRBY', KEYS[4], 'expired', n) end
+    redis.call('HDEL', KEYS[3], anon)
+    redis.call('ZREM', KEYS[2], anon)
+  end
+end
+local added = #ARGV - 5
+for i = 6, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+local len = redis.call('LLEN', KEYS[1])
+local limit = tonumber(ARGV[2])
+if len > limit then
+  redis.call('LTRIM', KEYS[1], len - limit, -1)
+  redis.call('HINCRBY', KEYS[4], 'dropped', len - limit)
+  len = limit
+end
+local ttl = tonumber(ARGV[3])
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], len)
+redis.call('HINCRBY', KEYS[4], 'parked', added)
+return len
+"""
+
+# Parking: remove and return a visitor's events, atomically (one request gets them).
+# KEYS: list, index, counts, stats; ARGV: anonymous id
+TAKE_PARKED = """
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+if #items > 0 then redis.call('HINCRBY', KEYS[4], 'released', #items) end
+return items
+"""
+
+# Parking: count visitors whose events expired unreleased.
+# KEYS: index, counts, stats; ARGV: now, key prefix
+SWEEP_PARKED = """
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]), 'LIMIT', 0, 1000)
+for _, anon in ipairs(expired) do
+  if redis.call('EXISTS', ARGV[2] .. anon) == 0 then
+    local n = tonumber(redis.call('HGET', KEYS[2], anon) or '0')
+    if n > 0 then redis.call('HINCRBY', KEYS[3], 'expired', n) end
+    redis.call('HDEL', KEYS[2], anon)
+    redis.call('ZREM', KEYS[1], anon)
+  end
+end
+return #expired
+"""

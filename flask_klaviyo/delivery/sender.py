@@ -1,0 +1,382 @@
+"""Sending a batch to Klaviyo with retries: events (Create Event for one, Bulk Create Events for
+several, split and pointer-sorted) and every other operation kind (its endpoint, its body).
+
+Failures: 429 waits ``Retry-After`` for every worker (the shared limiter is blocked) and does not
+count as an attempt; 5xx, 408 and transport errors back off (capped, jittered) and are retried,
+first here, then by RQ; a 4xx that no retry can fix sends the operation an error pointer names
+(or, without one, each in turn) to the dead letters, and the rest of its batch still goes.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
+
+from ..client import KlaviyoClient, SendResult
+from ..events import (
+    IDENTIFIER_KEYS,
+    MAX_BULK_BYTES,
+    MAX_BULK_EVENTS,
+    Event,
+    _bulk_envelope,
+    _present,
+    _profile_data,
+    as_utc,
+    bulk_payload,
+    locate_bulk_pointer,
+    split_batches,
+)
+from ..exceptions import (
+    ErrorDetail,
+    KlaviyoAPIError,
+    KlaviyoBadRequest,
+    KlaviyoClientError,
+    KlaviyoDeliveryError,
+    KlaviyoRateLimited,
+)
+from ..ratelimit import RateLimiter
+from .deadletters import DeadLetters
+from .kinds import Kind
+from .operations import Operation
+
+__all__ = ["FollowUp", "Sender", "backoff_delay", "raw_bulk_payload"]
+
+log = logging.getLogger(__name__)
+
+IN_JOB_ATTEMPTS = 4  # then the job fails and RQ's Retry takes over
+THROTTLED_MAX = 60  # 429s in a row on one request before the job gives up to RQ's Retry
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 30.0
+RETRY_AFTER_CAP = 60.0
+# Upper bound of the bytes one outbox entry adds to a bulk body beyond its own JSON: the
+# event's JSON:API wrapper and the metric object, plus its profile entry's wrapper.
+ENTRY_OVERHEAD_BYTES = 256
+
+# (kind name, Klaviyo's job id, the operations the job holds, in the job's order)
+FollowUp = tuple[str, str, list[dict[str, Any]]]
+
+
+def backoff_delay(attempt: int, *, base: float | None = None, cap: float | None = None) -> float:
+    """Capped exponential backoff with jitter in its upper half."""
+    base = BACKOFF_BASE if base is None else base
+    cap = BACKOFF_CAP if cap is None else cap
+    ceiling = min(cap, base * (2**attempt))
+    return ceiling * random.uniform(0.5, 1.0)
+
+
+def _identity(profile: Mapping[str, Any]) -> tuple[tuple[str, str], ...] | None:
+    """The identifiers that make a profile, as :func:`events._profile_key` compares them (email
+    trimmed and lower-cased); None when one is not a string (the careful path handles that)."""
+    found = []
+    for key in IDENTIFIER_KEYS:
+        value = profile.get(key)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            return None
+        found.append((key, value.strip().lower() if key == "email" else value))
+    return tuple(found)
+
+
+def _raw_event_attributes(item: Mapping[str, Any]) -> dict[str, Any]:
+    """``Event.from_dict(item).event_attributes()`` without building the Event."""
+    when = item.get("time")
+    if not (isinstance(when, str) and when.endswith("+00:00")):
+        when = as_utc(when).isoformat()
+    attributes: dict[str, Any] = {"properties": item.get("properties") or {}, "time": when}
+    if item.get("value") is not None:
+        attributes["value"] = item["value"]
+    if item.get("value_currency") is not None:
+        attributes["value_currency"] = item["value_currency"]
+    if item.get("unique_id") is not None:
+        attributes["unique_id"] = item["unique_id"]
+    if item.get("backfill"):
+        attributes["backfill"] = True
+    attributes["metric"] = {"data": {"type": "metric", "attributes": {"name": item["metric"]}}}
+    return attributes
+
+
+def raw_bulk_payload(
+    items: Sequence[Mapping[str, Any]],
+    sizes: Sequence[int] | None = None,
+    *,
+    max_events: int = MAX_BULK_EVENTS,
+    max_bytes: int = MAX_BULK_BYTES,
+) -> dict[str, Any] | None:
+    """The Bulk Create Events body for outbox entries (``Event.to_dict()`` form), built straight
+    from them: what ``bulk_payload([Event.from_dict(i) for i in items])`` gives, at a fraction
+    of the cost (no Event objects, no canonical JSON per event, no size probe per event).
+
+    None when one request cannot be proven safe cheaply: a lone event, too many, a body that
+    might pass ``max_bytes`` (``sizes``, the entries' JSON lengths, bound it), a repeated
+    (profile, metric, unique_id), an event without a unique_id or a non-string identifier.
+    The caller then takes the careful path (:func:`events.split_batches`).
+    """
+    if not 1 < len(items) <= max_events:
+        return None
+    if sizes is None or sum(sizes) + ENTRY_OVERHEAD_BYTES * (len(items) + 1) > max_bytes:
+        return None
+    groups: dict[tuple[tuple[str, str], ...], list[Mapping[str, Any]]] = {}
+    seen: set[tuple[Any, str, str]] = set()
+    for item in items:
+        key = _identity(item.get("profile") or {})
+        metric, unique_id = item.get("metric"), item.get("unique_id")
+        if key is None or not isinstance(metric, str) or not isinstance(unique_id, str):
+            return None
+        repeat = (key, metric, unique_id)
+        if repeat in seen:
+            return None
+        seen.add(repeat)
+        groups.setdefault(key, []).append(item)
+    entries = []
+    for group in groups.values():
+        merged: dict[str, Any] = {}
+        for item in group:
+            for name, value in (item.get("profile") or {}).items():
+                if name not in merged and _present(value):
+                    merged[name] = value
+        attributes: dict[str, Any] = {
+            "profile": {"data": _profile_data(merged, meta_inside=False)},
+            "events": {
+                "data": [{"type": "event", "attributes": _raw_event_attributes(i)} for i in group]
+            },
+        }
+        if all(item.get("backfill") for item in group):
+            attributes["backfill"] = True
+        entries.append({"type": "event-bulk-create", "attributes": attributes})
+    return _bulk_envelope(entries)
+
+
+class Sender:
+    """Sends events (Create Event for one, Bulk Create Events for several) and operations of
+    other kinds, through one retry loop; keeps what cannot be sent as dead letters."""
+
+    def __init__(
+        self,
+        client: KlaviyoClient,
+        dead_letters: DeadLetters | None,
+        *,
+        attempts: int = IN_JOB_ATTEMPTS,
+        sleep: Callable[[float], None] = time.sleep,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self.client = client
+        self.dead_letters = dead_letters
+        self.attempts = attempts
+        self.sleep = sleep
+        self.limiter = limiter
+        self.sent = 0
+        self.dead = 0
+        self.requests = 0
+        self.throttled = 0  # 429s answered to this sender (each waited out, then retried)
+        self.jobs: list[FollowUp] = []  # asynchronous jobs Klaviyo accepted, to follow up
+
+    def result(self) -> dict[str, int]:
+        return {"sent": self.sent, "dead": self.dead, "requests": self.requests}
+
+    def send(self, events: Sequence[Event]) -> dict[str, int]:
+        if len(events) == 1:
+            self._single(events[0])
+        else:
+            for batch in split_batches(list(events)):
+                self._bulk(batch)
+        return self.result()
+
+    def send_raw(
+        self, items: Sequence[Mapping[str, Any]], sizes: Sequence[int] | None = None
+    ) -> dict[str, int]:
+        """Send outbox entries (``Event.to_dict()`` form; ``sizes``: their JSON lengths).
+
+        The common case, events that fit one bulk request, goes straight from the entries to
+        the request body (:func:`raw_bulk_payload`); anything else, and any error to sort out,
+        through Event objects and :meth:`send`.
+        """
+        payload = raw_bulk_payload(items, sizes)
+        if payload is None:
+            return self.send([Event.from_dict(item) for item in items])
+        try:
+            self.call(
+                "bulk_create_events", functools.partial(self.client.bulk_create_events, payload)
+            )
+        except KlaviyoClientError as exc:
+            self._bulk([Event.from_dict(item) for item in items], first_error=exc)
+        else:
+            self.sent += len(items)
+        return self.result()
+
+    def call(self, endpoint: str, call: Callable[[], SendResult]) -> SendResult:
+        """``call`` until it is accepted: 429s wait Retry-After (every worker waits) and do not
+        count as attempts up to THROTTLED_MAX in a row; other retryable errors back off."""
+        attempt = 0
+        throttled = 0
+        while True:
+            try:
+                if self.limiter is not None:
+                    self.limiter.acquire(endpoint, max_wait=RETRY_AFTER_CAP * 2)
+                self.requests += 1
+                result = call()
+            except KlaviyoDeliveryError as exc:
+                if isinstance(exc, KlaviyoRateLimited) and throttled < THROTTLED_MAX:
+                    throttled += 1
+                    self.throttled += 1
+                    delay = min(max(exc.retry_after or 1.0, 0.0), RETRY_AFTER_CAP)
+                    if self.limiter is not None:  # every worker waits, not only this one
+                        self.limiter.block(endpoint, delay)
+                        log.info("klaviyo: %s; all workers wait %.1fs", exc, delay)
+                    else:
+                        log.info("klaviyo: %s; retrying in %.1fs", exc, delay)
+                        self.sleep(delay)
+                    continue
+                attempt += 1
+                if not exc.retryable or attempt >= self.attempts:
+                    raise
+                delay = backoff_delay(attempt - 1)
+                log.info("klaviyo: %s; retrying in %.1fs", exc, delay)
+                self.sleep(delay)
+            else:
+                if (
+                    self.limiter is not None
+                    and result.rate_limit_remaining == 0
+                    and result.rate_limit_reset
+                ):
+                    self.limiter.block(endpoint, min(result.rate_limit_reset, RETRY_AFTER_CAP))
+                return result
+
+    def _single(self, event: Event) -> None:
+        try:
+            self.call(
+                "create_event", functools.partial(self.client.create_event, event.to_payload())
+            )
+            self.sent += 1
+        except KlaviyoClientError as exc:
+            self._dead(event, exc)
+
+    def _bulk(self, batch: list[Event], *, first_error: KlaviyoClientError | None = None) -> None:
+        """One bulk request for ``batch``; a 400 naming events dead-letters them and re-sends the
+        rest. ``first_error``: the answer to a first try already made (by :meth:`send_raw`)."""
+        remaining = batch
+        error = first_error
+        while remaining:
+            if len(remaining) == 1 and error is None:
+                self._single(remaining[0])
+                return
+            try:
+                if error is not None:
+                    raise error
+                payload = bulk_payload(remaining)
+                self.call(
+                    "bulk_create_events", functools.partial(self.client.bulk_create_events, payload)
+                )
+                self.sent += len(remaining)
+                return
+            except KlaviyoBadRequest as exc:
+                error = None
+                bad = {
+                    index
+                    for pointer in exc.pointers
+                    if (index := locate_bulk_pointer(remaining, pointer)) is not None
+                }
+                if not bad:
+                    # Klaviyo did not say which event: send them one by one to isolate it.
+                    for event in remaining:
+                        self._single(event)
+                    return
+                for index in sorted(bad):
+                    self._dead(remaining[index], exc)
+                remaining = [e for i, e in enumerate(remaining) if i not in bad]
+            except KlaviyoClientError as exc:  # 401/403 and the like: every event is affected
+                for event in remaining:
+                    self._dead(event, exc)
+                return
+
+    def send_operations(self, kind: Kind, operations: Sequence[Operation]) -> dict[str, int]:
+        """Operations of one kind: grouped (``kind.group``), in batches of ``kind.batch_limit``."""
+        groups: dict[Hashable, list[Operation]] = {}
+        for operation in operations:
+            group = kind.group(operation.payload) if kind.group is not None else None
+            groups.setdefault(group, []).append(operation)
+        for members in groups.values():
+            for start in range(0, len(members), kind.batch_limit):
+                self._operation_batch(kind, members[start : start + kind.batch_limit])
+        return self.result()
+
+    def _operation_batch(self, kind: Kind, batch: list[Operation]) -> None:
+        remaining = batch
+        while remaining:
+            payloads = [operation.payload for operation in remaining]
+            try:
+                body = kind.body(payloads)
+                url = kind.url(payloads)
+            except Exception as exc:  # a payload the kind cannot make a body of
+                detail = f"{kind.name}: no request body: {type(exc).__name__}: {exc}"
+                for operation in remaining:
+                    self.keep_dead(operation.to_dict(), "invalid", [{"detail": detail}], None)
+                return
+            try:
+                result = self.call(
+                    kind.endpoint, functools.partial(self.client.send, kind.method, url, body)
+                )
+            except KlaviyoBadRequest as exc:
+                bad = {
+                    index
+                    for pointer in exc.pointers
+                    if (index := kind.locate(payloads, pointer)) is not None
+                }
+                if not bad:  # Klaviyo did not say which: one by one isolates it
+                    if len(remaining) == 1:
+                        self._dead_operation(remaining[0], exc)
+                    else:
+                        for operation in remaining:
+                            self._operation_batch(kind, [operation])
+                    return
+                for index in sorted(bad):
+                    self._dead_operation(remaining[index], exc)
+                remaining = [op for i, op in enumerate(remaining) if i not in bad]
+                continue
+            except KlaviyoClientError as exc:  # 401/403/409...: every operation is affected
+                for operation in remaining:
+                    self._dead_operation(operation, exc)
+                return
+            self.sent += len(remaining)
+            if kind.job is not None:
+                job_id = _job_id(result.data)
+                if job_id is None:
+                    log.warning("klaviyo: %s answered without a job id; not followed up", kind.name)
+                else:
+                    self.jobs.append((kind.name, job_id, [op.to_dict() for op in remaining]))
+            return
+
+    def _dead_operation(self, operation: Operation, exc: KlaviyoAPIError) -> None:
+        self.keep_dead(
+            operation.to_dict(), "rejected", [e.to_dict() for e in exc.errors], exc.status_code
+        )
+
+    def keep_dead(
+        self, entry: dict[str, Any], reason: str, errors: list[dict[str, Any]], status: int | None
+    ) -> None:
+        if self.dead_letters is None:
+            raise KlaviyoClientError(status or 400, [ErrorDetail.from_json(e) for e in errors])
+        self.dead_letters.add(entry, reason=reason, errors=errors, status=status)
+        self.dead += 1
+
+    def _dead(self, event: Event, exc: KlaviyoAPIError) -> None:
+        if self.dead_letters is None:
+            raise exc
+        self.dead_letters.add(
+            event.to_dict(),
+            reason="rejected",
+            errors=[e.to_dict() for e in exc.errors],
+            status=exc.status_code,
+        )
+        self.dead += 1
+
+
+def _job_id(answer: Any) -> str | None:
+    """The id of the job in Klaviyo's 202 answer (``{"data": {"type": ..., "id": ...}}``)."""
+    data = answer.get("data") if isinstance(answer, Mapping) else None
+    job_id = data.get("id") if isinstance(data, Mapping) else None
+    return job_id if isinstance(job_id, str) and job_id else None
