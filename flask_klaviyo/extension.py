@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -15,8 +16,10 @@ from flask.signals import before_render_template
 from markupsafe import Markup
 
 from . import bridge, capture
-from ._state import EXTENSION_KEY, State, current_state, is_strict
+from ._state import EXTENSION_KEY, State, current_state, is_strict, tolerate
 from .client import DEFAULT_API_URL, DEFAULT_REVISION
+from .delivery import kinds
+from .delivery.operations import Operation
 from .delivery.outbox import DEFAULT_RETRY_MAX
 from .delivery.settings import (
     DEFAULT_DRAIN_CONCURRENCY,
@@ -358,6 +361,31 @@ class Klaviyo:
         """Refunded Order, with the same unique_id as its Placed Order (so CLV nets it out)."""
         return self._order_event(refunded_order, order, profile, reason=reason, **properties)
 
+    def enqueue(
+        self, kind: str, payload: Mapping[str, Any], *, key: str | None = None
+    ) -> Operation | None:
+        """Queue one operation of a registered kind (:mod:`flask_klaviyo.delivery.kinds`):
+        after the response in a request, at once outside one. ``key`` names what it is about;
+        a coalescing kind merges operations with the same key that wait together.
+
+        An unknown kind or a payload that is not JSON raises in strict mode; otherwise it is
+        logged and nothing is queued.
+        """
+        if not _enabled():
+            return None
+        try:
+            kinds.get(kind)
+            operation = Operation(kind, dict(payload), key)
+            json.dumps(operation.to_dict(), allow_nan=False)
+        except (LookupError, TypeError, ValueError) as exc:
+            tolerate("%s operation not queued: %s", kind, exc, traceback=False)
+            return None
+        if has_request_context():
+            g.setdefault("_klaviyo_operations", []).append(operation)
+        else:
+            self._push([operation])
+        return operation
+
     def context(self, **values: Any) -> None:
         """Hand ``@tracks`` what it needs when the view renders no template (JSON routes)."""
         capture.remember_context(values)
@@ -483,7 +511,7 @@ class Klaviyo:
         except Exception:  # tracking never breaks the page
             log.exception("klaviyo: could not keep the invalid %s event", event.metric)
 
-    def _push(self, events: list[Event]) -> None:
+    def _push(self, events: list[Event | Operation]) -> None:
         """To the outbox now (outside a request); see :meth:`_send` for the request path."""
         state = current_state()
         if state.breaker.allows():
@@ -497,7 +525,7 @@ class Klaviyo:
                 return
         self._spool(state, events)
 
-    def _send(self, events: list[Event]) -> None:
+    def _send(self, events: list[Event | Operation]) -> None:
         """After the response: write the push now, read Redis's answer at teardown.
 
         Flask finishes the response (headers, session, signals) while Redis answers, so the
@@ -527,7 +555,7 @@ class Klaviyo:
         if state.spool.may_hold_events():
             self._replay_spool(state)
 
-    def _redis_failed(self, state: State, events: list[Event], exc: Exception) -> None:
+    def _redis_failed(self, state: State, events: list[Event | Operation], exc: Exception) -> None:
         state.breaker.trip()
         log.warning(
             "klaviyo: Redis unreachable (%s); spooling %d event(s) to %s for %.0fs",
@@ -538,7 +566,7 @@ class Klaviyo:
         )
         self._spool(state, events)
 
-    def _spool(self, state: State, events: list[Event]) -> None:
+    def _spool(self, state: State, events: list[Event | Operation]) -> None:
         try:
             state.spool.append(events)
         except Exception:
@@ -557,6 +585,7 @@ class Klaviyo:
         """Queue what this request tracked, once the response exists and only if it succeeded."""
         if not current_app.config["KLAVIYO_ENABLED"]:
             g.pop("_klaviyo_pending", None)
+            g.pop("_klaviyo_operations", None)
             return response
         if g.pop("_klaviyo_personal_page", False):
             # the bridge put the visitor's identity in this page
@@ -570,10 +599,13 @@ class Klaviyo:
                 raise
             log.exception("klaviyo: capture after the view failed")
         pending = g.pop("_klaviyo_pending", None)
-        if pending and response.status_code >= 400:
-            log.debug("klaviyo: %d event(s) dropped: response %s", len(pending), response.status)
-            pending = None
-        ready = self._settle_identity(response, pending or [])
+        operations = g.pop("_klaviyo_operations", None)
+        if (pending or operations) and response.status_code >= 400:
+            dropped = len(pending or ()) + len(operations or ())
+            log.debug("klaviyo: %d item(s) dropped: response %s", dropped, response.status)
+            pending = operations = None
+        ready: list[Event | Operation] = [*self._settle_identity(response, pending or [])]
+        ready.extend(operations or ())
         if ready:
             self._send(ready)
         return response

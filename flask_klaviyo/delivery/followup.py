@@ -16,6 +16,7 @@ from typing import Any
 
 from rq import Queue
 
+from ..exceptions import ErrorDetail
 from ..ratelimit import RateLimiter
 from . import kinds
 from .deadletters import DeadLetters
@@ -103,7 +104,8 @@ def _dead_items(
         source = error.get("source")
         pointer = source.get("pointer") if isinstance(source, Mapping) else None
         index = kind.job.locate(payloads, pointer) if isinstance(pointer, str) else None
-        (unplaced if index is None else by_index.setdefault(index, [])).append(dict(error))
+        detail = ErrorDetail.from_json(dict(error)).to_dict()  # the shape every dead letter has
+        (unplaced if index is None else by_index.setdefault(index, [])).append(detail)
     for index, item_errors in sorted(by_index.items()):
         dead_letters.add(dict(operations[index]), reason="job_failed", errors=item_errors)
     if unplaced:
