@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from .delivery.deadletters import DeadLetters
+from .delivery.operations import Operation
 from .delivery.outbox import Outbox
 from .delivery.settings import DeliverySettings
 from .events import Event, custom_event, validate_event
@@ -42,7 +43,7 @@ def replay_dead_letters(
     now: datetime | None = None,
     dry_run: bool = False,
 ) -> ReplayReport:
-    """Queue dead-lettered events again (after a fix), idempotently.
+    """Queue dead-lettered events and operations again (after a fix), idempotently.
 
     Each keeps its ``unique_id``, so a replay of something Klaviyo already has is a no-op there.
     An event that still fails validation stays a dead letter and is reported.
@@ -50,6 +51,17 @@ def replay_dead_letters(
     now = now or datetime.now(UTC)
     report = ReplayReport()
     for record in dead_letters.all():
+        if "operation" in record:  # another kind: re-queued as it was (its key, its payload)
+            operation = Operation.from_dict(record["operation"])
+            dead_at = datetime.fromtimestamp(float(record.get("dead_at", 0)), UTC)
+            if metric or (since and dead_at < since) or not operation.payload:
+                report.skipped += 1  # --metric names events; a job record holds no payload
+                continue
+            if not dry_run:
+                outbox.push([operation])
+                dead_letters.remove(record["id"])
+            report.requeued += 1
+            continue
         event = Event.from_dict(record["event"])
         dead_at = datetime.fromtimestamp(float(record.get("dead_at", 0)), UTC)
         if (metric and event.metric != metric) or (since and dead_at < since):

@@ -198,9 +198,7 @@ def test_a_bad_operation_in_a_batch_is_split_out_by_its_pointer_and_the_rest_sti
     [dead] = DeadLetters(redis_client).all()
     assert dead["reason"] == "rejected" and dead["status"] == 400
     assert dead["operation"]["payload"]["id"] == "b"
-    assert dead["errors"][0]["pointer"].startswith(
-        "/data/attributes/events-bulk-create/data/1/"
-    )
+    assert dead["errors"][0]["pointer"].startswith("/data/attributes/events-bulk-create/data/1/")
 
 
 def test_an_operation_of_a_kind_the_worker_does_not_know_is_kept_not_lost(
@@ -326,3 +324,36 @@ def test_every_builtin_kind_builds_a_body_klaviyos_schema_accepts(name: str, ope
     batch = [sample] * min(kind.batch_limit, 2)
     openapi.validate(kind.endpoint, kind.body(batch))
     assert kind.url(batch).startswith("/api/")
+
+
+def test_a_dead_operation_is_replayed_after_the_fix(
+    app: Flask, fake: Any, redis_client: redis.Redis
+) -> None:
+    from flask_klaviyo.ops import replay_dead_letters
+
+    klaviyo = app.extensions["klaviyo"].extension
+    with app.app_context():
+        klaviyo.enqueue("toy_review", {"id": "late", "email": "late@shop.test"})
+    kinds.unregister("toy_review")
+    run_worker(app)
+    dead_letters = DeadLetters(redis_client)
+    assert dead_letters.count() == 1 and fake.events == []
+    kinds.register(TOY_KINDS[0])  # the fix: the worker knows the kind again
+    report = replay_dead_letters(dead_letters, Outbox(redis_client))
+    assert (report.requeued, report.skipped, dead_letters.count()) == (1, 0, 0)
+    Outbox(redis_client).enqueue_drain()
+    run_worker(app)
+    assert [e["unique_id"] for e in fake.events] == ["late"]
+
+
+def test_the_spool_carries_operations_beside_events(tmp_path: Any) -> None:
+    from flask_klaviyo.delivery.spool import Spool
+    from flask_klaviyo.events import custom_event
+
+    spool = Spool(tmp_path)
+    event = custom_event("Left Review", {"Stars": 5}, profile={"email": "a@shop.test"})
+    operation = Operation("toy_review", {"id": "s", "email": "s@shop.test"}, "s", queued_at=5.0)
+    assert spool.append([event, operation]) == 2
+    pushed: list[Any] = []
+    assert spool.replay(pushed.extend) == 2
+    assert pushed == [event, operation]
