@@ -16,9 +16,10 @@ from flask.signals import before_render_template
 from markupsafe import Markup
 
 from . import bridge, capture
-from ._state import EXTENSION_KEY, State, current_state, is_strict, tolerate
+from ._state import EXTENSION_KEY, State, current_state, tolerate
 from .client import DEFAULT_API_URL, DEFAULT_REVISION
 from .delivery import kinds
+from .delivery.handoff import confirm_after_response, push_now, send_after_response
 from .delivery.operations import Operation
 from .delivery.outbox import DEFAULT_RETRY_MAX
 from .delivery.settings import (
@@ -273,7 +274,7 @@ class Klaviyo:
         app.register_blueprint(blueprint)
         app.jinja_env.globals["klaviyo_bridge"] = self.bridge
         app.after_request(self._after_request)
-        app.teardown_request(self._teardown_request)
+        app.teardown_request(lambda error: confirm_after_response())
         before_render_template.connect(capture.on_render, app)
 
         from .cli import klaviyo_cli
@@ -383,7 +384,7 @@ class Klaviyo:
         if has_request_context():
             g.setdefault("_klaviyo_operations", []).append(operation)
         else:
-            self._push([operation])
+            push_now([operation])
         return operation
 
     def context(self, **values: Any) -> None:
@@ -427,22 +428,22 @@ class Klaviyo:
         if in_request:
             g.setdefault("_klaviyo_pending", []).append(event)
         else:
-            self._push([event])
+            push_now([event])
         return event
 
     def _valid(self, event: Event) -> bool:
         try:
             validate_event(event)
         except KlaviyoSchemaError as exc:
-            if is_strict():
-                raise
-            log.error(
-                "klaviyo: invalid %s event not sent: %s (%s)",
+            tolerate(
+                "invalid %s event not sent: %s (%s)",
                 event.metric,
                 exc,
                 mask_profile(event.profile),
+                record=event.to_dict(),
+                errors=[{"code": "invalid", "detail": exc.message, "pointer": exc.field}],
+                traceback=False,
             )
-            self._dead_letter(event, exc)
             return False
         return True
 
@@ -482,104 +483,17 @@ class Klaviyo:
         try:
             return build()
         except KlaviyoSchemaError as exc:
-            if is_strict():
-                raise
-            log.error("klaviyo: %s event not built: %s", metric, exc)
             record = {
                 "metric": str(metric),
                 "properties": {},
                 "profile": {},
                 "time": datetime.now(UTC).isoformat(),
             }
-            try:
-                current_state().dead_letters.add(
-                    record,
-                    reason="invalid",
-                    errors=[{"code": "invalid", "detail": str(exc), "pointer": exc.field}],
-                )
-            except Exception:  # tracking never breaks the page
-                log.exception("klaviyo: could not keep the unbuilt %s event", metric)
-            return None
-
-    def _dead_letter(self, event: Event, exc: KlaviyoSchemaError) -> None:
-        try:
-            current_state().dead_letters.add(
-                event.to_dict(),
-                reason="invalid",
-                errors=[{"code": "invalid", "detail": exc.message, "pointer": exc.field}],
+            errors = [{"code": "invalid", "detail": str(exc), "pointer": exc.field}]
+            tolerate(
+                "%s event not built: %s", metric, exc, record=record, errors=errors, traceback=False
             )
-        except Exception:  # tracking never breaks the page
-            log.exception("klaviyo: could not keep the invalid %s event", event.metric)
-
-    def _push(self, events: list[Event | Operation]) -> None:
-        """To the outbox now (outside a request); see :meth:`_send` for the request path."""
-        state = current_state()
-        if state.breaker.allows():
-            try:
-                state.outbox.push(events)
-            except Exception as exc:  # tracking never breaks the page
-                self._redis_failed(state, events, exc)
-            else:
-                if state.spool.may_hold_events():
-                    self._replay_spool(state)
-                return
-        self._spool(state, events)
-
-    def _send(self, events: list[Event | Operation]) -> None:
-        """After the response: write the push now, read Redis's answer at teardown.
-
-        Flask finishes the response (headers, session, signals) while Redis answers, so the
-        round trip costs the page less. Failing either half spools the events.
-        """
-        state = current_state()
-        if not state.breaker.allows():
-            self._spool(state, events)
-            return
-        try:
-            g._klaviyo_inflight = (state.outbox.send(events), events)
-        except Exception as exc:  # tracking never breaks the page
-            self._redis_failed(state, events, exc)
-
-    def _teardown_request(self, error: BaseException | None) -> None:
-        """Confirm this request's push (the answer is usually there already)."""
-        inflight = g.pop("_klaviyo_inflight", None)
-        if inflight is None:
-            return
-        pending, events = inflight
-        state = current_state()
-        try:
-            pending.confirm()
-        except Exception as exc:  # tracking never breaks the page
-            self._redis_failed(state, events, exc)
-            return
-        if state.spool.may_hold_events():
-            self._replay_spool(state)
-
-    def _redis_failed(self, state: State, events: list[Event | Operation], exc: Exception) -> None:
-        state.breaker.trip()
-        log.warning(
-            "klaviyo: Redis unreachable (%s); spooling %d event(s) to %s for %.0fs",
-            type(exc).__name__,
-            len(events),
-            state.spool.path,
-            state.breaker.cooldown,
-        )
-        self._spool(state, events)
-
-    def _spool(self, state: State, events: list[Event | Operation]) -> None:
-        try:
-            state.spool.append(events)
-        except Exception:
-            if is_strict():
-                raise
-            log.exception("klaviyo: could not spool %d event(s)", len(events))
-
-    def _replay_spool(self, state: State) -> None:
-        try:
-            state.spool.replay(state.outbox.push)
-        except Exception:
-            state.breaker.trip()
-            log.exception("klaviyo: moving spooled events to Redis failed; will retry")
+            return None
 
     def _after_request(self, response: Any) -> Any:
         """Queue what this request tracked, once the response exists and only if it succeeded."""
@@ -595,9 +509,7 @@ class Klaviyo:
         try:
             capture.finish(response)  # JSON routes: events from the return value / context()
         except Exception:
-            if is_strict():
-                raise
-            log.exception("klaviyo: capture after the view failed")
+            tolerate("capture after the view failed")
         pending = g.pop("_klaviyo_pending", None)
         operations = g.pop("_klaviyo_operations", None)
         if (pending or operations) and response.status_code >= 400:
@@ -607,7 +519,7 @@ class Klaviyo:
         ready: list[Event | Operation] = [*self._settle_identity(response, pending or [])]
         ready.extend(operations or ())
         if ready:
-            self._send(ready)
+            send_after_response(ready)
         return response
 
     def _settle_identity(self, response: Any, pending: list[Event]) -> list[Event]:
@@ -626,9 +538,7 @@ class Klaviyo:
                 check=self._valid,
             )
         except Exception:
-            if is_strict():
-                raise
-            log.exception("klaviyo: identity step failed; anonymous events of this request lost")
+            tolerate("identity step failed; anonymous events of this request lost")
             return [event for event in pending if not needs_identity(event.profile)]
 
     def page_events(self) -> list[Event]:
@@ -647,7 +557,5 @@ class Klaviyo:
         try:
             return bridge.render(self)
         except Exception:
-            if is_strict():
-                raise
-            log.exception("klaviyo: bridge failed to render")
+            tolerate("bridge failed to render")
             return Markup("")
