@@ -20,14 +20,15 @@ The package, one concern per module, data walking down the list (nothing imports
     schema         Rule, MetricSchema: the properties each built-in metric needs
     validate       the reference validator (every value walked, the payload serialised)
     validate_fast  validate_event, the request path's validator, proved equal to the reference
-    bulk           Bulk Create Events: bodies, batches, error pointers
+    bulk           Bulk Create Events: bodies (from Events or raw outbox entries), batches,
+                   error pointers
 """
 
 from __future__ import annotations
 
 # Besides __all__, importable from here as before (the "X as X" lines): events' own constants
 # MAX_NESTING and ITEM_RULES, and IDENTIFIER_KEYS, _bulk_envelope, _present and _profile_data,
-# which flask_klaviyo.jobs reads to build its bulk bodies.
+# which flask_klaviyo.jobs reads until it builds its bulk bodies with raw_bulk_payload.
 from ..identity.identifiers import IDENTIFIER_KEYS as IDENTIFIER_KEYS
 from ..identity.identifiers import mask_email, mask_phone, mask_profile
 from .browse import added_to_cart, started_checkout, viewed_product
@@ -36,6 +37,7 @@ from .bulk import (
     bulk_payload,
     events_at_pointer,
     locate_bulk_pointer,
+    raw_bulk_payload,
     split_batches,
 )
 from .custom import custom_event
@@ -110,6 +112,7 @@ __all__ = [
     "mask_profile",
     "ordered_products",
     "placed_order",
+    "raw_bulk_payload",
     "refunded_order",
     "split_batches",
     "stable_id",
