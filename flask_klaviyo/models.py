@@ -157,7 +157,7 @@ def _category_list(value: Any) -> list[str]:
     return names
 
 
-def _union(groups: Iterable[Iterable[Any]]) -> list[Any]:
+def union(groups: Iterable[Iterable[Any]]) -> list[Any]:
     """Each item once, in first-seen order; an unhashable one (a brand given as a list) is kept
     for validation to name."""
     seen: dict[Any, Any] = {}
@@ -289,7 +289,7 @@ class Cart:
     @property
     def categories(self) -> list[str]:
         """Every item's categories once, in first-seen order (Started Checkout's Categories)."""
-        return _union(line.product.categories for line in self.items)
+        return union(line.product.categories for line in self.items)
 
     @classmethod
     def coerce(cls, obj: Any) -> Cart:
@@ -373,11 +373,11 @@ class Order:
 
     @property
     def categories(self) -> list[str]:
-        return _union(line.product.categories for line in self.items)
+        return union(line.product.categories for line in self.items)
 
     @property
     def brands(self) -> list[str]:
-        return _union([line.product.brand] for line in self.items if line.product.brand)
+        return union([line.product.brand] for line in self.items if line.product.brand)
 
     @property
     def item_names(self) -> list[str]:

@@ -24,7 +24,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flask_klaviyo import events
 from flask_klaviyo.events import (
     ITEM_RULES,
     MAX_NESTING,
@@ -32,8 +31,6 @@ from flask_klaviyo.events import (
     MAX_PROPERTIES,
     MAX_STRING_BYTES,
     METRIC_SCHEMAS,
-    PROFILE_OBJECT_KEYS,
-    PROFILE_STRING_KEYS,
     Event,
     added_to_cart,
     canceled_order,
@@ -44,13 +41,16 @@ from flask_klaviyo.events import (
     placed_order,
     refunded_order,
     started_checkout,
+    validate,
     validate_event,
+    validate_fast,
     viewed_product,
 )
 from flask_klaviyo.exceptions import KlaviyoSchemaError
+from flask_klaviyo.identity.identifiers import PROFILE_OBJECT_KEYS, PROFILE_STRING_KEYS
 from flask_klaviyo.models import Address, Cart, LineItem, Order, Product
 
-REFERENCE = events._validate_event_slow
+REFERENCE = validate._validate_event_slow
 EMAIL = "sarah.mason@klaviyo-demo.com"
 PHONE = "+15005550006"
 TIME = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
@@ -514,13 +514,13 @@ def compact(value: Any) -> int:
 @examples(400)
 @given(value=st.dictionaries(TEXT, PLAIN, max_size=5) | st.dictionaries(TEXT, ANYTHING))
 def test_the_walk_bounds_the_json_size_from_above(value: dict[str, Any]) -> None:
-    bound = events._plain_json_bound(value)
+    bound = validate_fast._plain_json_bound(value)
     if bound is not None:
         assert bound >= compact(value)
 
 
 def test_the_walk_vouches_for_plain_json_only() -> None:
-    assert events._plain_json_bound({"a": [1, 2.5, None, True, "é", ("t",)]}) is not None
+    assert validate_fast._plain_json_bound({"a": [1, 2.5, None, True, "é", ("t",)]}) is not None
     for value in (
         {1: "a"},
         {"a": {None: 1}},
@@ -538,7 +538,7 @@ def test_the_walk_vouches_for_plain_json_only() -> None:
         {"a": nested(MAX_NESTING)},
         cyclic("dict"),
     ):
-        assert events._plain_json_bound(value) is None, value
+        assert validate_fast._plain_json_bound(value) is None, value
 
 
 def test_the_payload_overhead_covers_the_largest_fixed_fields() -> None:
@@ -549,7 +549,7 @@ def test_the_payload_overhead_covers_the_largest_fixed_fields() -> None:
     profile = {"email": EMAIL, "id": "p", "first_name": None, "last_name": "", "meta": {}}
     longest = 0
     for value in (-(2**1024 - 2**970 - 1), -1.7976931348623157e308, -2.2250738585072014e-308):
-        assert events._is_number(value)  # the longest finite values validate_event lets by
+        assert validate._is_number(value)  # the longest finite values validate_event lets by
         event = make_event(
             "m",
             {},
@@ -562,7 +562,11 @@ def test_the_payload_overhead_covers_the_largest_fixed_fields() -> None:
         )
         fixed = encoded_size(event.to_payload()) - compact({}) - compact(profile)
         characters = len("m")  # metric, unique_id and value_currency
-        assert fixed <= events._PAYLOAD_OVERHEAD_BYTES + events._BYTES_PER_CHARACTER * characters
+        assert (
+            fixed
+            <= validate_fast._PAYLOAD_OVERHEAD_BYTES
+            + validate_fast._BYTES_PER_CHARACTER * characters
+        )
         longest = max(longest, fixed)
     assert longest > 500  # (the 309-digit value: the case is the long one it means to be)
 
@@ -838,9 +842,10 @@ def test_builder_events_never_take_the_reference_path(monkeypatch: pytest.Monkey
         raise AssertionError("the reference path ran")
 
     made = storefront_events()
-    for name in ("_check_json", "_check_profile", "_check_properties", "_check_rules"):
-        monkeypatch.setattr(events, name, forbidden)
-    monkeypatch.setattr(events, "encoded_size", forbidden)
+    for module in (validate, validate_fast):  # where the fast path and the checks look them up
+        for name in ("_check_json", "_check_profile", "_check_properties", "_check_rules"):
+            monkeypatch.setattr(module, name, forbidden)
+    monkeypatch.setattr(validate, "encoded_size", forbidden)
     for event in made:
         validate_event(event)
 
