@@ -27,9 +27,10 @@ from flask_klaviyo import Klaviyo
 from flask_klaviyo.client import KlaviyoClient
 from flask_klaviyo.delivery.deadletters import DeadLetters
 from flask_klaviyo.delivery.outbox import Outbox
-from flask_klaviyo.delivery.sender import Sender, raw_bulk_payload
+from flask_klaviyo.delivery.sender import Sender
 from flask_klaviyo.delivery.settings import DeliverySettings
 from flask_klaviyo.events import MAX_BULK_BYTES, Event, bulk_payload, custom_event
+from flask_klaviyo.events.bulk import raw_bulk_payload
 from flask_klaviyo.ratelimit import RateLimiter
 from flask_klaviyo.testing import FakeKlaviyo
 

@@ -17,19 +17,8 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 from ..client import KlaviyoClient, SendResult
-from ..events import (
-    IDENTIFIER_KEYS,
-    MAX_BULK_BYTES,
-    MAX_BULK_EVENTS,
-    Event,
-    _bulk_envelope,
-    _present,
-    _profile_data,
-    as_utc,
-    bulk_payload,
-    locate_bulk_pointer,
-    split_batches,
-)
+from ..events import Event
+from ..events.bulk import bulk_payload, locate_bulk_pointer, raw_bulk_payload, split_batches
 from ..exceptions import (
     ErrorDetail,
     KlaviyoAPIError,
@@ -43,7 +32,7 @@ from .deadletters import DeadLetters
 from .kinds import Kind
 from .operations import Operation
 
-__all__ = ["FollowUp", "Sender", "backoff_delay", "raw_bulk_payload"]
+__all__ = ["FollowUp", "Sender", "backoff_delay"]
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +41,6 @@ THROTTLED_MAX = 60  # 429s in a row on one request before the job gives up to RQ
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 RETRY_AFTER_CAP = 60.0
-# Upper bound of the bytes one outbox entry adds to a bulk body beyond its own JSON: the
-# event's JSON:API wrapper and the metric object, plus its profile entry's wrapper.
-ENTRY_OVERHEAD_BYTES = 256
 
 # (kind name, Klaviyo's job id, the operations the job holds, in the job's order)
 FollowUp = tuple[str, str, list[dict[str, Any]]]
@@ -66,89 +52,6 @@ def backoff_delay(attempt: int, *, base: float | None = None, cap: float | None 
     cap = BACKOFF_CAP if cap is None else cap
     ceiling = min(cap, base * (2**attempt))
     return ceiling * random.uniform(0.5, 1.0)
-
-
-def _identity(profile: Mapping[str, Any]) -> tuple[tuple[str, str], ...] | None:
-    """The identifiers that make a profile, as :func:`events._profile_key` compares them (email
-    trimmed and lower-cased); None when one is not a string (the careful path handles that)."""
-    found = []
-    for key in IDENTIFIER_KEYS:
-        value = profile.get(key)
-        if value is None or value == "":
-            continue
-        if not isinstance(value, str):
-            return None
-        found.append((key, value.strip().lower() if key == "email" else value))
-    return tuple(found)
-
-
-def _raw_event_attributes(item: Mapping[str, Any]) -> dict[str, Any]:
-    """``Event.from_dict(item).event_attributes()`` without building the Event."""
-    when = item.get("time")
-    if not (isinstance(when, str) and when.endswith("+00:00")):
-        when = as_utc(when).isoformat()
-    attributes: dict[str, Any] = {"properties": item.get("properties") or {}, "time": when}
-    if item.get("value") is not None:
-        attributes["value"] = item["value"]
-    if item.get("value_currency") is not None:
-        attributes["value_currency"] = item["value_currency"]
-    if item.get("unique_id") is not None:
-        attributes["unique_id"] = item["unique_id"]
-    if item.get("backfill"):
-        attributes["backfill"] = True
-    attributes["metric"] = {"data": {"type": "metric", "attributes": {"name": item["metric"]}}}
-    return attributes
-
-
-def raw_bulk_payload(
-    items: Sequence[Mapping[str, Any]],
-    sizes: Sequence[int] | None = None,
-    *,
-    max_events: int = MAX_BULK_EVENTS,
-    max_bytes: int = MAX_BULK_BYTES,
-) -> dict[str, Any] | None:
-    """The Bulk Create Events body for outbox entries (``Event.to_dict()`` form), built straight
-    from them: what ``bulk_payload([Event.from_dict(i) for i in items])`` gives, at a fraction
-    of the cost (no Event objects, no canonical JSON per event, no size probe per event).
-
-    None when one request cannot be proven safe cheaply: a lone event, too many, a body that
-    might pass ``max_bytes`` (``sizes``, the entries' JSON lengths, bound it), a repeated
-    (profile, metric, unique_id), an event without a unique_id or a non-string identifier.
-    The caller then takes the careful path (:func:`events.split_batches`).
-    """
-    if not 1 < len(items) <= max_events:
-        return None
-    if sizes is None or sum(sizes) + ENTRY_OVERHEAD_BYTES * (len(items) + 1) > max_bytes:
-        return None
-    groups: dict[tuple[tuple[str, str], ...], list[Mapping[str, Any]]] = {}
-    seen: set[tuple[Any, str, str]] = set()
-    for item in items:
-        key = _identity(item.get("profile") or {})
-        metric, unique_id = item.get("metric"), item.get("unique_id")
-        if key is None or not isinstance(metric, str) or not isinstance(unique_id, str):
-            return None
-        repeat = (key, metric, unique_id)
-        if repeat in seen:
-            return None
-        seen.add(repeat)
-        groups.setdefault(key, []).append(item)
-    entries = []
-    for group in groups.values():
-        merged: dict[str, Any] = {}
-        for item in group:
-            for name, value in (item.get("profile") or {}).items():
-                if name not in merged and _present(value):
-                    merged[name] = value
-        attributes: dict[str, Any] = {
-            "profile": {"data": _profile_data(merged, meta_inside=False)},
-            "events": {
-                "data": [{"type": "event", "attributes": _raw_event_attributes(i)} for i in group]
-            },
-        }
-        if all(item.get("backfill") for item in group):
-            attributes["backfill"] = True
-        entries.append({"type": "event-bulk-create", "attributes": attributes})
-    return _bulk_envelope(entries)
 
 
 class Sender:

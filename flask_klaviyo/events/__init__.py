@@ -27,12 +27,9 @@ The package, one concern per module, data walking down the list (nothing imports
 from __future__ import annotations
 
 # Besides __all__, importable from here as before (the "X as X" lines): events' own constants
-# MAX_NESTING and ITEM_RULES, and IDENTIFIER_KEYS, _bulk_envelope, _present and _profile_data,
-# which flask_klaviyo.jobs reads until it builds its bulk bodies with raw_bulk_payload.
-from ..identity.identifiers import IDENTIFIER_KEYS as IDENTIFIER_KEYS
+# MAX_NESTING and ITEM_RULES.
 from ..identity.identifiers import mask_email, mask_phone, mask_profile
 from .browse import added_to_cart, started_checkout, viewed_product
-from .bulk import _bulk_envelope as _bulk_envelope
 from .bulk import (
     bulk_payload,
     events_at_pointer,
@@ -62,8 +59,6 @@ from .model import (
     as_utc,
 )
 from .model import MAX_NESTING as MAX_NESTING
-from .model import _present as _present
-from .model import _profile_data as _profile_data
 from .orders import (
     canceled_order,
     fulfilled_order,
