@@ -14,8 +14,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import events
-from ._config import MAX_BODY_BYTES
+from . import events, profile_import
+from ._config import MAX_BODY_BYTES, MAX_PROFILE_BYTES
 from .jsonapi import Answer
 from .ratewindows import Windows
 from .state import Call
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 FAST: Windows = ((350, 1.0), (3500, 60.0))
 BULK: Windows = ((10, 1.0), (150, 60.0))
+MEDIUM: Windows = ((75, 1.0), (750, 60.0))
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         events.handle,
         BULK,
         client=True,
+    ),
+    Endpoint(
+        "create_or_update_profile",
+        "POST",
+        "/api/profile-import",
+        profile_import.handle,
+        MEDIUM,
+        max_body=MAX_PROFILE_BYTES,
     ),
 )
 BY_NAME = {endpoint.name: endpoint for endpoint in ENDPOINTS}
