@@ -128,8 +128,11 @@ class JobBook:
         return job
 
     def get(self, job_type: str, job_id: str) -> BulkJob | None:
+        """The job after every due job, in the order they were given, was processed (as
+        Klaviyo works through them on its own, not only when asked)."""
         job = self.jobs.get((job_type, job_id))
         if job is not None:
+            self.settle_due()
             job.settle(time.monotonic())
         return job
 

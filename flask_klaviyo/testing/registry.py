@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import events, profile_import
+from . import catalog, events, profile_import
 from ._config import MAX_BODY_BYTES, MAX_PROFILE_BYTES
 from .jsonapi import Answer
 from .ratewindows import Windows
@@ -69,6 +69,20 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         profile_import.handle,
         MEDIUM,
         max_body=MAX_PROFILE_BYTES,
+    ),
+    Endpoint(
+        "bulk_create_catalog_items",
+        "POST",
+        "/api/catalog-item-bulk-create-jobs",
+        catalog.create_job,
+        MEDIUM,
+    ),
+    Endpoint(
+        "get_bulk_create_catalog_items_job",
+        "GET",
+        "/api/catalog-item-bulk-create-jobs/{job_id}",
+        catalog.get_job,
+        MEDIUM,
     ),
 )
 BY_NAME = {endpoint.name: endpoint for endpoint in ENDPOINTS}
