@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import catalog, events, profile_import
+from . import catalog, events, profile_bulk_import, profile_import
 from ._config import MAX_BODY_BYTES, MAX_PROFILE_BYTES
 from .jsonapi import Answer
 from .ratewindows import Windows
@@ -83,6 +83,27 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/catalog-item-bulk-create-jobs/{job_id}",
         catalog.get_job,
         MEDIUM,
+    ),
+    Endpoint(
+        "bulk_import_profiles",
+        "POST",
+        "/api/profile-bulk-import-jobs",
+        profile_bulk_import.create_job,
+        BULK,
+    ),
+    Endpoint(
+        "get_bulk_import_profiles_job",
+        "GET",
+        "/api/profile-bulk-import-jobs/{job_id}",
+        profile_bulk_import.get_job,
+        BULK,
+    ),
+    Endpoint(
+        "get_bulk_import_profiles_job_import_errors",
+        "GET",
+        "/api/profile-bulk-import-jobs/{job_id}/import-errors",
+        profile_bulk_import.get_import_errors,
+        BULK,
     ),
 )
 BY_NAME = {endpoint.name: endpoint for endpoint in ENDPOINTS}
