@@ -36,6 +36,7 @@ def test_wheel_packages_the_bridge_script_and_py_typed(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "flask_klaviyo/static/klaviyo-bridge.js" in names
     assert "flask_klaviyo/py.typed" in names
-    assert "flask_klaviyo/testing.py" in names
+    assert "flask_klaviyo/testing/__init__.py" in names
+    assert "flask_klaviyo/delivery/kinds.py" in names and "flask_klaviyo/events/bulk.py" in names
     # the demo store and the tests are not part of the library
     assert not any(name.startswith(("tests/", "example_store/")) for name in names)
