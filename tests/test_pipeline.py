@@ -357,3 +357,80 @@ def test_the_spool_carries_operations_beside_events(tmp_path: Any) -> None:
     pushed: list[Any] = []
     assert spool.replay(pushed.extend) == 2
     assert pushed == [event, operation]
+
+
+def catalog_item(sku: str) -> dict[str, Any]:
+    return {
+        "attributes": {
+            "external_id": sku,
+            "title": f"Mug {sku}",
+            "description": "A mug",
+            "url": f"https://shop.test/p/{sku}",
+            "price": 9.5,
+        }
+    }
+
+
+@pytest.fixture
+def look_at_once() -> Iterator[kinds.Kind]:
+    """The catalog kind with its follow-up due at once (Klaviyo's jobs take seconds)."""
+    from dataclasses import replace
+
+    original = kinds.get("catalog_item_create")
+    assert original.job is not None
+    kind = replace(original, job=replace(original.job, delay=0.0))
+    kinds.register(kind, replace=True)
+    yield kind
+    kinds.register(original, replace=True)
+
+
+def run_worker_and_scheduler(app: Flask) -> None:
+    state = app.extensions["klaviyo"]
+    with app.app_context():
+        queue = Queue("klaviyo", connection=state.redis)
+        SimpleWorker([queue], connection=state.redis).work(burst=True, with_scheduler=True)
+
+
+def test_a_failing_item_inside_an_asynchronous_job_becomes_a_dead_letter(
+    app: Flask, fake: Any, redis_client: redis.Redis, look_at_once: Kind, openapi: Any
+) -> None:
+    fake.fail_catalog_items({"SKU-2"}, detail="Image could not be fetched.")
+    klaviyo = app.extensions["klaviyo"].extension
+    with app.app_context():
+        for sku in ("SKU-1", "SKU-2", "SKU-3"):
+            klaviyo.enqueue("catalog_item_create", catalog_item(sku), key=sku)
+    run_worker(app)  # the drain: one job of three items, its follow-up scheduled
+    [post] = [r for r in fake.requests if r["method"] == "POST"]
+    assert post["path"] == "/api/catalog-item-bulk-create-jobs"
+    openapi.validate("bulk_create_catalog_items", post["body"])
+    assert DeadLetters(redis_client).count() == 0  # Klaviyo accepted the job
+    run_worker_and_scheduler(app)  # the follow-up looks at the job
+    [get] = [r for r in fake.requests if r["method"] == "GET"]
+    assert get["path"].startswith("/api/catalog-item-bulk-create-jobs/")
+    [dead] = DeadLetters(redis_client).all()
+    assert dead["reason"] == "job_failed"
+    assert dead["operation"]["key"] == "SKU-2"
+    assert dead["operation"]["payload"]["attributes"]["external_id"] == "SKU-2"
+    assert dead["errors"][0]["detail"] == "Image could not be fetched."
+    assert dead["errors"][0]["pointer"].startswith("/data/attributes/items/data/1")
+    assert sorted(a["external_id"] for a in fake.catalog_items.values()) == ["SKU-1", "SKU-3"]
+
+
+def test_a_job_that_never_finishes_leaves_its_items_as_dead_letters(
+    app: Flask, fake: Any, redis_client: redis.Redis, look_at_once: Kind
+) -> None:
+    from dataclasses import replace
+
+    assert look_at_once.job is not None
+    kinds.register(replace(look_at_once, job=replace(look_at_once.job, max_looks=2)), replace=True)
+    fake.job_delay = 3600.0
+    klaviyo = app.extensions["klaviyo"].extension
+    with app.app_context():
+        klaviyo.enqueue("catalog_item_create", catalog_item("SKU-9"), key="SKU-9")
+    run_worker(app)
+    run_worker_and_scheduler(app)  # look 1: still queued, looked at again
+    assert DeadLetters(redis_client).count() == 0
+    run_worker_and_scheduler(app)  # look 2, the last
+    [dead] = DeadLetters(redis_client).all()
+    assert dead["reason"] == "job_unfinished" and dead["operation"]["key"] == "SKU-9"
+    assert len([r for r in fake.requests if r["method"] == "GET"]) == 2
