@@ -1,24 +1,16 @@
-"""Every ``KLAVIYO_*`` setting in one table: name, default, parser, one-line doc.
+"""Every ``KLAVIYO_*`` setting in one table: name, default, check, environment parser, doc.
 
-One table, so that ``init_app``'s defaults, the checks at init, the environment a plain
-``rq worker`` reads (no Flask app there) and the README's configuration table cannot drift apart.
-This module sits at the bottom of the import graph: it imports nothing from the package but
-``exceptions``, so the delivery code, the jobs and the extension can all read it.
+One table, so ``init_app``'s defaults, the checks at init, the environment a plain ``rq worker``
+reads (no Flask app there) and the README's configuration table cannot drift apart. It imports
+nothing from the package but ``exceptions``: it sits at the bottom of the import graph.
 
-Strings, from the environment or put in ``app.config`` as they came from it
-(``app.config.from_prefixed_env()``, ``app.config[k] = os.environ[k]``), become typed values
-with one set of rules:
-
-- integers ``"8"``; numbers ``"2.5"``; booleans ``true/false``, ``1/0``, ``yes/no``, ``on/off``
-  (any case); a JSON object for ``KLAVIYO_RATE_LIMITS``;
-- ``"none"`` or ``"null"`` (any case) is ``None`` for a setting that accepts None;
-- in the environment an empty variable counts as unset (the default applies); in ``app.config``
-  an empty string is a value like any other (so ``KLAVIYO_QUEUE=""`` is refused);
-- a string that does not parse gets the error the same wrong typed value gets, naming the key.
-
-``KLAVIYO_*`` names that are not settings are logged once as a warning (with the closest
-setting, for typos), never an error: a worker must not stop over a variable meant for another
-program (``OTHER_NAMES`` lists the project's own, which are not warned about).
+Strings (the environment, or ``app.config`` filled from it) are read as the value they spell:
+``"8"``, ``"2.5"``, booleans ``true/false/1/0/yes/no/on/off`` (any case), JSON for
+``KLAVIYO_RATE_LIMITS``, ``"none"``/``"null"`` for a key that takes None. An empty environment
+variable is unset; in ``app.config`` an empty string is a value (``KLAVIYO_QUEUE=""`` is refused).
+A string that does not parse gets the error a wrong typed value gets, naming the key. A
+``KLAVIYO_*`` name that is no setting is a warning, once, never an error: a worker must not stop
+over a variable meant for another program (``OTHER_NAMES``: the project's own, not warned about).
 """
 
 from __future__ import annotations
@@ -183,9 +175,8 @@ def _seconds_or_zero(key: str, value: Any) -> Any:
 
 
 def _timeout(key: str, value: Any) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise KlaviyoConfigError(key, "must be a positive number of seconds")
-    if not math.isfinite(value) or value <= 0:
+    """Kept as given (int or float): the client's cache keys on it."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
         raise KlaviyoConfigError(key, "must be a positive number of seconds")
     return value
 
