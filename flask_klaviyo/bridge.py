@@ -30,6 +30,7 @@ from flask import current_app, g, url_for
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup, escape
 
+from ._settings import DEFAULT_KLAVIYO_JS_URL
 from .identity.identifiers import IDENTIFY_KEYS, PERSON_IDENTIFIERS, PROFILE_KEYS
 
 if TYPE_CHECKING:
@@ -46,7 +47,6 @@ __all__ = [
 ]
 
 DATA_ELEMENT_ID = "klaviyo-bridge-data"
-DEFAULT_KLAVIYO_JS_URL = "https://static.klaviyo.com/onsite/js/klaviyo.js"
 
 # What a shared client event's profile carries: the attributes the server's event used.
 SHARE_KEYS = PROFILE_KEYS

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from ._settings import DEFAULT_API_URL, DEFAULT_REVISION
 from .exceptions import (
     ErrorDetail,
     KlaviyoAPIError,
@@ -39,8 +40,6 @@ __all__ = [
     "get_client",
 ]
 
-DEFAULT_API_URL = "https://a.klaviyo.com"
-DEFAULT_REVISION = "2026-07-15"
 # Connect fast, allow Klaviyo a few seconds to answer; never wait forever.
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 EVENTS_PATH = "/api/events"

@@ -43,7 +43,7 @@ class KlaviyoError(Exception):
     """Base of every error this package raises."""
 
 
-class KlaviyoConfigError(KlaviyoError, RuntimeError):
+class KlaviyoConfigError(KlaviyoError, RuntimeError, ValueError):
     """A configuration value the extension cannot work with; ``key`` names it."""
 
     def __init__(self, key: str, message: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,24 +14,14 @@ from flask import Blueprint, Flask, current_app, g, has_request_context
 from flask.signals import before_render_template
 from markupsafe import Markup
 
-from . import bridge, capture
+from . import _settings, bridge, capture
 from ._state import EXTENSION_KEY, State, current_state, tolerate
-from .client import DEFAULT_API_URL, DEFAULT_REVISION
 from .delivery import kinds
 from .delivery.handoff import confirm_after_response, push_now, send_after_response
 from .delivery.operations import Operation
-from .delivery.outbox import DEFAULT_RETRY_MAX
-from .delivery.settings import (
-    DEFAULT_DRAIN_CONCURRENCY,
-    DEFAULT_RETRY_HORIZON,
-    parse_rate_limits,
-    seconds_setting,
-)
-from .delivery.spool import DEFAULT_SPOOL_MAX_BYTES
 from .events import (
     CANCELED_ORDER,
     FULFILLED_ORDER,
-    MAX_BULK_EVENTS,
     PLACED_ORDER,
     REFUNDED_ORDER,
     Event,
@@ -45,7 +34,7 @@ from .events import (
     refunded_order,
     validate_event,
 )
-from .exceptions import KlaviyoConfigError, KlaviyoSchemaError
+from .exceptions import KlaviyoSchemaError
 from .identity.resolve import (
     ConsentLoader,
     IdentityLoader,
@@ -66,173 +55,20 @@ STATIC_FOLDER_CANDIDATES = (
     Path(__file__).parent / "static",  # installed wheel
     Path(__file__).parent.parent / "static",  # source checkout / editable install
 )
-_REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9_-]+)?$")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
-_PUBLIC_KEY = re.compile(r"^[A-Za-z0-9]{6}$")
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 
 def _set_defaults(app: Flask) -> None:
-    """Every ``KLAVIYO_*`` default, in one place."""
-    app.config.setdefault("KLAVIYO_ENABLED", True)
-    app.config.setdefault("KLAVIYO_PRIVATE_API_KEY", None)
-    app.config.setdefault("KLAVIYO_PUBLIC_API_KEY", None)
-    app.config.setdefault("KLAVIYO_API_URL", DEFAULT_API_URL)
-    app.config.setdefault("KLAVIYO_REVISION", DEFAULT_REVISION)
-    app.config.setdefault("KLAVIYO_REDIS_URL", None)  # None: embedded Redis in the instance folder
-    app.config.setdefault("KLAVIYO_QUEUE", "klaviyo")
-    app.config.setdefault("KLAVIYO_STRICT", None)  # None: app.debug or app.testing
-    app.config.setdefault("KLAVIYO_CURRENCY", "USD")
-    app.config.setdefault("KLAVIYO_WEBHOOK_SECRET", None)
-    app.config.setdefault("KLAVIYO_TIMEOUT", 10.0)
-    app.config.setdefault("KLAVIYO_RETRY_MAX", DEFAULT_RETRY_MAX)
-    app.config.setdefault("KLAVIYO_SPOOL_MAX_BYTES", DEFAULT_SPOOL_MAX_BYTES)  # Redis down
-    app.config.setdefault("KLAVIYO_RATE_LIMITS", None)  # None: Klaviyo's published limits
-    app.config.setdefault("KLAVIYO_RETRY_HORIZON", DEFAULT_RETRY_HORIZON)  # then a dead letter
-    app.config.setdefault("KLAVIYO_RECLAIM_AFTER", None)  # None: 20 s (a dead drain's entries)
-    app.config.setdefault("KLAVIYO_DRAIN_CONCURRENCY", DEFAULT_DRAIN_CONCURRENCY)  # on a backlog
-    app.config.setdefault("KLAVIYO_DRAIN_BATCH", None)  # None: 1,000 (Klaviyo's bulk maximum)
-    app.config.setdefault("KLAVIYO_BRIDGE_MODE", "drop")  # "drop" or "share"
-    app.config.setdefault("KLAVIYO_CLIENT_URL", DEFAULT_API_URL)  # share mode's client endpoint
-    app.config.setdefault("KLAVIYO_JS_URL", bridge.DEFAULT_KLAVIYO_JS_URL)  # ?company_id= added
-    app.config.setdefault("KLAVIYO_COOKIE_NAME", "klaviyo_id")
-    app.config.setdefault("KLAVIYO_COOKIE_SECURE", False)
-    app.config.setdefault("KLAVIYO_COOKIE_MAX_AGE", 400 * 24 * 3600)  # browsers cap at 400 days
-    app.config.setdefault("KLAVIYO_COOKIE_DOMAIN", None)
-    app.config.setdefault("KLAVIYO_ID_HEADER", "X-Klaviyo-Id")  # headless/BFF; None: off
-    app.config.setdefault("KLAVIYO_PARK_MAX_EVENTS", 50)  # per anonymous visitor; 0: don't park
-    app.config.setdefault("KLAVIYO_PARK_TTL", 30 * 24 * 3600)  # seconds, refreshed on each park
+    """Every ``KLAVIYO_*`` default, from the one settings table."""
+    _settings.apply_defaults(app.config)
 
 
 def _check_config(app: Flask) -> None:
-    """Fail at init, naming the key, rather than losing events later."""
-    config = app.config
-    if not config["KLAVIYO_ENABLED"]:
-        return
-    if not config.get("SECRET_KEY"):
-        raise KlaviyoConfigError(
-            "SECRET_KEY", "is not set; flask-klaviyo signs its identity cookie with it"
-        )
-    url = config["KLAVIYO_API_URL"]
-    if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
-        raise KlaviyoConfigError("KLAVIYO_API_URL", f"must be an http(s) URL, got {url!r}")
-    if not isinstance(config["KLAVIYO_REVISION"], str) or not _REVISION.match(
-        config["KLAVIYO_REVISION"]
-    ):
-        raise KlaviyoConfigError(
-            "KLAVIYO_REVISION", f"must look like 2026-07-15, got {config['KLAVIYO_REVISION']!r}"
-        )
-    redis_url = config["KLAVIYO_REDIS_URL"]
-    if redis_url is not None and not (
-        isinstance(redis_url, str) and redis_url.startswith(("redis://", "rediss://", "unix://"))
-    ):
-        raise KlaviyoConfigError(
-            "KLAVIYO_REDIS_URL", "must be a redis://, rediss:// or unix:// URL (or unset)"
-        )
-    if not isinstance(config["KLAVIYO_QUEUE"], str) or not config["KLAVIYO_QUEUE"]:
-        raise KlaviyoConfigError("KLAVIYO_QUEUE", "must be a non-empty queue name")
-    if not isinstance(config["KLAVIYO_CURRENCY"], str) or not _CURRENCY.match(
-        config["KLAVIYO_CURRENCY"]
-    ):
-        raise KlaviyoConfigError("KLAVIYO_CURRENCY", "must be an ISO 4217 code such as USD")
-    if config["KLAVIYO_BRIDGE_MODE"] not in ("drop", "share"):
-        raise KlaviyoConfigError("KLAVIYO_BRIDGE_MODE", "must be 'drop' or 'share'")
-    client_url = config["KLAVIYO_CLIENT_URL"]
-    if not isinstance(client_url, str) or not re.match(r"^https?://[^/\s]+", client_url):
-        raise KlaviyoConfigError(
-            "KLAVIYO_CLIENT_URL", f"must be an http(s) URL, got {client_url!r}"
-        )
-    js_url = config["KLAVIYO_JS_URL"]
-    if not isinstance(js_url, str) or not re.match(r"^((https?:)?//[^/\s]+|/(?!/))\S*$", js_url):
-        raise KlaviyoConfigError(
-            "KLAVIYO_JS_URL", f"must be an http(s) URL or a path on this site, got {js_url!r}"
-        )
-    _check_identity_config(config)
-    timeout = config["KLAVIYO_TIMEOUT"]
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise KlaviyoConfigError("KLAVIYO_TIMEOUT", "must be a positive number of seconds")
-    try:
-        parse_rate_limits(config["KLAVIYO_RATE_LIMITS"])
-    except (TypeError, ValueError) as exc:
-        raise KlaviyoConfigError(
-            "KLAVIYO_RATE_LIMITS",
-            'must map endpoints to [[limit, seconds], ...], e.g. {"bulk_create_events": '
-            f"[[10, 1], [150, 60]]}} ({exc})",
-        ) from None
-    for key, zero in (("KLAVIYO_RETRY_HORIZON", False), ("KLAVIYO_RECLAIM_AFTER", True)):
-        try:  # a number, or a numeric string from the environment (stored as a number)
-            config[key] = seconds_setting(config[key], key, None, zero=zero)
-        except ValueError:
-            least = ">= 0" if zero else "> 0"
-            raise KlaviyoConfigError(key, f"must be a number of seconds {least}") from None
-    if config["KLAVIYO_RETRY_HORIZON"] is None:
-        raise KlaviyoConfigError("KLAVIYO_RETRY_HORIZON", "must be a number of seconds > 0")
-    for key, high, optional in (
-        ("KLAVIYO_DRAIN_CONCURRENCY", 64, False),
-        ("KLAVIYO_DRAIN_BATCH", MAX_BULK_EVENTS, True),
-    ):
-        value = config[key]
-        if optional and value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
-            raise KlaviyoConfigError(key, f"must be a whole number from 1 to {high}")
-    spool_max = config["KLAVIYO_SPOOL_MAX_BYTES"]
-    if isinstance(spool_max, bool) or not isinstance(spool_max, int) or spool_max < 0:
-        raise KlaviyoConfigError("KLAVIYO_SPOOL_MAX_BYTES", "must be a whole number of bytes")
-    retry_max = config["KLAVIYO_RETRY_MAX"]
-    if isinstance(retry_max, bool) or not isinstance(retry_max, int) or retry_max < 0:
-        raise KlaviyoConfigError("KLAVIYO_RETRY_MAX", "must be a whole number >= 0")
-    private = config["KLAVIYO_PRIVATE_API_KEY"]
-    if private is not None and (not isinstance(private, str) or _PUBLIC_KEY.match(private)):
-        raise KlaviyoConfigError(
-            "KLAVIYO_PRIVATE_API_KEY",
-            "looks like a public key (company id); the Events API needs a private key (pk_...)",
-        )
-    public = config["KLAVIYO_PUBLIC_API_KEY"]
-    if public is not None and (not isinstance(public, str) or public.startswith("pk_")):
-        raise KlaviyoConfigError(
-            "KLAVIYO_PUBLIC_API_KEY",
-            "looks like a private key; it would be shown in every page. Use the 6-character "
-            "public key (company id)",
-        )
-
-
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # a cookie or header name (RFC 9110)
-
-
-def _positive_int(value: Any, *, zero: bool = False) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return False
-    return value >= 0 if zero else value > 0
-
-
-def _check_identity_config(config: Mapping[str, Any]) -> None:
-    """The identity cookie, the BFF header and parking."""
-    name = config["KLAVIYO_COOKIE_NAME"]
-    if not isinstance(name, str) or not _TOKEN.match(name) or name.startswith("__kla"):
-        raise KlaviyoConfigError(
-            "KLAVIYO_COOKIE_NAME", f"must be a cookie name of our own, got {name!r}"
-        )
-    if not isinstance(config["KLAVIYO_COOKIE_SECURE"], bool):
-        raise KlaviyoConfigError("KLAVIYO_COOKIE_SECURE", "must be True or False")
-    if not _positive_int(config["KLAVIYO_COOKIE_MAX_AGE"]):
-        raise KlaviyoConfigError("KLAVIYO_COOKIE_MAX_AGE", "must be a positive number of seconds")
-    domain = config["KLAVIYO_COOKIE_DOMAIN"]
-    if domain is not None and (not isinstance(domain, str) or not domain.strip(". ")):
-        raise KlaviyoConfigError("KLAVIYO_COOKIE_DOMAIN", "must be a domain name or None")
-    header = config["KLAVIYO_ID_HEADER"]
-    if header is not None and (not isinstance(header, str) or not _TOKEN.match(header)):
-        raise KlaviyoConfigError(
-            "KLAVIYO_ID_HEADER", f"must be an HTTP header name or None, got {header!r}"
-        )
-    if not _positive_int(config["KLAVIYO_PARK_MAX_EVENTS"], zero=True):
-        raise KlaviyoConfigError(
-            "KLAVIYO_PARK_MAX_EVENTS", "must be a whole number >= 0 (0: anonymous events dropped)"
-        )
-    if not _positive_int(config["KLAVIYO_PARK_TTL"]):
-        raise KlaviyoConfigError("KLAVIYO_PARK_TTL", "must be a positive number of seconds")
+    """Fail at init, naming the key, rather than losing events later (strings from the
+    environment become the values they spell)."""
+    _settings.check(app.config)
 
 
 def _enabled() -> bool:

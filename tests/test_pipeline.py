@@ -434,3 +434,10 @@ def test_a_job_that_never_finishes_leaves_its_items_as_dead_letters(
     [dead] = DeadLetters(redis_client).all()
     assert dead["reason"] == "job_unfinished" and dead["operation"]["key"] == "SKU-9"
     assert len([r for r in fake.requests if r["method"] == "GET"]) == 2
+
+
+def test_the_drain_batch_cap_is_klaviyos_bulk_limit() -> None:
+    from flask_klaviyo._settings import MAX_DRAIN_BATCH
+    from flask_klaviyo.events import MAX_BULK_EVENTS
+
+    assert MAX_DRAIN_BATCH == MAX_BULK_EVENTS == kinds.get("event").batch_limit == 1000

@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
+from .._settings import MAX_DRAIN_BATCH
 from ..exceptions import KlaviyoAPIError, KlaviyoDeliveryError
 from ..ratelimit import RateLimiter
 from . import keys, kinds
@@ -37,7 +38,7 @@ __all__ = ["Drain", "coalesce", "dead_letter_past_horizon"]
 log = logging.getLogger(__name__)
 
 DRAIN_ATTEMPTS = 7  # a drain rides out ~30 s of Klaviyo trouble before RQ's Retry
-DRAIN_BATCH = 1000  # entries read per round: one Bulk Create Events request at most
+DRAIN_BATCH = MAX_DRAIN_BATCH  # entries read per round: one Bulk Create Events request at most
 DRAIN_SECONDS = 30.0  # then the drain hands over to a fresh job (bounded jobs, bounded memory)
 READ_BLOCK_MS = 50  # wait this long for more events before a drain ends
 TOUCH_SECONDS = 5.0  # a drain holding entries longer re-claims them, so nobody thinks it died

@@ -28,6 +28,7 @@ from typing import Any
 import redis
 from rq import Queue, Retry
 
+from .._settings import DEFAULT_RETRY_MAX
 from ..events import Event
 from . import keys, scripts
 from .keys import CONSUMER_GROUP
@@ -42,8 +43,6 @@ DRAIN_JOB = "flask_klaviyo.jobs.drain"
 FOLLOW_UP_JOB = "flask_klaviyo.jobs.follow_up"
 # How long the "drain scheduled" flag lives without a refresh: a drain that died is replaced then.
 DRAIN_FLAG_TTL = 30
-# A job that still fails after this many RQ retries stays in RQ's failed registry (replayable).
-DEFAULT_RETRY_MAX = 8
 JOB_TIMEOUT = 600
 FAILURE_TTL = 30 * 24 * 3600
 # A drain's lease in the set of running drains; drains renew it every batch (and while waiting).

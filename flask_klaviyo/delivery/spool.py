@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._settings import DEFAULT_SPOOL_MAX_BYTES
 from ..events import Event
 from .operations import Operation, decode
 
@@ -26,7 +27,6 @@ __all__ = ["DEFAULT_SPOOL_MAX_BYTES", "SPOOL_FILENAME", "Breaker", "Spool"]
 log = logging.getLogger(__name__)
 
 SPOOL_FILENAME = "klaviyo-spool.jsonl"
-DEFAULT_SPOOL_MAX_BYTES = 50 * 1024 * 1024
 # How often a web process looks for a spool another process (or an earlier run) left behind:
 # the look is a stat() on every push otherwise.
 SPOOL_CHECK_INTERVAL = 1.0
