@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -278,6 +279,7 @@ def live_server() -> Callable[[Flask], contextlib.AbstractContextManager[str]]:
 
 PROCESS_TIMEOUT = 60.0
 STORE_WORKER = (str(VENV_BIN / "flask"), "--app", "example_store", "klaviyo", "worker")
+RQ_WORKER = (str(VENV_BIN / "rq"), "worker")
 
 
 def descendants(pid: int) -> list[int]:
@@ -346,14 +348,10 @@ class WorkerProcess:
             self.process.wait(timeout=10)
             raise AssertionError(f"worker did not exit in {timeout}s:\n{self.output()}") from None
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM to the worker alone (RQ's warm shutdown: the running job finishes)."""
+    def terminate(self) -> None:
+        """SIGTERM to the worker alone: RQ's warm shutdown (the running job finishes)."""
         if self.process.poll() is None:
             self.process.terminate()
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -361,17 +359,58 @@ class WorkerProcess:
             self.process.wait(timeout=10)
 
 
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """``workers(env, *args, command=...)``: start a worker process; any still running at the
-    end of the test is killed (with everything below it)."""
-    started: list[WorkerProcess] = []
+class Workers:
+    """``workers(env, *args)`` starts ``flask --app example_store klaviyo worker`` and
+    ``workers.rq(env, *args)`` a plain ``rq worker``, each with its log in the test's folder;
+    ``workers.stop()`` warm-stops every one still running. Whatever is left at the end of the
+    test is killed, with everything below it."""
 
-    def launch(env: Mapping[str, str], *args: str, **options: Any) -> WorkerProcess:
-        worker = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log", *args, **options)
-        started.append(worker)
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.started: list[WorkerProcess] = []
+
+    def __call__(self, env: Mapping[str, str], *args: str, **options: Any) -> WorkerProcess:
+        log = self.folder / f"worker-{len(self.started)}.log"
+        worker = WorkerProcess(env, log, *args, **options)
+        self.started.append(worker)
         return worker
 
-    yield launch
-    for worker in started:
-        worker.kill()
+    def rq(self, env: Mapping[str, str], *args: str) -> WorkerProcess:
+        """A plain ``rq worker`` process (``args``: its queues and options)."""
+        return self(env, *args, command=RQ_WORKER)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM to all at once, then wait for each (SIGKILL after ``timeout``)."""
+        for worker in self.started:
+            worker.terminate()
+        for worker in self.started:
+            try:
+                worker.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+    def kill(self) -> None:
+        for worker in self.started:
+            worker.kill()
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    """Worker processes for the test (see ``Workers``)."""
+    started = Workers(tmp_path)
+    yield started
+    started.kill()
+
+
+@pytest.fixture
+def wait_until() -> Callable[[Callable[[], Any], float, str], None]:
+    """``wait_until(condition, timeout, what)``: poll until true; fail naming ``what``."""
+
+    def wait(condition: Callable[[], Any], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"gave up after {timeout}s waiting for {what}")
+            time.sleep(0.02)
+
+    return wait
