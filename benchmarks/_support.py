@@ -4,6 +4,7 @@ a fast backlog fill, RQ worker processes, and table printing. Loopback only, eve
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -44,6 +45,22 @@ UNLIMITED = {
     "bulk_create_events": [[1_000_000_000, 60]],
     "create_event": [[1_000_000_000, 60]],
 }
+
+
+def parse_args(parser: argparse.ArgumentParser, *, smoke: dict[str, Any]) -> argparse.Namespace:
+    """The command line, plus ``--smoke``: the same run with the tiny sizes in ``smoke`` (a few
+    seconds; tests/test_benchmarks.py runs every script so). Options given explicitly still win.
+    """
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes, a few seconds: checks the script works, measures nothing",
+    )
+    args = parser.parse_args()
+    if args.smoke:
+        parser.set_defaults(**smoke)
+        args = parser.parse_args()
+    return args
 
 
 def event(n: int, *, profiles: int = PROFILES) -> Event:

@@ -7,7 +7,7 @@ Side by side in one run (interleaved, so machine noise hits them alike):
   job per event (Simple)  the same under SimpleWorker (no fork per job)
 
     .venv/bin/python benchmarks/drain_throughput.py [--events 100000] [--rounds 3]
-        [--job-events 400] [--job-seconds 10]
+        [--job-events 400] [--job-seconds 10] [--smoke]
 
 The per-job variants are bounded (``--job-events`` jobs or ``--job-seconds``, whichever comes
 first) and their time for the whole backlog is extrapolated from their rate (marked "~").
@@ -28,6 +28,7 @@ from _support import (
     event,
     fill,
     median,
+    parse_args,
     redis_server,
     start_worker,
     stop,
@@ -108,7 +109,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each variant")
     parser.add_argument("--job-events", type=int, default=400, help="jobs per per-job round")
     parser.add_argument("--job-seconds", type=float, default=10.0, help="time per per-job round")
-    args = parser.parse_args()
+    args = parse_args(
+        parser, smoke={"events": 2000, "rounds": 1, "job_events": 20, "job_seconds": 3.0}
+    )
 
     rates: dict[str, list[float]] = {"drain": [], "worker": [], "simple": []}
     with redis_server() as redis_url, StandIn(rate_limits=UNLIMITED) as stand_in:

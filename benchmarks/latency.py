@@ -5,7 +5,7 @@ limits) and the stand-in enforcing Klaviyo's real limits, unscaled. Events are p
 "request" at a steady rate for a while; the time of each push is recorded, and the stand-in
 records when it accepted each event (``received_at``). Side by side: the rates in ``--rates``.
 
-    .venv/bin/python benchmarks/latency.py [--rates 50,500] [--seconds 20]
+    .venv/bin/python benchmarks/latency.py [--rates 50,500] [--seconds 20] [--smoke]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from _support import (
     StandIn,
     event,
     median,
+    parse_args,
     percentile,
     redis_server,
     start_worker,
@@ -69,7 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="50,500", help="events per second, comma-separated")
     parser.add_argument("--seconds", type=float, default=20.0, help="per rate")
-    args = parser.parse_args()
+    args = parse_args(parser, smoke={"rates": "20,100", "seconds": 2.0})
 
     results = []
     with (

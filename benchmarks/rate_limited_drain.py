@@ -9,6 +9,7 @@ by ``--scale`` with the same counts. The workers get the same scaled limits
 = the number of workers), each on a backlog that outlasts the measured windows.
 
     .venv/bin/python benchmarks/rate_limited_drain.py [--scale 10] [--windows 3] [--workers 1,4]
+        [--smoke]
 
 Achieved = 202 answers inside the first ``--windows`` steady windows (anchored at the first
 request, as the stand-in anchors them); allowed = 150 per window. Then the rest of the backlog
@@ -25,6 +26,7 @@ import redis
 from _support import (
     StandIn,
     fill,
+    parse_args,
     redis_server,
     start_worker,
     stop,
@@ -107,7 +109,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=10.0, help="time-scale factor")
     parser.add_argument("--windows", type=int, default=3, help="steady windows measured")
     parser.add_argument("--workers", default="1,4", help="worker counts to compare")
-    args = parser.parse_args()
+    args = parse_args(parser, smoke={"scale": 60.0, "windows": 1, "workers": "1,2"})
 
     results = []
     with redis_server() as redis_url:

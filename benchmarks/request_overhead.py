@@ -7,7 +7,7 @@ Three variants of the same page, interleaved so machine noise hits them alike:
   sdk-inline  the official klaviyo-api SDK called inside the view against the local stand-in
               (what a merchant replacing the pixel naively would do)
 
-    .venv/bin/python benchmarks/request_overhead.py [--requests 1000] [--rounds 5]
+    .venv/bin/python benchmarks/request_overhead.py [--requests 1000] [--rounds 5] [--smoke]
 
 Prints p50/p99 per variant (all rounds pooled), the added p50 over the untracked page, and the
 added p50 of each round (median, min-max) to show how much the machine moved between rounds.
@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _support import parse_args, table
 from flask import Flask, render_template_string
 
 from flask_klaviyo import Klaviyo, tracks
@@ -103,7 +104,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000, help="per variant and round")
     parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
+    parser.add_argument("--warmup", type=int, default=50, help="requests per variant, unmeasured")
+    args = parse_args(parser, smoke={"requests": 20, "rounds": 2, "warmup": 5})
 
     folder = Path(tempfile.mkdtemp(prefix="klaviyo-bench-"))
     redis_url = embedded_redis_url(folder)
@@ -113,7 +115,7 @@ def main() -> None:
             client = app.test_client()
             variants = ["untracked", "tracked", "sdk-inline"]
             rounds: list[dict[str, list[float]]] = []
-            for _ in range(50):  # warm up
+            for _ in range(args.warmup):
                 for v in variants:
                     client.get(f"/{v}")
             for _ in range(args.rounds):
@@ -128,7 +130,7 @@ def main() -> None:
             # The tracked page really queued its event every time (not spooled, not dropped).
             state = app.extensions["klaviyo"]
             queued = state.outbox.depth()
-            assert queued == 50 + args.rounds * args.requests, queued
+            assert queued == args.warmup + args.rounds * args.requests, queued
             assert state.spool.size() == 0
             report(rounds, args.requests)
     finally:
@@ -142,20 +144,29 @@ def report(rounds: list[dict[str, list[float]]], n: int) -> None:
         f"request overhead, {len(rounds)} rounds x {n} requests per variant "
         "(ms; Flask test client, embedded Redis)"
     )
-    print(
-        f"{'variant':<12} {'p50':>8} {'p99':>8} {'added p50':>10} {'x untracked':>12} "
-        f"{'added p50 per round (median; min-max)':>40}"
-    )
+    rows = []
     for name, values in pooled.items():
         p50 = statistics.median(values)
         added = sorted(
             statistics.median(r[name]) - statistics.median(r["untracked"]) for r in rounds
         )
-        spread = f"{statistics.median(added):.3f}; {added[0]:.3f}-{added[-1]:.3f}"
-        print(
-            f"{name:<12} {p50:>8.3f} {percentile(values, 0.99):>8.3f} "
-            f"{p50 - base:>10.3f} {p50 / base:>12.2f} {spread:>40}"
+        spread = (
+            "-"
+            if name == "untracked"
+            else f"{statistics.median(added):.3f}; {added[0]:.3f}-{added[-1]:.3f}"
         )
+        rows.append(
+            [
+                name,
+                f"{p50:.3f}",
+                f"{percentile(values, 0.99):.3f}",
+                f"{p50 - base:.3f}",
+                f"{p50 / base:.2f}",
+                spread,
+            ]
+        )
+    headers = ["variant", "p50", "p99", "added p50", "x untracked"]
+    print(table([*headers, "added p50 per round (median; min-max)"], rows))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ worker's RSS (from /proc) is sampled every ``--sample`` delivered events.
 
     .venv/bin/python benchmarks/worker_memory.py [--events 300000] [--sample 50000]
     .venv/bin/python benchmarks/worker_memory.py --events 1000000     # the full claim (~3 min)
+    .venv/bin/python benchmarks/worker_memory.py --smoke              # a few seconds
 
 Verdict: growth after the first sample (warmed up) must stay under ``--bound`` MB.
 """
@@ -22,6 +23,7 @@ from _support import (
     UNLIMITED,
     StandIn,
     fill,
+    parse_args,
     redis_server,
     rss_mb,
     start_worker,
@@ -42,7 +44,9 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=50_000, help="most events waiting at once")
     parser.add_argument("--bound", type=float, default=25.0, help="allowed growth, MB")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after (s)")
-    args = parser.parse_args()
+    args = parse_args(
+        parser, smoke={"events": 3000, "sample": 1000, "chunk": 1000, "timeout": 60.0}
+    )
 
     samples: list[tuple[int, float, float]] = []
     with redis_server() as redis_url, StandIn(rate_limits=UNLIMITED) as stand_in:

@@ -15,7 +15,7 @@ from flask import Flask, render_template
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from . import db, payments, webhook
+from . import catalog, db, payments, webhook
 from .extensions import klaviyo
 from .http import json_error, wants_json
 from .settings import (
@@ -57,10 +57,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         # Persisted, so the web process and its workers sign and verify with the same key.
         app.config["SECRET_KEY"] = load_or_create_secret_key(app.instance_path)
     if not app.config.get("KLAVIYO_WEBHOOK_SECRET"):
-        # The simulated provider and the webhook endpoint share it; a real provider gives you one.
+        # The store's setting, not flask-klaviyo's (the extension gives it no default): the
+        # simulated provider and the webhook endpoint share it; a real provider gives you one.
         app.config["KLAVIYO_WEBHOOK_SECRET"] = derived_webhook_secret(app.config["SECRET_KEY"])
 
     db.init_app(app)
+    catalog.init_app(app)
     klaviyo.init_app(app)
     payments.init_app(app)
     webhook.init_app(app)

@@ -9,17 +9,19 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
-from flask import url_for
+from flask import Flask, url_for
 
-from .db import get_db
+from .db import connect, get_db
 
 __all__ = [
     "SEED_PRODUCTS",
     "Product",
     "get_product",
+    "init_app",
     "list_categories",
     "list_products",
     "seed",
@@ -286,6 +288,12 @@ def seed(conn: sqlite3.Connection) -> None:
             for p in SEED_PRODUCTS
         ],
     )
+
+
+def init_app(app: Flask) -> None:
+    """Seed the catalog into the store's database (after ``db.init_app`` made the schema)."""
+    with closing(connect(app.config["STORE_DATABASE"])) as conn, conn:
+        seed(conn)
 
 
 def list_products(category: str | None = None) -> list[Product]:

@@ -2,8 +2,9 @@
 
 The schema holds the whole funnel: products, carts (kept by id in the session), orders with the
 lines as sold, and the payment provider's webhook deliveries (their ids deduplicate retries).
-``init_app`` creates the schema, adds columns a database from an older version lacks, and seeds the
-catalog idempotently, so every process that builds the app (web, workers) can run it safely.
+``init_app`` creates the schema and adds columns a database from an older version lacks,
+idempotently, so every process that builds the app (web, workers) can run it safely. This module
+knows tables, not what goes in them: ``catalog.init_app`` seeds the products.
 """
 
 from __future__ import annotations
@@ -158,17 +159,13 @@ def close_db(exc: BaseException | None = None) -> None:
 
 
 def init_db(path: str | Path) -> None:
-    """Create the schema and seed the catalog; safe to run any number of times, concurrently."""
-    from .catalog import seed
-
+    """Create the schema; safe to run any number of times, concurrently."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with closing(connect(path)) as conn:
         # WAL lets the web process read while a worker writes; the setting persists in the file.
         conn.execute("PRAGMA journal_mode = WAL")
         conn.executescript(SCHEMA)
         _add_missing_columns(conn)
-        with conn:
-            seed(conn)
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:

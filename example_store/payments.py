@@ -57,7 +57,7 @@ __all__ = [
     "wait_idle",
 ]
 
-log = logging.getLogger("example_store.payments")
+log = logging.getLogger(__name__)
 
 PAYMENT_SUCCEEDED = "payment.succeeded"
 PAYMENT_FAILED = "payment.failed"

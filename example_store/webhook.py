@@ -34,7 +34,7 @@ from .payments import PAYMENT_FAILED, PAYMENT_SUCCEEDED
 
 __all__ = ["DEFAULT_MAX_BYTES", "bp", "init_app"]
 
-log = logging.getLogger("example_store.webhooks")
+log = logging.getLogger(__name__)
 
 bp = Blueprint("webhooks", __name__)
 

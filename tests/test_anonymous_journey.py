@@ -4,8 +4,10 @@ never identifies costs (a cap and a TTL). Real Redis, a real RQ SimpleWorker, th
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -15,13 +17,11 @@ import redis
 from flask import Flask, render_template_string, request
 from flask.testing import FlaskClient
 from itsdangerous import URLSafeTimedSerializer
-from rq import Queue, SimpleWorker
 
 from flask_klaviyo import Klaviyo, tracks
 from flask_klaviyo.delivery.parking import Parking
 from flask_klaviyo.identity.cookies import COOKIE_SALT
 
-API_KEY = "pk_test_private_key"
 SECRET = "journey-secret"
 EMAIL = "sarah.mason@klaviyo-demo.com"
 PRODUCTS = {
@@ -34,16 +34,8 @@ PRODUCTS = {
 PAGE = "<h1>{{ product.name }}</h1>{{ klaviyo_bridge() }}"
 
 
-def make_app(redis_url: str, fake: Any, tmp_path: Any, **config: Any) -> Flask:
-    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
-    app.config.update(
-        SECRET_KEY=SECRET,
-        KLAVIYO_REDIS_URL=redis_url,
-        KLAVIYO_API_URL=fake.url,
-        KLAVIYO_PRIVATE_API_KEY=API_KEY,
-        **config,
-    )
-    klaviyo = Klaviyo(app)
+def shop(app: Flask, klaviyo: Klaviyo) -> None:
+    """Product pages, a checkout that identifies, and a login the tests switch."""
     app.config["logged_in"] = None
 
     @klaviyo.identity_loader
@@ -61,19 +53,16 @@ def make_app(redis_url: str, fake: Any, tmp_path: Any, **config: Any) -> Flask:
         klaviyo.identify(email=request.form["email"])
         return "thanks"
 
-    return app
+
+@pytest.fixture
+def make_app(make_app: Callable[..., Flask], fake: Any) -> Callable[..., Flask]:
+    """``make_app(**config)``: the shop, delivering to the stand-in."""
+    return functools.partial(make_app, fake=fake, views=shop, SECRET_KEY=SECRET)
 
 
 @pytest.fixture
-def app(redis_url: str, fake: Any, tmp_path: Any) -> Flask:
-    return make_app(redis_url, fake, tmp_path)
-
-
-def run_worker(app: Flask) -> None:
-    state = app.extensions["klaviyo"]
-    with app.app_context():
-        queue = Queue(app.config["KLAVIYO_QUEUE"], connection=state.redis)
-        SimpleWorker([queue], connection=state.redis).work(burst=True)
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
 
 
 def anonymous_id(client: FlaskClient) -> str:
@@ -124,11 +113,11 @@ def as_datetime(value: Any) -> datetime:
 
 
 def test_three_anonymous_views_arrive_with_their_original_times_once_identified(
-    app: Flask, fake: Any, openapi: Any, redis_client: redis.Redis
+    app: Flask, fake: Any, openapi: Any, redis_client: redis.Redis, drain: Callable[[Flask], None]
 ) -> None:
     client = app.test_client()
     unique_ids = browse(client, "1111", "1112", "1113")
-    run_worker(app)
+    drain(app)
     assert fake.events == []  # nothing reached "Klaviyo" for a stranger
     assert fake.requests == []
     anonymous = anonymous_id(client)
@@ -141,7 +130,7 @@ def test_three_anonymous_views_arrive_with_their_original_times_once_identified(
     identified_at = datetime.now(UTC)
     response = client.post("/checkout", data={"email": EMAIL})
     assert response.status_code == 200
-    run_worker(app)
+    drain(app)
 
     fake.wait_for(3, metric="Viewed Product")
     events = fake.events_for("Viewed Product", email=EMAIL)
@@ -163,25 +152,27 @@ def test_three_anonymous_views_arrive_with_their_original_times_once_identified(
 
 
 def test_the_next_visit_after_identifying_is_sent_directly(
-    app: Flask, fake: Any, openapi: Any, redis_client: redis.Redis
+    app: Flask, fake: Any, openapi: Any, redis_client: redis.Redis, drain: Callable[[Flask], None]
 ) -> None:
     client = app.test_client()
     browse(client, "1111")
     client.post("/checkout", data={"email": EMAIL})
     browse(client, "1112")  # known via the signed cookie: not parked
-    run_worker(app)
+    drain(app)
     fake.wait_for(2, metric="Viewed Product")
     assert len(fake.events_for("Viewed Product", email=EMAIL)) == 2
     assert Parking(redis_client).stats()["parked"] == 1
     assert validate_requests(fake, openapi) >= 1
 
 
-def test_logging_in_later_releases_the_parked_events(app: Flask, fake: Any, openapi: Any) -> None:
+def test_logging_in_later_releases_the_parked_events(
+    app: Flask, fake: Any, openapi: Any, drain: Callable[[Flask], None]
+) -> None:
     client = app.test_client()
     ids = browse(client, "1111", "1112")
     app.config["logged_in"] = EMAIL  # e.g. a session login that never called identify()
     browse(client, "1113")
-    run_worker(app)
+    drain(app)
     fake.wait_for(3, metric="Viewed Product")
     events = fake.events_for("Viewed Product", email=EMAIL)
     assert len(events) == 3
@@ -192,13 +183,13 @@ def test_logging_in_later_releases_the_parked_events(app: Flask, fake: Any, open
 
 
 def test_a_kx_link_releases_the_parked_events_to_the_exchange_ids_profile(
-    app: Flask, fake: Any, openapi: Any
+    app: Flask, fake: Any, openapi: Any, drain: Callable[[Flask], None]
 ) -> None:
     kx = fake.exchange_id_for(EMAIL)
     client = app.test_client()
     browse(client, "1111", "1112")
     assert client.get(f"/products/1113?_kx={quote(kx, safe='')}").status_code == 200
-    run_worker(app)
+    drain(app)
     fake.wait_for(3, metric="Viewed Product")
     events = fake.events_for("Viewed Product", email=EMAIL)
     assert len(events) == 3
@@ -207,13 +198,13 @@ def test_a_kx_link_releases_the_parked_events_to_the_exchange_ids_profile(
 
 
 def test_two_visitors_are_parked_apart_and_released_apart(
-    app: Flask, fake: Any, redis_client: redis.Redis
+    app: Flask, fake: Any, redis_client: redis.Redis, drain: Callable[[Flask], None]
 ) -> None:
     ann, bob = app.test_client(), app.test_client()
     browse(ann, "1111")
     browse(bob, "1112", "1113")
     ann.post("/checkout", data={"email": "ann@shop.test"})
-    run_worker(app)
+    drain(app)
     fake.wait_for(1, metric="Viewed Product")
     [event] = fake.events
     assert event["properties"]["ProductID"] == "1111"
@@ -222,9 +213,14 @@ def test_two_visitors_are_parked_apart_and_released_apart(
 
 
 def test_a_visitor_who_never_identifies_costs_a_bounded_list(
-    redis_url: str, fake: Any, tmp_path: Any, redis_client: redis.Redis
+    redis_url: str,
+    fake: Any,
+    tmp_path: Any,
+    redis_client: redis.Redis,
+    drain: Callable[[Flask], None],
+    make_app: Callable[..., Flask],
 ) -> None:
-    app = make_app(redis_url, fake, tmp_path, KLAVIYO_PARK_MAX_EVENTS=3)
+    app = make_app(KLAVIYO_PARK_MAX_EVENTS=3)
     client = app.test_client()
     ids = browse(client, "1111", "1112", "1113", "1114", "1115")
     anonymous = anonymous_id(client)
@@ -233,14 +229,18 @@ def test_a_visitor_who_never_identifies_costs_a_bounded_list(
     assert stats["parked"] == 5 and stats["dropped"] == 2 and stats["waiting"] == 3
     ttl = redis_client.ttl(Parking.PREFIX + anonymous)
     assert 30 * 24 * 3600 - 60 < ttl <= 30 * 24 * 3600
-    run_worker(app)
+    drain(app)
     assert fake.events == []
 
 
 def test_the_ttl_is_refreshed_on_each_park(
-    redis_url: str, fake: Any, tmp_path: Any, redis_client: redis.Redis
+    redis_url: str,
+    fake: Any,
+    tmp_path: Any,
+    redis_client: redis.Redis,
+    make_app: Callable[..., Flask],
 ) -> None:
-    app = make_app(redis_url, fake, tmp_path, KLAVIYO_PARK_TTL=1000)
+    app = make_app(KLAVIYO_PARK_TTL=1000)
     client = app.test_client()
     browse(client, "1111")
     key = Parking.PREFIX + anonymous_id(client)
@@ -250,9 +250,14 @@ def test_the_ttl_is_refreshed_on_each_park(
 
 
 def test_parked_events_expire_at_the_ttl_and_are_counted(
-    redis_url: str, fake: Any, tmp_path: Any, redis_client: redis.Redis
+    redis_url: str,
+    fake: Any,
+    tmp_path: Any,
+    redis_client: redis.Redis,
+    drain: Callable[[Flask], None],
+    make_app: Callable[..., Flask],
 ) -> None:
-    app = make_app(redis_url, fake, tmp_path, KLAVIYO_PARK_TTL=1)
+    app = make_app(KLAVIYO_PARK_TTL=1)
     client = app.test_client()
     browse(client, "1111", "1112")
     key = Parking.PREFIX + anonymous_id(client)
@@ -262,14 +267,18 @@ def test_parked_events_expire_at_the_ttl_and_are_counted(
     stats = Parking(redis_client).stats()
     assert stats["expired"] == 2 and stats["waiting"] == 0 and stats["visitors"] == 0
     client.post("/checkout", data={"email": EMAIL})  # too late: nothing left to release
-    run_worker(app)
+    drain(app)
     assert fake.events == []
 
 
 def test_with_parking_off_anonymous_events_are_dropped(
-    redis_url: str, fake: Any, tmp_path: Any, redis_client: redis.Redis
+    redis_url: str,
+    fake: Any,
+    tmp_path: Any,
+    redis_client: redis.Redis,
+    make_app: Callable[..., Flask],
 ) -> None:
-    app = make_app(redis_url, fake, tmp_path, KLAVIYO_PARK_MAX_EVENTS=0)
+    app = make_app(KLAVIYO_PARK_MAX_EVENTS=0)
     client = app.test_client()
     response = client.get("/products/1111")
     assert response.status_code == 200

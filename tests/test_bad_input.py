@@ -34,7 +34,6 @@ from hypothesis import strategies as st
 from itsdangerous import URLSafeTimedSerializer
 
 from example_store import create_app
-from flask_klaviyo import Klaviyo
 from flask_klaviyo.delivery.deadletters import DeadLetters
 from flask_klaviyo.delivery.outbox import Outbox
 from flask_klaviyo.delivery.parking import Parking
@@ -303,18 +302,6 @@ def test_order_lines_that_are_not_a_list_are_named() -> None:
 # -- klaviyo.track and the order helpers, in an app ---------------------------------------------
 
 
-def make_app(redis_url: str, tmp_path: Path, *, strict: bool) -> Flask:
-    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
-    app.config.update(
-        SECRET_KEY=SECRET_KEY,
-        KLAVIYO_REDIS_URL=redis_url,
-        KLAVIYO_PRIVATE_API_KEY="pk_test_private_key",
-        KLAVIYO_STRICT=strict,
-    )
-    Klaviyo(app)
-    return app
-
-
 @PROPERTY
 @given(
     metric=_text,
@@ -336,10 +323,11 @@ def test_track_queues_only_valid_payloads_or_names_the_field(
     unique_id: Any,
     currency: Any,
     time: Any,
+    make_app: Callable[..., Flask],
 ) -> None:
     """Strict mode (debug, tests): an invalid event raises, naming its field; whatever is queued
     fits Klaviyo's schema."""
-    app = make_app(redis_url, tmp_path, strict=True)
+    app = make_app(redis_url, tmp_path, SECRET_KEY=SECRET_KEY, KLAVIYO_STRICT=True)
     klaviyo = app.extensions["klaviyo"].extension
     outbox = Outbox(redis.Redis.from_url(redis_url))
     before = outbox.depth()
@@ -382,10 +370,11 @@ def test_lenient_tracking_never_raises_and_keeps_what_it_cannot_send(
     value: Any,
     time: Any,
     order: Any,
+    make_app: Callable[..., Flask],
 ) -> None:
     """Lenient mode (production): tracking never raises into the page. Every call either queues
     schema-valid events or leaves a dead letter naming the field."""
-    app = make_app(redis_url, tmp_path, strict=False)
+    app = make_app(redis_url, tmp_path, SECRET_KEY=SECRET_KEY, KLAVIYO_STRICT=False)
     klaviyo = app.extensions["klaviyo"].extension
     connection = redis.Redis.from_url(redis_url)
     outbox, dead = Outbox(connection), DeadLetters(connection)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -12,7 +12,6 @@ from flask import Flask, render_template_string
 
 from flask_klaviyo import Klaviyo, KlaviyoConfigError, tracks
 from flask_klaviyo.bridge import identify_payload, klaviyo_js_url, share_profile
-from flask_klaviyo.delivery.outbox import Outbox
 
 BREAKOUT = "</script><script>alert(1)</script><!--"
 PRIVATE_KEY = "pk_test_private_key"
@@ -30,41 +29,49 @@ PRODUCT = {
 PAGE = "<h1>{{ product.name }}</h1>{{ klaviyo_bridge() }}"
 
 
-def make_app(
-    redis_url: str,
-    tmp_path: Any,
-    *,
-    visitor: Mapping[str, Any] | None = None,
-    consent: bool | None = None,
-    product: Mapping[str, Any] = PRODUCT,
-    **config: Any,
-) -> Flask:
-    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
-    app.config.update(
-        {
-            "SECRET_KEY": "test-secret",
-            "KLAVIYO_REDIS_URL": redis_url,
-            "KLAVIYO_PRIVATE_API_KEY": PRIVATE_KEY,
-            "KLAVIYO_PUBLIC_API_KEY": PUBLIC_KEY,
-            "KLAVIYO_STRICT": False,
-            **config,
-        }
-    )
-    klaviyo = Klaviyo(app)
-    klaviyo.identity_loader(lambda: dict(visitor) if visitor else None)
-    if consent is not None:
-        klaviyo.consent_loader(lambda: consent)
+def pages(product: Mapping[str, Any]) -> Callable[[Flask, Klaviyo], None]:
+    def add(app: Flask, klaviyo: Klaviyo) -> None:
+        @app.get("/products/<pid>")
+        @tracks("Viewed Product")
+        def product_page(pid: str) -> str:
+            return render_template_string(PAGE, product=product)
 
-    @app.get("/products/<pid>")
-    @tracks("Viewed Product")
-    def product_page(pid: str) -> str:
-        return render_template_string(PAGE, product=product)
+        @app.get("/plain")
+        def plain() -> str:
+            return render_template_string("<p>plain</p>{{ klaviyo_bridge() }}")
 
-    @app.get("/plain")
-    def plain() -> str:
-        return render_template_string("<p>plain</p>{{ klaviyo_bridge() }}")
+    return add
 
-    return app
+
+@pytest.fixture
+def make_app(make_app: Callable[..., Flask]) -> Callable[..., Flask]:
+    """``make_app(redis_url, tmp_path, *, visitor=None, consent=None, product=PRODUCT,
+    **config)``: a product page and a plain page, with the public key, lenient."""
+
+    def make(
+        redis_url: str,
+        tmp_path: Any,
+        *,
+        visitor: Mapping[str, Any] | None = None,
+        consent: bool | None = None,
+        product: Mapping[str, Any] = PRODUCT,
+        **config: Any,
+    ) -> Flask:
+        return make_app(
+            redis_url,
+            tmp_path,
+            identity=lambda: dict(visitor) if visitor else None,
+            consent=consent,
+            views=pages(product),
+            **{
+                "KLAVIYO_PRIVATE_API_KEY": PRIVATE_KEY,
+                "KLAVIYO_PUBLIC_API_KEY": PUBLIC_KEY,
+                "KLAVIYO_STRICT": False,
+                **config,
+            },
+        )
+
+    return make
 
 
 def get(app: Flask, path: str, **kwargs: Any) -> str:
@@ -82,19 +89,16 @@ def script_srcs(html: str) -> list[str]:
     return re.findall(r'<script(?: async)? src="([^"]+)"', html)
 
 
-def queued(redis_url: str) -> list[dict[str, Any]]:
-    import redis
-
-    return Outbox(redis.Redis.from_url(redis_url)).waiting()
-
-
 KLAVIYO_JS = f"https://static.klaviyo.com/onsite/js/klaviyo.js?company_id={PUBLIC_KEY}"
 BRIDGE_JS = "/_klaviyo/static/klaviyo-bridge.js"
 
 
 # -- a known visitor, a stranger ---------------------------------------------------------------
 def test_known_visitor_page_has_blob_bridge_klaviyo_js_and_identify(
-    redis_url: str, tmp_path: Any
+    redis_url: str,
+    tmp_path: Any,
+    make_app: Callable[..., Flask],
+    queued: Callable[[str], list[dict[str, Any]]],
 ) -> None:
     visitor = {
         "email": "Ann.Lee@Shop.test",
@@ -126,7 +130,9 @@ def test_known_visitor_page_has_blob_bridge_klaviyo_js_and_identify(
     assert PRIVATE_KEY not in html
 
 
-def test_stranger_gets_klaviyo_js_but_no_identify(redis_url: str, tmp_path: Any) -> None:
+def test_stranger_gets_klaviyo_js_but_no_identify(
+    redis_url: str, tmp_path: Any, make_app: Callable[..., Flask]
+) -> None:
     app = make_app(redis_url, tmp_path)
     html = get(app, "/plain")
     data = blob(html)
@@ -141,7 +147,7 @@ def test_stranger_gets_klaviyo_js_but_no_identify(redis_url: str, tmp_path: Any)
     ids=["external_id-alone", "kx-alone", "anonymous-alone"],
 )
 def test_no_identify_without_an_email_or_phone(
-    redis_url: str, tmp_path: Any, visitor: dict[str, str]
+    redis_url: str, tmp_path: Any, visitor: dict[str, str], make_app: Callable[..., Flask]
 ) -> None:
     app = make_app(redis_url, tmp_path, visitor=visitor)
     data = blob(get(app, "/plain"))
@@ -178,7 +184,7 @@ def test_share_profile_rules() -> None:
 
 # -- consent -----------------------------------------------------------------------------------
 def test_consent_false_means_no_klaviyo_js_no_identify_and_no_sharing(
-    redis_url: str, tmp_path: Any
+    redis_url: str, tmp_path: Any, make_app: Callable[..., Flask]
 ) -> None:
     app = make_app(
         redis_url,
@@ -197,7 +203,9 @@ def test_consent_false_means_no_klaviyo_js_no_identify_and_no_sharing(
     assert script_srcs(html) == [BRIDGE_JS]  # the bridge still drops residual calls
 
 
-def test_kla_off_cookie_is_no_consent(redis_url: str, tmp_path: Any) -> None:
+def test_kla_off_cookie_is_no_consent(
+    redis_url: str, tmp_path: Any, make_app: Callable[..., Flask]
+) -> None:
     app = make_app(redis_url, tmp_path, visitor={"email": "ann@shop.test"})
     client = app.test_client()
     client.set_cookie("__kla_off", "1")
@@ -208,7 +216,10 @@ def test_kla_off_cookie_is_no_consent(redis_url: str, tmp_path: Any) -> None:
 
 # -- modes -------------------------------------------------------------------------------------
 def test_share_mode_blob_carries_the_servers_identifiers_and_the_client_endpoint(
-    redis_url: str, tmp_path: Any
+    redis_url: str,
+    tmp_path: Any,
+    make_app: Callable[..., Flask],
+    queued: Callable[[str], list[dict[str, Any]]],
 ) -> None:
     visitor = {"email": "ann@shop.test", "first_name": "Ann", "external_id": "u-42"}
     app = make_app(
@@ -233,14 +244,18 @@ def test_share_mode_blob_carries_the_servers_identifiers_and_the_client_endpoint
     }
 
 
-def test_share_mode_default_client_url_is_klaviyos(redis_url: str, tmp_path: Any) -> None:
+def test_share_mode_default_client_url_is_klaviyos(
+    redis_url: str, tmp_path: Any, make_app: Callable[..., Flask]
+) -> None:
     app = make_app(
         redis_url, tmp_path, visitor={"email": "ann@shop.test"}, KLAVIYO_BRIDGE_MODE="share"
     )
     assert blob(get(app, "/products/1111"))["clientUrl"] == "https://a.klaviyo.com"
 
 
-def test_share_mode_without_a_public_key_falls_back_to_drop(redis_url: str, tmp_path: Any) -> None:
+def test_share_mode_without_a_public_key_falls_back_to_drop(
+    redis_url: str, tmp_path: Any, make_app: Callable[..., Flask]
+) -> None:
     app = make_app(
         redis_url,
         tmp_path,
@@ -258,7 +273,9 @@ def test_share_mode_without_a_public_key_falls_back_to_drop(redis_url: str, tmp_
     assert "ann@shop.test" not in html
 
 
-def test_drop_mode_blob_holds_no_profile_data(redis_url: str, tmp_path: Any) -> None:
+def test_drop_mode_blob_holds_no_profile_data(
+    redis_url: str, tmp_path: Any, make_app: Callable[..., Flask]
+) -> None:
     app = make_app(
         redis_url, tmp_path, visitor={"email": "ann@shop.test"}, KLAVIYO_PUBLIC_API_KEY=None
     )
@@ -269,7 +286,10 @@ def test_drop_mode_blob_holds_no_profile_data(redis_url: str, tmp_path: Any) -> 
 
 # -- escaping and secrets ----------------------------------------------------------------------
 def test_script_breakouts_in_every_value_stay_inside_the_json(
-    redis_url: str, tmp_path: Any
+    redis_url: str,
+    tmp_path: Any,
+    make_app: Callable[..., Flask],
+    queued: Callable[[str], list[dict[str, Any]]],
 ) -> None:
     email = f"ann{BREAKOUT}@shop.test"
     product = {**PRODUCT, "name": f"Pooh {BREAKOUT}"}
@@ -303,7 +323,9 @@ def test_script_breakouts_in_every_value_stay_inside_the_json(
     assert product_event["properties"]["ProductName"] == product["name"]
 
 
-def test_public_key_and_js_url_are_escaped_in_the_src(redis_url: str, tmp_path: Any) -> None:
+def test_public_key_and_js_url_are_escaped_in_the_src(
+    redis_url: str, tmp_path: Any, make_app: Callable[..., Flask]
+) -> None:
     app = make_app(
         redis_url,
         tmp_path,
@@ -321,7 +343,9 @@ def test_klaviyo_js_url_appends_the_company_id() -> None:
     assert klaviyo_js_url("/k.js?v=1", "AbC123") == "/k.js?v=1&company_id=AbC123"
 
 
-def test_private_key_never_appears_in_any_mode(redis_url: str, tmp_path: Any) -> None:
+def test_private_key_never_appears_in_any_mode(
+    redis_url: str, tmp_path: Any, make_app: Callable[..., Flask]
+) -> None:
     for mode in ("drop", "share"):
         app = make_app(
             redis_url,
@@ -334,7 +358,9 @@ def test_private_key_never_appears_in_any_mode(redis_url: str, tmp_path: Any) ->
         assert blob(html)["mode"] == mode
 
 
-def test_no_klaviyo_js_without_a_public_key(redis_url: str, tmp_path: Any) -> None:
+def test_no_klaviyo_js_without_a_public_key(
+    redis_url: str, tmp_path: Any, make_app: Callable[..., Flask]
+) -> None:
     app = make_app(
         redis_url, tmp_path, visitor={"email": "a@shop.test"}, KLAVIYO_PUBLIC_API_KEY=None
     )
@@ -343,7 +369,12 @@ def test_no_klaviyo_js_without_a_public_key(redis_url: str, tmp_path: Any) -> No
 
 
 # -- disabled, configuration -------------------------------------------------------------------
-def test_only_an_inert_blob_is_rendered_when_disabled(redis_url: str, tmp_path: Any) -> None:
+def test_only_an_inert_blob_is_rendered_when_disabled(
+    redis_url: str,
+    tmp_path: Any,
+    make_app: Callable[..., Flask],
+    queued: Callable[[str], list[dict[str, Any]]],
+) -> None:
     app = make_app(redis_url, tmp_path, visitor={"email": "ann@shop.test"}, KLAVIYO_ENABLED=False)
     inert = (
         '<script type="application/json" id="klaviyo-bridge-data">'
@@ -365,7 +396,7 @@ def test_only_an_inert_blob_is_rendered_when_disabled(redis_url: str, tmp_path: 
     ],
 )
 def test_bad_bridge_urls_fail_at_init_naming_the_key(
-    redis_url: str, tmp_path: Any, key: str, value: Any
+    redis_url: str, tmp_path: Any, key: str, value: Any, make_app: Callable[..., Flask]
 ) -> None:
     with pytest.raises(KlaviyoConfigError) as info:
         make_app(redis_url, tmp_path, **{key: value})
@@ -375,7 +406,9 @@ def test_bad_bridge_urls_fail_at_init_naming_the_key(
 @pytest.mark.parametrize(
     "value", ["https://cdn.shop.test/k.js", "//static.klaviyo.com/onsite/js/klaviyo.js", "/k.js"]
 )
-def test_good_klaviyo_js_urls_are_accepted(redis_url: str, tmp_path: Any, value: str) -> None:
+def test_good_klaviyo_js_urls_are_accepted(
+    redis_url: str, tmp_path: Any, value: str, make_app: Callable[..., Flask]
+) -> None:
     app = make_app(redis_url, tmp_path, KLAVIYO_JS_URL=value)
     assert script_srcs(get(app, "/plain"))[1].startswith(value + "?company_id=")
 

@@ -16,16 +16,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 import redis
 from flask import Flask, Response, render_template_string, request
-from werkzeug.serving import make_server
 
 from flask_klaviyo import Klaviyo, tracks
 from flask_klaviyo.delivery.outbox import Outbox
@@ -198,24 +195,7 @@ def browser() -> Iterator[Any]:
         instance.close()
 
 
-def make_store(redis_url: str, fake: Any, *, mode: str = "drop", **config: Any) -> Flask:
-    app = Flask(__name__)
-    app.config.update(
-        {
-            "SECRET_KEY": "browser-secret",
-            "KLAVIYO_REDIS_URL": redis_url,
-            "KLAVIYO_PRIVATE_API_KEY": fake.api_key,
-            "KLAVIYO_API_URL": fake.url,
-            "KLAVIYO_PUBLIC_API_KEY": fake.company_id,
-            "KLAVIYO_CLIENT_URL": fake.url,
-            "KLAVIYO_BRIDGE_MODE": mode,
-            "KLAVIYO_JS_URL": "/stub/klaviyo.js",
-            "KLAVIYO_STRICT": False,
-            **config,
-        }
-    )
-    klaviyo = Klaviyo(app)
-
+def store_views(app: Flask, klaviyo: Klaviyo) -> None:
     @klaviyo.identity_loader
     def who() -> dict[str, str] | None:
         email = request.args.get("who")
@@ -232,20 +212,30 @@ def make_store(redis_url: str, fake: Any, *, mode: str = "drop", **config: Any) 
     def stub() -> Response:
         return Response(STUB_JS, mimetype="text/javascript")
 
-    return app
 
+@pytest.fixture
+def make_store(make_app: Callable[..., Flask]) -> Callable[..., Flask]:
+    """``make_store(redis_url, fake, *, mode="drop", **config)``: a product page in either
+    layout, the bridge in ``mode``, klaviyo.js replaced by a stub that records its calls."""
 
-@contextmanager
-def serving(app: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    def make(redis_url: str, fake: Any, *, mode: str = "drop", **config: Any) -> Flask:
+        return make_app(
+            redis_url,
+            fake=fake,
+            views=store_views,
+            **{
+                "SECRET_KEY": "browser-secret",
+                "KLAVIYO_PRIVATE_API_KEY": fake.api_key,
+                "KLAVIYO_PUBLIC_API_KEY": fake.company_id,
+                "KLAVIYO_CLIENT_URL": fake.url,
+                "KLAVIYO_BRIDGE_MODE": mode,
+                "KLAVIYO_JS_URL": "/stub/klaviyo.js",
+                "KLAVIYO_STRICT": False,
+                **config,
+            },
+        )
+
+    return make
 
 
 class Visit:
@@ -307,10 +297,15 @@ OTHER_METRICS = ("Viewed Collection", "Clicked Banner", "Used Search", "Added to
 # -- drop mode -------------------------------------------------------------------------------
 @pytest.mark.parametrize("layout", ["tail", "head"])
 def test_drop_mode_residual_calls_never_reach_klaviyo_js(
-    visit: Any, redis_url: str, fake: Any, layout: str
+    visit: Any,
+    redis_url: str,
+    fake: Any,
+    layout: str,
+    live_server: Any,
+    make_store: Callable[..., Flask],
 ) -> None:
     app = make_store(redis_url, fake)
-    with serving(app) as base:
+    with live_server(app) as base:
         page = visit(f"{base}/products/1111?layout={layout}&who={EMAIL}")
         assert page.blob["mode"] == "drop"
         assert [e["metric"] for e in page.blob["events"]] == ["Viewed Product"]
@@ -325,10 +320,10 @@ def test_drop_mode_residual_calls_never_reach_klaviyo_js(
 
 
 def test_drop_mode_survives_klaviyo_js_redefining_window_klaviyo(
-    visit: Any, redis_url: str, fake: Any
+    visit: Any, redis_url: str, fake: Any, live_server: Any, make_store: Callable[..., Flask]
 ) -> None:
     app = make_store(redis_url, fake, KLAVIYO_JS_URL="/stub/klaviyo.js?define=1")
-    with serving(app) as base:
+    with live_server(app) as base:
         page = visit(f"{base}/products/1111?who={EMAIL}")
         assert page.page.evaluate("window.klaviyo.__real") is True
         assert page.tracked("Viewed Product") == []
@@ -339,10 +334,16 @@ def test_drop_mode_survives_klaviyo_js_redefining_window_klaviyo(
 # -- share mode ------------------------------------------------------------------------------
 @pytest.mark.parametrize("layout", ["tail", "head"])
 def test_share_mode_resends_the_residual_call_once_with_the_servers_unique_id(
-    visit: Any, redis_url: str, fake: Any, openapi: Any, layout: str
+    visit: Any,
+    redis_url: str,
+    fake: Any,
+    openapi: Any,
+    layout: str,
+    live_server: Any,
+    make_store: Callable[..., Flask],
 ) -> None:
     app = make_store(redis_url, fake, mode="share")
-    with serving(app) as base:
+    with live_server(app) as base:
         page = visit(f"{base}/products/1111?layout={layout}&who={EMAIL}")
         page.page.wait_for_function("window.__resolved === true")  # the share was answered
         blob = page.blob
@@ -380,10 +381,10 @@ def test_share_mode_resends_the_residual_call_once_with_the_servers_unique_id(
 
 
 def test_share_mode_for_an_anonymous_visitor_sends_nothing(
-    visit: Any, redis_url: str, fake: Any
+    visit: Any, redis_url: str, fake: Any, live_server: Any, make_store: Callable[..., Flask]
 ) -> None:
     app = make_store(redis_url, fake, mode="share")
-    with serving(app) as base:
+    with live_server(app) as base:
         page = visit(f"{base}/products/1111")
         tracked = [e["metric"] for e in page.blob["events"]]
         assert all("profile" not in e for e in page.blob["events"])
@@ -395,9 +396,11 @@ def test_share_mode_for_an_anonymous_visitor_sends_nothing(
 
 
 # -- identify, escaping ----------------------------------------------------------------------
-def test_anonymous_visitor_is_not_identified(visit: Any, redis_url: str, fake: Any) -> None:
+def test_anonymous_visitor_is_not_identified(
+    visit: Any, redis_url: str, fake: Any, live_server: Any, make_store: Callable[..., Flask]
+) -> None:
     app = make_store(redis_url, fake)
-    with serving(app) as base:
+    with live_server(app) as base:
         page = visit(f"{base}/products/1111?layout=head")
         assert "identify" not in page.blob
         assert [c for c in page.calls if c[0] == "identify"] == []
@@ -406,11 +409,11 @@ def test_anonymous_visitor_is_not_identified(visit: Any, redis_url: str, fake: A
 
 
 def test_script_breakouts_stay_data_in_a_real_browser(
-    visit: Any, redis_url: str, fake: Any
+    visit: Any, redis_url: str, fake: Any, live_server: Any, make_store: Callable[..., Flask]
 ) -> None:
     email = f"ann{BREAKOUT}@shop.test"
     app = make_store(redis_url, fake, mode="share")
-    with serving(app) as base:
+    with live_server(app) as base:
         page = visit(f"{base}/products/1111?who={quote(email)}&name={quote('Pooh ' + BREAKOUT)}")
         assert page.page.evaluate("window.__pwned") is None
         assert ["identify", {"email": email.lower()}] in page.calls

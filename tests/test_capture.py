@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import redis
 from flask import Flask, abort, render_template_string
 
-from flask_klaviyo import Klaviyo, tracks
-from flask_klaviyo.delivery.outbox import Outbox
+from flask_klaviyo import tracks
 
 EMAIL = "sarah.mason@klaviyo-demo.com"
 POOH = {
@@ -38,16 +37,10 @@ CART = {
 ADDED = {"product": TALE, "quantity": 1}
 
 
-def queued(redis_url: str) -> list[dict[str, Any]]:
-    return Outbox(redis.Redis.from_url(redis_url)).waiting()
-
-
 @pytest.fixture
-def app(redis_url: str, tmp_path: Any) -> Flask:
-    app = Flask(__name__, instance_path=str(tmp_path))
-    app.config.update(SECRET_KEY="s", KLAVIYO_REDIS_URL=redis_url, KLAVIYO_STRICT=True)
-    klaviyo = Klaviyo(app)
-    klaviyo.identity_loader(lambda: {"email": EMAIL})
+def app(make_app: Callable[..., Flask]) -> Flask:
+    app = make_app(identity={"email": EMAIL}, KLAVIYO_STRICT=True)
+    klaviyo = app.extensions["klaviyo"].extension
 
     @app.post("/cart/add")
     @tracks("Added to Cart")
@@ -88,7 +81,7 @@ def app(redis_url: str, tmp_path: Any) -> Flask:
 
 
 def test_added_to_cart_from_a_form_route_carries_the_cart_and_the_added_item(
-    app: Flask, redis_url: str
+    app: Flask, redis_url: str, queued: Callable[[str], list[dict[str, Any]]]
 ) -> None:
     response = app.test_client().post("/cart/add")
     assert response.status_code == 200
@@ -104,25 +97,33 @@ def test_added_to_cart_from_a_form_route_carries_the_cart_and_the_added_item(
     assert event["unique_id"] in response.get_data(as_text=True)  # the page knows it
 
 
-def test_added_to_cart_from_a_json_route_uses_the_returned_dict(app: Flask, redis_url: str) -> None:
+def test_added_to_cart_from_a_json_route_uses_the_returned_dict(
+    app: Flask, redis_url: str, queued: Callable[[str], list[dict[str, Any]]]
+) -> None:
     assert app.test_client().post("/api/cart").status_code == 200
     [event] = queued(redis_url)
     assert event["metric"] == "Added to Cart"
     assert event["profile"] == {"email": EMAIL}
 
 
-def test_klaviyo_context_and_mapped_names(app: Flask, redis_url: str) -> None:
+def test_klaviyo_context_and_mapped_names(
+    app: Flask, redis_url: str, queued: Callable[[str], list[dict[str, Any]]]
+) -> None:
     assert app.test_client().post("/api/cart/explicit").status_code == 201
     [event] = queued(redis_url)
     assert event["properties"]["AddedItemSKU"] == "TALEOFTWO"
 
 
-def test_a_4xx_json_answer_tracks_nothing(app: Flask, redis_url: str) -> None:
+def test_a_4xx_json_answer_tracks_nothing(
+    app: Flask, redis_url: str, queued: Callable[[str], list[dict[str, Any]]]
+) -> None:
     assert app.test_client().post("/api/cart/invalid").status_code == 409
     assert queued(redis_url) == []
 
 
-def test_started_checkout_from_an_async_view(app: Flask, redis_url: str) -> None:
+def test_started_checkout_from_an_async_view(
+    app: Flask, redis_url: str, queued: Callable[[str], list[dict[str, Any]]]
+) -> None:
     assert app.test_client().get("/checkout").status_code == 200
     [event] = queued(redis_url)
     assert event["metric"] == "Started Checkout"
@@ -132,7 +133,7 @@ def test_started_checkout_from_an_async_view(app: Flask, redis_url: str) -> None
 
 
 def test_async_view_abort_tracks_nothing_and_success_tracks_once(
-    app: Flask, redis_url: str
+    app: Flask, redis_url: str, queued: Callable[[str], list[dict[str, Any]]]
 ) -> None:
     client = app.test_client()
     assert client.get("/async/products/nope").status_code == 404
@@ -148,7 +149,9 @@ def test_unknown_metric_or_name_is_a_clear_error() -> None:
         tracks("Viewed Product", cart="basket")
 
 
-def test_consent_refused_means_no_browse_events(app: Flask, redis_url: str) -> None:
+def test_consent_refused_means_no_browse_events(
+    app: Flask, redis_url: str, queued: Callable[[str], list[dict[str, Any]]]
+) -> None:
     client = app.test_client()
     client.set_cookie("__kla_off", "1")
     assert client.post("/cart/add").status_code == 200

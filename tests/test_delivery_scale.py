@@ -8,11 +8,10 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,9 @@ from typing import Any
 import pytest
 import redis
 from flask import Flask
-from rq import Queue, SimpleWorker, Worker
+from rq import Queue, Worker
 from rq.job import Job
 
-from flask_klaviyo import Klaviyo
 from flask_klaviyo.client import KlaviyoClient
 from flask_klaviyo.delivery.deadletters import DeadLetters
 from flask_klaviyo.delivery.outbox import Outbox
@@ -36,6 +34,8 @@ from flask_klaviyo.testing import FakeKlaviyo
 
 API_KEY = "pk_test_private_key"
 VENV_BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.usefixtures("fast_backoff")
+
 UNLIMITED = {"bulk_create_events": [[1_000_000, 1]], "create_event": [[1_000_000, 1]]}
 
 
@@ -78,11 +78,6 @@ def bulk_events(request: dict[str, Any]) -> list[tuple[str, str, str]]:
                 (email, attributes["metric"]["data"]["attributes"]["name"], attributes["unique_id"])
             )
     return found
-
-
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("flask_klaviyo.delivery.sender.BACKOFF_BASE", 0.01)
 
 
 @pytest.fixture
@@ -327,46 +322,9 @@ def worker_env(redis_url: str, fake_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_workers(n: int, redis_url: str, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
-    """``n`` long-running ``rq worker`` processes; their logs go to one file (a pipe nobody
-    reads would fill and stall them)."""
-    handle, path = tempfile.mkstemp(prefix="klaviyo-workers-", suffix=".log")
-    print(f"worker log: {path}")
-    with os.fdopen(handle, "ab") as log:  # each worker keeps its own descriptor
-        return [
-            subprocess.Popen(
-                [str(VENV_BIN / "rq"), "worker", "klaviyo", "--url", redis_url],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            for _ in range(n)
-        ]
-
-
-def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
-    for worker in workers:
-        if worker.poll() is None:
-            worker.terminate()  # RQ's warm shutdown: the running job finishes
-    for worker in workers:
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
-
-
-def wait_until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_four_worker_processes_drain_a_backlog_exactly_once(
-    redis_url: str, redis_client: redis.Redis
+    redis_url: str, redis_client: redis.Redis, wait_until: Callable[..., None], workers: Any
 ) -> None:
     events = [review(n, email=f"s{n % 500}@shop.test") for n in range(10_000)]
     outbox = push(redis_client, events)
@@ -380,7 +338,8 @@ def test_four_worker_processes_drain_a_backlog_exactly_once(
             KLAVIYO_DRAIN_CONCURRENCY="4",
             KLAVIYO_RATE_LIMITS=json.dumps(UNLIMITED),
         )
-        workers = start_workers(4, redis_url, env)
+        for _ in range(4):
+            workers.rq(env, "klaviyo", "--url", redis_url)
         try:
             wait_until(
                 lambda: fake.stats()["accepted"] >= 10_000 and outbox.depth() == 0,
@@ -388,7 +347,7 @@ def test_four_worker_processes_drain_a_backlog_exactly_once(
                 "the backlog to drain",
             )
         finally:
-            stop_workers(workers)
+            workers.stop()
         stats = fake.stats()
     assert stats["accepted"] == 10_000  # none lost
     assert stats["duplicates"] == 0  # none sent twice
@@ -409,27 +368,12 @@ def test_four_worker_processes_drain_a_backlog_exactly_once(
 
 
 @pytest.fixture
-def app(redis_url: str, tmp_path: Path) -> Flask:
-    app = Flask(__name__, instance_path=str(tmp_path))
-    app.config.update(
-        SECRET_KEY="s",
-        KLAVIYO_REDIS_URL=redis_url,
-        KLAVIYO_PRIVATE_API_KEY=API_KEY,
-        KLAVIYO_RETRY_MAX=0,
-    )
-    Klaviyo(app)
-    return app
-
-
-def run_burst_worker(app: Flask) -> None:
-    state = app.extensions["klaviyo"]
-    with app.app_context():
-        queue = Queue("klaviyo", connection=state.redis)
-        SimpleWorker([queue], connection=state.redis).work(burst=True)
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app(KLAVIYO_RETRY_MAX=0)
 
 
 def test_429s_from_an_enforcing_klaviyo_are_all_waited_out(
-    app: Flask, redis_client: redis.Redis
+    app: Flask, redis_client: redis.Redis, drain: Callable[[Flask], None]
 ) -> None:
     """The worker believes in far looser limits than Klaviyo enforces: Klaviyo's 429s (and its
     Retry-After) are what keep it in line, and no event is lost or doubled."""
@@ -440,7 +384,7 @@ def test_429s_from_an_enforcing_klaviyo_are_all_waited_out(
         )
         outbox = push(redis_client, [review(n, email=f"t{n % 40}@shop.test") for n in range(3000)])
         started = time.monotonic()
-        run_burst_worker(app)
+        drain(app)
         elapsed = time.monotonic() - started
         stats, throttled = fake.stats(), fake.throttled
     assert throttled > 0  # Klaviyo did say no
@@ -454,7 +398,7 @@ def test_429s_from_an_enforcing_klaviyo_are_all_waited_out(
 
 
 def test_a_trickle_is_sent_at_the_steady_pace_in_few_requests(
-    app: Flask, fake: FakeKlaviyo, redis_client: redis.Redis
+    app: Flask, fake: FakeKlaviyo, redis_client: redis.Redis, drain: Callable[[Flask], None]
 ) -> None:
     """Pairs of events every 25 ms for 2 s: at Bulk Create Events' steady pace (one request per
     0.4 s here) that is a handful of requests, not 80, and the minute's budget is not burnt."""
@@ -471,9 +415,9 @@ def test_a_trickle_is_sent_at_the_steady_pace_in_few_requests(
 
     pusher = threading.Thread(target=trickle)
     pusher.start()
-    run_burst_worker(app)
+    drain(app)
     pusher.join()
-    run_burst_worker(app)  # whatever arrived after the drain ended
+    drain(app)  # whatever arrived after the drain ended
     assert fake.stats()["accepted"] == 160 and fake.duplicates == 0
     requests = api_requests(fake)
     assert all(r["path"] == "/api/event-bulk-create-jobs" for r in requests)
@@ -484,10 +428,10 @@ def test_a_trickle_is_sent_at_the_steady_pace_in_few_requests(
 
 @pytest.mark.slow
 def test_under_light_load_events_arrive_within_two_seconds(
-    redis_url: str, redis_client: redis.Redis
+    redis_url: str, redis_client: redis.Redis, wait_until: Callable[..., None], workers: Any
 ) -> None:
     with FakeKlaviyo(api_key=API_KEY) as fake:
-        workers = start_workers(1, redis_url, worker_env(redis_url, fake.url))
+        workers.rq(worker_env(redis_url, fake.url), "klaviyo", "--url", redis_url)
         try:
             # long-running, as in production: up and listening before the first event
             wait_until(lambda: len(Worker.all(connection=redis_client)) == 1, 60, "the worker")
@@ -515,7 +459,7 @@ def test_under_light_load_events_arrive_within_two_seconds(
                     f"{[(r['path'], r['status']) for r in api_requests(fake)]}"
                 ) from None
         finally:
-            stop_workers(workers)
+            workers.stop()
         delays = sorted(e["received_at"] - pushed[e["unique_id"]] for e in fake.events)
     assert len(delays) == 150 and fake.duplicates == 0
     p99 = delays[int(0.99 * len(delays)) - 1]

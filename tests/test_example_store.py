@@ -735,25 +735,20 @@ def test_admin_actions_follow_the_order_lifecycle(shop: Flask) -> None:
     assert (row["status"], row["status_reason"]) == ("refunded", "Damaged")
 
 
-def test_the_simulated_provider_calls_back_even_if_the_shopper_left(tmp_path: Path) -> None:
+def test_the_simulated_provider_calls_back_even_if_the_shopper_left(
+    tmp_path: Path, live_server: Any
+) -> None:
     """A real HTTP server in a thread: after checkout the provider's background thread POSTs
     the signed webhook; nobody opens the confirmation page, and the order is paid."""
-    import threading
-
-    from werkzeug.serving import make_server
-
     from example_store import payments
 
     app = create_app(
         store_config(tmp_path / "instance", STORE_PAYMENTS_DELAY=0.05, STORE_ADMIN_PASSWORD=ADMIN)
     )
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with live_server(app) as base:
         import httpx
 
-        with httpx.Client(base_url=f"http://127.0.0.1:{server.server_port}") as browser:
+        with httpx.Client(base_url=base) as browser:
             browser.post("/api/cart", json={"product_id": PLAIN.id})
             browser.post("/checkout/email", data={"email": SHOPPER})
             order_id = browser.post("/checkout", json={}).json()["order_id"]
@@ -768,9 +763,6 @@ def test_the_simulated_provider_calls_back_even_if_the_shopper_left(tmp_path: Pa
         finally:
             conn.close()
         assert (kind, paid_order) == ("payment.succeeded", order_id)
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
 
 
 def test_a_declined_card_is_a_failed_payment(tmp_path: Path) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,25 +29,14 @@ PRODUCT = {
 PAGE = "<h1>{{ product.name }}</h1>{{ klaviyo_bridge() }}"
 
 
-def make_app(redis_url: str, tmp_path: Any, **config: Any) -> Flask:
-    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
-    settings = {
-        "SECRET_KEY": "test-secret",
-        "KLAVIYO_REDIS_URL": redis_url,
-        "KLAVIYO_PRIVATE_API_KEY": "pk_test_private_key",
-    }
-    app.config.update({**settings, **config})
-    return app
-
-
-def queued_events(redis_url: str) -> list[dict[str, Any]]:
-    import redis
-
-    return Outbox(redis.Redis.from_url(redis_url)).waiting()
+@pytest.fixture
+def make_app(make_app: Callable[..., Flask]) -> Callable[..., Flask]:
+    """``make_app(redis_url, tmp_path, **config)``: the app's config only; tests init it."""
+    return functools.partial(make_app, init=False)
 
 
 @pytest.fixture
-def app(redis_url: str, tmp_path: Any) -> Flask:
+def app(redis_url: str, tmp_path: Any, make_app: Callable[..., Flask]) -> Flask:
     app = make_app(redis_url, tmp_path)
     klaviyo = Klaviyo(app)
 
@@ -80,7 +71,9 @@ def test_state_lives_in_app_extensions_not_on_the_instance(app: Flask) -> None:
     assert app.config["KLAVIYO_CURRENCY"] == "USD"
 
 
-def test_init_app_pattern_and_two_apps_in_one_process(redis_url: str, tmp_path: Any) -> None:
+def test_init_app_pattern_and_two_apps_in_one_process(
+    redis_url: str, tmp_path: Any, make_app: Callable[..., Flask]
+) -> None:
     klaviyo = Klaviyo()
     first = make_app(redis_url, tmp_path / "a", KLAVIYO_QUEUE="first")
     second = make_app(redis_url, tmp_path / "b", KLAVIYO_QUEUE="second")
@@ -105,14 +98,18 @@ def test_init_app_twice_is_a_clear_runtime_error(app: Flask) -> None:
         Klaviyo().init_app(app)
 
 
-def test_using_an_app_without_init_app_says_so(redis_url: str, tmp_path: Any) -> None:
+def test_using_an_app_without_init_app_says_so(
+    redis_url: str, tmp_path: Any, make_app: Callable[..., Flask]
+) -> None:
     other = make_app(redis_url, tmp_path)
     klaviyo = Klaviyo()
     with other.app_context(), pytest.raises(RuntimeError, match="did you forget init_app"):
         klaviyo.track("Custom", {}, profile={"email": "a@shop.test"})
 
 
-def test_missing_secret_key_names_the_key(redis_url: str, tmp_path: Any) -> None:
+def test_missing_secret_key_names_the_key(
+    redis_url: str, tmp_path: Any, make_app: Callable[..., Flask]
+) -> None:
     app = make_app(redis_url, tmp_path, SECRET_KEY=None)
     with pytest.raises(KlaviyoConfigError) as info:
         Klaviyo(app)
@@ -142,7 +139,7 @@ def test_missing_secret_key_names_the_key(redis_url: str, tmp_path: Any) -> None
     ],
 )
 def test_unusable_config_is_an_error_at_init_naming_the_key(
-    redis_url: str, tmp_path: Any, key: str, value: Any
+    redis_url: str, tmp_path: Any, key: str, value: Any, make_app: Callable[..., Flask]
 ) -> None:
     app = make_app(redis_url, tmp_path, **{key: value})
     with pytest.raises(KlaviyoConfigError) as info:
@@ -154,22 +151,25 @@ def test_unusable_config_is_an_error_at_init_naming_the_key(
 
 
 def test_disabled_extension_needs_no_secret_and_tracks_nothing(
-    redis_url: str, tmp_path: Any
+    redis_url: str,
+    tmp_path: Any,
+    make_app: Callable[..., Flask],
+    queued: Callable[[str], list[dict[str, Any]]],
 ) -> None:
     app = make_app(redis_url, tmp_path, SECRET_KEY=None, KLAVIYO_ENABLED=False)
     klaviyo = Klaviyo(app)
     with app.app_context():
         assert klaviyo.track("Custom", {}, profile={"email": "a@shop.test"}) is None
-    assert queued_events(redis_url) == []
+    assert queued(redis_url) == []
 
 
 # -- capture and queueing ---------------------------------------------------------------------
 def test_viewed_product_is_captured_at_render_and_queued_after_the_response(
-    app: Flask, redis_url: str
+    app: Flask, redis_url: str, queued: Callable[[str], list[dict[str, Any]]]
 ) -> None:
     response = app.test_client().get("/products/1111")
     assert response.status_code == 200
-    events = queued_events(redis_url)
+    events = queued(redis_url)
     assert len(events) == 1
     event = events[0]
     assert event["metric"] == "Viewed Product"
@@ -183,29 +183,35 @@ def test_viewed_product_is_captured_at_render_and_queued_after_the_response(
     ]
 
 
-def test_each_page_view_gets_its_own_unique_id(app: Flask, redis_url: str) -> None:
+def test_each_page_view_gets_its_own_unique_id(
+    app: Flask, redis_url: str, queued: Callable[[str], list[dict[str, Any]]]
+) -> None:
     client = app.test_client()
     client.get("/products/1111")
     client.get("/products/1111")
-    ids = [e["unique_id"] for e in queued_events(redis_url)]
+    ids = [e["unique_id"] for e in queued(redis_url)]
     assert len(ids) == 2 and ids[0] != ids[1]
 
 
-def test_no_event_for_a_404_or_an_error_response(app: Flask, redis_url: str) -> None:
+def test_no_event_for_a_404_or_an_error_response(
+    app: Flask, redis_url: str, queued: Callable[[str], list[dict[str, Any]]]
+) -> None:
     client = app.test_client()
     assert client.get("/products/nope").status_code == 404
     assert client.get("/boom").status_code == 500
-    assert queued_events(redis_url) == []
+    assert queued(redis_url) == []
 
 
-def test_track_outside_a_request_is_queued_at_once(app: Flask, redis_url: str) -> None:
+def test_track_outside_a_request_is_queued_at_once(
+    app: Flask, redis_url: str, queued: Callable[[str], list[dict[str, Any]]]
+) -> None:
     klaviyo = app.extensions["klaviyo"].extension
     with app.app_context():
         event = klaviyo.track(
             "Left Review", {"Stars": 5}, profile={"email": "sarah.mason@klaviyo-demo.com"}
         )
     assert event is not None and event.unique_id
-    assert [e["metric"] for e in queued_events(redis_url)] == ["Left Review"]
+    assert [e["metric"] for e in queued(redis_url)] == ["Left Review"]
 
 
 def test_strict_mode_raises_on_an_invalid_event(app: Flask) -> None:
@@ -248,7 +254,9 @@ def test_testing_app_is_strict_by_default(app: Flask) -> None:
         klaviyo.track("Custom", {}, profile={})
 
 
-def test_tracking_failure_never_breaks_the_page(redis_url: str, tmp_path: Any) -> None:
+def test_tracking_failure_never_breaks_the_page(
+    redis_url: str, tmp_path: Any, make_app: Callable[..., Flask]
+) -> None:
     """Redis unreachable and a broken product: the page still renders in production mode."""
     app = make_app("redis://127.0.0.1:1/0", tmp_path, KLAVIYO_STRICT=False)
     Klaviyo(app).identity_loader(lambda: {"email": "a@shop.test"})
@@ -303,7 +311,7 @@ def test_the_bridge_script_is_served_by_the_extension(app: Flask) -> None:
 
 
 def test_abort_404_in_a_tracked_view_renders_the_error_page_even_when_strict(
-    app: Flask, redis_url: str
+    app: Flask, redis_url: str, queued: Callable[[str], list[dict[str, Any]]]
 ) -> None:
     app.config["KLAVIYO_STRICT"] = True
 
@@ -314,11 +322,14 @@ def test_abort_404_in_a_tracked_view_renders_the_error_page_even_when_strict(
     response = app.test_client().get("/products/nope")
     assert response.status_code == 404
     assert "not here" in response.get_data(as_text=True)
-    assert queued_events(redis_url) == []
+    assert queued(redis_url) == []
 
 
 def test_a_tracked_view_whose_template_lacks_the_context_warns(
-    app: Flask, redis_url: str, caplog: pytest.LogCaptureFixture
+    app: Flask,
+    redis_url: str,
+    caplog: pytest.LogCaptureFixture,
+    queued: Callable[[str], list[dict[str, Any]]],
 ) -> None:
     @app.get("/nothing")
     @tracks("Viewed Product")
@@ -332,14 +343,16 @@ def test_a_tracked_view_whose_template_lacks_the_context_warns(
 
     caplog.set_level(logging.WARNING, logger="flask_klaviyo")
     assert app.test_client().get("/nothing").status_code == 200
-    assert queued_events(redis_url) == []
+    assert queued(redis_url) == []
     assert "product='item'" in caplog.text
 
     assert app.test_client().get("/mapped").status_code == 200
-    assert [e["properties"]["ProductID"] for e in queued_events(redis_url)] == ["1111"]
+    assert [e["properties"]["ProductID"] for e in queued(redis_url)] == ["1111"]
 
 
-def test_order_lifecycle_events_carry_extra_properties(app: Flask, redis_url: str) -> None:
+def test_order_lifecycle_events_carry_extra_properties(
+    app: Flask, redis_url: str, queued: Callable[[str], list[dict[str, Any]]]
+) -> None:
     klaviyo = app.extensions["klaviyo"].extension
     order = {
         "id": "1234",
@@ -355,4 +368,4 @@ def test_order_lifecycle_events_carry_extra_properties(app: Flask, redis_url: st
     assert refunded is not None and refunded.properties["Reason"] == "Damaged"
     assert refunded.properties["RefundId"] == "r-1"
     assert {placed[0].unique_id, fulfilled.unique_id, refunded.unique_id} == {"1234"}
-    assert len(queued_events(redis_url)) == 4
+    assert len(queued(redis_url)) == 4

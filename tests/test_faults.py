@@ -22,17 +22,15 @@ Every wait is bounded; the machine is small and shared, so latencies are modest.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import random
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -41,13 +39,12 @@ import httpx
 import pytest
 import redis
 from flask import Flask
-from rq import Queue, SimpleWorker
+from rq import Queue
 from test_funnel import (
     ADMIN_PASSWORD,
     API_KEY,
     EMAIL,
     EXPECTED,
-    ROOT,
     VENV_BIN,
     WEBHOOK_SECRET,
     FlaskBrowser,
@@ -76,7 +73,6 @@ pytestmark = pytest.mark.slow
 
 Key = tuple[str, str]  # (metric, unique_id)
 API_ENDPOINTS = ("create_event", "bulk_create_events")
-PROCESS_TIMEOUT = 60.0
 
 
 # -- the store, the journey, the worker --------------------------------------------------------
@@ -119,14 +115,6 @@ def shop(store: Flask, fake: Any) -> list[Key]:
     assert len(set(keys)) == len(keys)
     assert fake.events == []  # nothing reaches Klaviyo from a request
     return keys
-
-
-def drain(store: Flask) -> None:
-    """Run the queued RQ jobs in this process (an RQ SimpleWorker in burst mode)."""
-    state = store.extensions["klaviyo"]
-    with store.app_context():
-        queue = Queue(store.config["KLAVIYO_QUEUE"], connection=state.redis)
-        SimpleWorker([queue], connection=state.redis).work(burst=True)
 
 
 def api_requests(fake: Any) -> list[dict[str, Any]]:
@@ -206,7 +194,11 @@ def test_the_sender_backs_off_within_bounds_and_caps_retry_after(
 
 
 def test_a_429_burst_waits_retry_after_each_time(
-    make_store: Callable[..., Flask], fake: Any, openapi: Any, quick: None
+    make_store: Callable[..., Flask],
+    fake: Any,
+    openapi: Any,
+    quick: None,
+    drain: Callable[[Flask], None],
 ) -> None:
     store = make_store()
     expected = shop(store, fake)
@@ -227,7 +219,11 @@ FIVE_XX = [500, 502, 503, 504, 503]
 
 
 def test_a_run_of_5xx_is_ridden_out_inside_the_drain(
-    make_store: Callable[..., Flask], fake: Any, openapi: Any, quick: None
+    make_store: Callable[..., Flask],
+    fake: Any,
+    openapi: Any,
+    quick: None,
+    drain: Callable[[Flask], None],
 ) -> None:
     store = make_store()
     expected = shop(store, fake)
@@ -249,6 +245,7 @@ def test_5xx_longer_than_a_drain_leaves_the_events_waiting_for_the_next_one(
     openapi: Any,
     quick: None,
     monkeypatch: pytest.MonkeyPatch,
+    drain: Callable[[Flask], None],
 ) -> None:
     """The first drain gives up (its entries stay pending), RQ's retry reclaims them."""
     monkeypatch.setattr(
@@ -267,7 +264,11 @@ def test_5xx_longer_than_a_drain_leaves_the_events_waiting_for_the_next_one(
 
 
 def test_timeouts_are_retried(
-    make_store: Callable[..., Flask], fake: Any, openapi: Any, quick: None
+    make_store: Callable[..., Flask],
+    fake: Any,
+    openapi: Any,
+    quick: None,
+    drain: Callable[[Flask], None],
 ) -> None:
     store = make_store(KLAVIYO_TIMEOUT=0.3)
     expected = shop(store, fake)
@@ -280,7 +281,11 @@ def test_timeouts_are_retried(
 
 
 def test_connection_resets_are_retried(
-    make_store: Callable[..., Flask], fake: Any, openapi: Any, quick: None
+    make_store: Callable[..., Flask],
+    fake: Any,
+    openapi: Any,
+    quick: None,
+    drain: Callable[[Flask], None],
 ) -> None:
     store = make_store()
     expected = shop(store, fake)
@@ -293,7 +298,11 @@ def test_connection_resets_are_retried(
 
 
 def test_slow_answers_within_the_timeout_cost_no_retry(
-    make_store: Callable[..., Flask], fake: Any, openapi: Any, quick: None
+    make_store: Callable[..., Flask],
+    fake: Any,
+    openapi: Any,
+    quick: None,
+    drain: Callable[[Flask], None],
 ) -> None:
     store = make_store(KLAVIYO_TIMEOUT=3.0)
     expected = shop(store, fake)
@@ -305,7 +314,11 @@ def test_slow_answers_within_the_timeout_cost_no_retry(
 
 
 def test_an_answer_lost_after_klaviyo_accepted_is_sent_again_and_kept_once(
-    make_store: Callable[..., Flask], fake: Any, openapi: Any, quick: None
+    make_store: Callable[..., Flask],
+    fake: Any,
+    openapi: Any,
+    quick: None,
+    drain: Callable[[Flask], None],
 ) -> None:
     """Slower than the client's timeout: Klaviyo kept the events, the worker never heard so and
     sends them again. The repeats are dropped by unique_id: at-least-once, exactly-once."""
@@ -333,7 +346,11 @@ def test_an_answer_lost_after_klaviyo_accepted_is_sent_again_and_kept_once(
 
 
 def test_every_fault_in_a_row(
-    make_store: Callable[..., Flask], fake: Any, openapi: Any, quick: None
+    make_store: Callable[..., Flask],
+    fake: Any,
+    openapi: Any,
+    quick: None,
+    drain: Callable[[Flask], None],
 ) -> None:
     store = make_store(KLAVIYO_TIMEOUT=0.5)
     expected = shop(store, fake)
@@ -356,6 +373,7 @@ def test_an_event_failing_past_the_horizon_becomes_a_dead_letter_with_the_error(
     openapi: Any,
     quick: None,
     monkeypatch: pytest.MonkeyPatch,
+    drain: Callable[[Flask], None],
 ) -> None:
     """Klaviyo keeps answering 503. Within the horizon the events wait (pending, retried by the
     next drain); past it they become dead letters with Klaviyo's last error, never vanishing.
@@ -400,6 +418,7 @@ def test_a_failure_shorter_than_the_horizon_only_delays(
     openapi: Any,
     quick: None,
     monkeypatch: pytest.MonkeyPatch,
+    drain: Callable[[Flask], None],
 ) -> None:
     monkeypatch.setattr(delivery_drain, "DRAIN_ATTEMPTS", 2)
     store = make_store(KLAVIYO_RETRY_HORIZON=3600, KLAVIYO_RECLAIM_AFTER=0, KLAVIYO_RETRY_MAX=3)
@@ -420,92 +439,6 @@ def bulk_events(body: Mapping[str, Any]) -> list[Any]:
 # -- workers killed and stopped (real worker processes) -----------------------------------------
 
 
-def descendants(pid: int) -> list[int]:
-    """Every live process below ``pid`` (RQ's work horse sits in its own process group)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-class WorkerProcess:
-    """``flask --app example_store klaviyo worker`` in its own session, output to a log file."""
-
-    def __init__(self, env: Mapping[str, str], log: Path, *args: str) -> None:
-        self.log = log
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [str(VENV_BIN / "flask"), "--app", "example_store", "klaviyo", "worker", *args],
-                env=dict(env),
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def signal_all(self, sig: signal.Signals) -> list[int]:
-        """``sig`` to the worker and every process below it (a whole machine or cgroup going)."""
-        targets = [self.pid, *descendants(self.pid)]
-        for pid in targets:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        return targets
-
-    def wait(self, timeout: float = PROCESS_TIMEOUT) -> int:
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.signal_all(signal.SIGKILL)
-            self.process.wait(timeout=10)
-            raise AssertionError(f"worker did not exit in {timeout}s:\n{self.output()}") from None
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.signal_all(signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    started: list[WorkerProcess] = []
-
-    def launch(env: Mapping[str, str], *args: str) -> WorkerProcess:
-        worker = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log", *args)
-        started.append(worker)
-        return worker
-
-    yield launch
-    for worker in started:
-        worker.kill()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 def in_flight(fake: Any) -> Callable[[], bool]:
     """True once the worker's first API request reached the stand-in (which then holds it)."""
     return lambda: bool(api_requests(fake))
@@ -518,7 +451,8 @@ def test_a_worker_killed_mid_request_is_covered_by_the_next_worker(
     env: dict[str, str],
     fake: Any,
     openapi: Any,
-    workers: Callable[..., WorkerProcess],
+    workers: Callable[..., Any],
+    wait_until: Callable[..., None],
 ) -> None:
     """SIGKILL to the worker and its work horse while the stand-in holds their request (it has
     accepted the events, the answer never arrives). Another worker, started afterwards, reclaims
@@ -552,7 +486,8 @@ def test_sigterm_during_a_drain_lets_it_finish(
     env: dict[str, str],
     fake: Any,
     openapi: Any,
-    workers: Callable[..., WorkerProcess],
+    workers: Callable[..., Any],
+    wait_until: Callable[..., None],
 ) -> None:
     """A deploy stops the worker (SIGTERM to its main process) while its drain waits on Klaviyo:
     RQ's warm shutdown lets the drain finish and acknowledge, then the worker exits. The new
@@ -580,7 +515,8 @@ def test_sigterm_to_the_worker_and_its_horse_hands_the_events_back(
     env: dict[str, str],
     fake: Any,
     openapi: Any,
-    workers: Callable[..., WorkerProcess],
+    workers: Callable[..., Any],
+    wait_until: Callable[..., None],
 ) -> None:
     """SIGTERM to every process of the worker (a container or cgroup stop): the work horse dies
     inside its request, its entries stay pending (handed back); the next worker reclaims them."""
@@ -611,7 +547,7 @@ def viewed_ids(html: str) -> list[str]:
 
 
 def test_sigterm_to_gunicorn_completes_responses_and_their_events_are_queued(
-    env: dict[str, str], fake: Any, tmp_path: Path
+    env: dict[str, str], fake: Any, tmp_path: Path, wait_until: Callable[..., None]
 ) -> None:
     """Shoppers keep loading product pages while gunicorn is told to stop. A request already
     being read when the SIGTERM arrives still gets its page; every page a shopper received had

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import base64
+import functools
 import itertools
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -18,7 +20,6 @@ from flask.testing import FlaskClient
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from flask_klaviyo import Klaviyo, KlaviyoConfigError, tracks
-from flask_klaviyo.delivery.outbox import Outbox
 from flask_klaviyo.delivery.parking import Parking
 from flask_klaviyo.identity.cookies import COOKIE_SALT, parse_kla_id
 
@@ -43,53 +44,47 @@ class Switches:
         self.consent: bool | None = None
 
 
-def make_app(redis_url: str, tmp_path: Any, switches: Switches, **config: Any) -> Flask:
-    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
-    app.config.update(
-        SECRET_KEY=SECRET,
-        KLAVIYO_REDIS_URL=redis_url,
-        KLAVIYO_PRIVATE_API_KEY="pk_test_private_key",
-        **config,
-    )
-    klaviyo = Klaviyo(app)
+def shop(switches: Switches) -> Callable[[Flask, Klaviyo], None]:
+    """The merchant's loaders (answering as ``switches`` say) and the views the tests visit."""
 
-    @klaviyo.identity_loader
-    def who() -> dict[str, Any] | None:
-        return switches.user
+    def add(app: Flask, klaviyo: Klaviyo) -> None:
+        @klaviyo.identity_loader
+        def who() -> dict[str, Any] | None:
+            return switches.user
 
-    @klaviyo.consent_loader
-    def consent() -> bool | None:
-        return switches.consent
+        @klaviyo.consent_loader
+        def consent() -> bool | None:
+            return switches.consent
 
-    @app.get("/products/<pid>")
-    @tracks("Viewed Product")
-    def product(pid: str) -> str:
-        return render_template_string(PAGE, product={**PRODUCT, "id": pid})
+        @app.get("/products/<pid>")
+        @tracks("Viewed Product")
+        def product(pid: str) -> str:
+            return render_template_string(PAGE, product={**PRODUCT, "id": pid})
 
-    @app.get("/track")
-    def track() -> str:
-        explicit = {"email": "event@shop.test"} if request.args.get("explicit") else None
-        klaviyo.track("Left Review", {"Stars": 5}, profile=explicit)
-        return "ok"
+        @app.get("/track")
+        def track() -> str:
+            explicit = {"email": "event@shop.test"} if request.args.get("explicit") else None
+            klaviyo.track("Left Review", {"Stars": 5}, profile=explicit)
+            return "ok"
 
-    @app.route("/whoami", methods=["GET", "POST"])
-    def whoami() -> Any:
-        return jsonify(visitor=klaviyo.visitor(), browse=klaviyo.browse_allowed())
+        @app.route("/whoami", methods=["GET", "POST"])
+        def whoami() -> Any:
+            return jsonify(visitor=klaviyo.visitor(), browse=klaviyo.browse_allowed())
 
-    @app.post("/identify")
-    def identify() -> Any:
-        return jsonify(klaviyo.identify(**request.form.to_dict()))
+        @app.post("/identify")
+        def identify() -> Any:
+            return jsonify(klaviyo.identify(**request.form.to_dict()))
 
-    @app.post("/order")
-    def order() -> str:
-        klaviyo.order_placed(ORDER)
-        return "ok"
+        @app.post("/order")
+        def order() -> str:
+            klaviyo.order_placed(ORDER)
+            return "ok"
 
-    @app.get("/landing")
-    def landing() -> str:
-        return "welcome"
+        @app.get("/landing")
+        def landing() -> str:
+            return "welcome"
 
-    return app
+    return add
 
 
 @pytest.fixture
@@ -98,21 +93,19 @@ def switches() -> Switches:
 
 
 @pytest.fixture
-def app(redis_url: str, tmp_path: Any, switches: Switches) -> Flask:
-    return make_app(redis_url, tmp_path, switches)
+def make_app(make_app: Callable[..., Flask], switches: Switches) -> Callable[..., Flask]:
+    """``make_app(redis_url, tmp_path, **config)``: the shop, its loaders on ``switches``."""
+    return functools.partial(make_app, views=shop(switches), SECRET_KEY=SECRET)
+
+
+@pytest.fixture
+def app(redis_url: str, tmp_path: Any, make_app: Callable[..., Flask]) -> Flask:
+    return make_app(redis_url, tmp_path)
 
 
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
-
-
-def queued(redis_url: str) -> list[dict[str, Any]]:
-    """The events waiting for delivery (``Event.to_dict()`` form), oldest first."""
-    outbox = Outbox(redis.Redis.from_url(redis_url))
-    if hasattr(outbox, "waiting"):  # the outbox stream
-        return outbox.waiting()  # type: ignore[no-any-return]
-    return [event for job in outbox.queue.get_jobs() for event in job.args[0]]
 
 
 def parked_keys(redis_client: redis.Redis) -> list[bytes]:
@@ -188,7 +181,11 @@ CASES = [c for r in (1, 2) for c in itertools.combinations(SOURCES, r)] + [SOURC
 
 @pytest.mark.parametrize("sources", CASES, ids=["+".join(c) for c in CASES])
 def test_resolution_first_found_wins(
-    client: FlaskClient, switches: Switches, redis_url: str, sources: tuple[str, ...]
+    client: FlaskClient,
+    switches: Switches,
+    redis_url: str,
+    sources: tuple[str, ...],
+    queued: Callable[[str], list[dict[str, Any]]],
 ) -> None:
     response = request_with(client, switches, sources)
     assert response.status_code == 200
@@ -197,7 +194,10 @@ def test_resolution_first_found_wins(
 
 
 def test_a_stranger_is_anonymous_and_the_event_is_parked_not_sent(
-    client: FlaskClient, redis_url: str, redis_client: redis.Redis
+    client: FlaskClient,
+    redis_url: str,
+    redis_client: redis.Redis,
+    queued: Callable[[str], list[dict[str, Any]]],
 ) -> None:
     assert client.get("/track").status_code == 200
     assert queued(redis_url) == []
@@ -245,9 +245,15 @@ def tampered(value: str) -> str:
     ],
 )
 def test_an_unusable_cookie_is_ignored_and_replaced_never_an_error(
-    redis_url: str, tmp_path: Any, switches: Switches, redis_client: redis.Redis, bad: Any
+    redis_url: str,
+    tmp_path: Any,
+    switches: Switches,
+    redis_client: redis.Redis,
+    bad: Any,
+    make_app: Callable[..., Flask],
+    queued: Callable[[str], list[dict[str, Any]]],
 ) -> None:
-    app = make_app(redis_url, tmp_path, switches, KLAVIYO_COOKIE_MAX_AGE=86400)
+    app = make_app(redis_url, tmp_path, KLAVIYO_COOKIE_MAX_AGE=86400)
     client = app.test_client()
     good = token({"p": {"email": "cookie@shop.test"}})
     client.set_cookie(COOKIE, bad(good))
@@ -267,7 +273,9 @@ def test_an_unusable_cookie_with_nothing_to_replace_it_is_deleted(client: FlaskC
     assert deleted["value"] == "" and deleted["max-age"] == "0"
 
 
-def test_signed_nonsense_payloads_are_ignored(client: FlaskClient, redis_url: str) -> None:
+def test_signed_nonsense_payloads_are_ignored(
+    client: FlaskClient, redis_url: str, queued: Callable[[str], list[dict[str, Any]]]
+) -> None:
     for payload in (["a", "list"], {"a": 5, "k": ["x"], "p": "me@shop.test", "n": "many"}):
         client.set_cookie(COOKIE, token(payload))
         assert client.get("/track").status_code == 200
@@ -277,9 +285,13 @@ def test_signed_nonsense_payloads_are_ignored(client: FlaskClient, redis_url: st
 
 
 def test_a_cookie_signed_with_a_fallback_key_is_read_and_re_signed(
-    redis_url: str, tmp_path: Any, switches: Switches
+    redis_url: str,
+    tmp_path: Any,
+    switches: Switches,
+    make_app: Callable[..., Flask],
+    queued: Callable[[str], list[dict[str, Any]]],
 ) -> None:
-    app = make_app(redis_url, tmp_path, switches, SECRET_KEY_FALLBACKS=["old-secret"])
+    app = make_app(redis_url, tmp_path, SECRET_KEY_FALLBACKS=["old-secret"])
     client = app.test_client()
     client.set_cookie(COOKIE, token({"p": {"email": "cookie@shop.test"}}, "old-secret"))
     response = client.get("/track")
@@ -289,7 +301,7 @@ def test_a_cookie_signed_with_a_fallback_key_is_read_and_re_signed(
 
 
 def test_without_the_fallback_the_old_cookie_is_not_trusted(
-    client: FlaskClient, redis_url: str
+    client: FlaskClient, redis_url: str, queued: Callable[[str], list[dict[str, Any]]]
 ) -> None:
     client.set_cookie(COOKIE, token({"p": {"email": "cookie@shop.test"}}, "old-secret"))
     client.get("/track")
@@ -297,9 +309,9 @@ def test_without_the_fallback_the_old_cookie_is_not_trusted(
 
 
 def test_a_cookie_near_expiry_is_refreshed_and_a_young_one_is_left_alone(
-    redis_url: str, tmp_path: Any, switches: Switches
+    redis_url: str, tmp_path: Any, switches: Switches, make_app: Callable[..., Flask]
 ) -> None:
-    app = make_app(redis_url, tmp_path, switches, KLAVIYO_COOKIE_MAX_AGE=86400)
+    app = make_app(redis_url, tmp_path, KLAVIYO_COOKIE_MAX_AGE=86400)
     client = app.test_client()
     client.set_cookie(COOKIE, token({"p": {"email": "cookie@shop.test"}}, age=3600))
     assert COOKIE not in set_cookies(client.get("/track"))
@@ -323,12 +335,11 @@ def test_identity_cookie_attributes(client: FlaskClient) -> None:
 
 
 def test_secure_and_domain_are_configurable(
-    redis_url: str, tmp_path: Any, switches: Switches
+    redis_url: str, tmp_path: Any, switches: Switches, make_app: Callable[..., Flask]
 ) -> None:
     app = make_app(
         redis_url,
         tmp_path,
-        switches,
         KLAVIYO_COOKIE_SECURE=True,
         KLAVIYO_COOKIE_DOMAIN="shop.test",
         KLAVIYO_COOKIE_MAX_AGE=3600,
@@ -351,7 +362,9 @@ def test_nothing_is_set_for_a_visitor_the_server_learnt_nothing_about(
 
 
 # -- _kx and __kla_id --------------------------------------------------------------------------
-def test_kx_landing_is_remembered_for_later_visits(client: FlaskClient, redis_url: str) -> None:
+def test_kx_landing_is_remembered_for_later_visits(
+    client: FlaskClient, redis_url: str, queued: Callable[[str], list[dict[str, Any]]]
+) -> None:
     response = client.get(f"/any/page/at/all?_kx={quote(KX_LANDING, safe='')}")
     assert response.status_code == 404  # a landing on a missing page still counts
     assert read_token(client.get_cookie(COOKIE).value)["k"] == KX_LANDING  # type: ignore[union-attr]
@@ -403,7 +416,9 @@ def test_identify_re_sets_kla_id_with_the_known_exchange_id(client: FlaskClient)
         pytest.param(base64.b64encode(b"\xff\xfe\x00").decode(), id="not-utf8"),
     ],
 )
-def test_a_malformed_kla_id_is_ignored(client: FlaskClient, redis_url: str, value: str) -> None:
+def test_a_malformed_kla_id_is_ignored(
+    client: FlaskClient, redis_url: str, value: str, queued: Callable[[str], list[dict[str, Any]]]
+) -> None:
     client.set_cookie("__kla_id", value)
     response = client.get("/track")
     assert response.status_code == 200
@@ -412,7 +427,10 @@ def test_a_malformed_kla_id_is_ignored(client: FlaskClient, redis_url: str, valu
 
 
 def test_an_email_in_kla_id_is_never_trusted(
-    client: FlaskClient, redis_url: str, redis_client: redis.Redis
+    client: FlaskClient,
+    redis_url: str,
+    redis_client: redis.Redis,
+    queued: Callable[[str], list[dict[str, Any]]],
 ) -> None:
     client.set_cookie(
         "__kla_id", kla_id({"$email": "victim@shop.test", "$phone_number": "+15551234567"})
@@ -437,7 +455,7 @@ def test_kla_id_accepts_url_encoded_and_unpadded_values() -> None:
 
 # -- the BFF header ----------------------------------------------------------------------------
 def test_the_header_carries_the_signed_token_with_cookie_trust(
-    client: FlaskClient, redis_url: str
+    client: FlaskClient, redis_url: str, queued: Callable[[str], list[dict[str, Any]]]
 ) -> None:
     signed = token({"p": {"email": "cookie@shop.test"}})
     client.get("/track", headers={"X-Klaviyo-Id": signed})
@@ -445,7 +463,7 @@ def test_the_header_carries_the_signed_token_with_cookie_trust(
 
 
 def test_the_header_carries_a_kla_id_trusted_only_for_its_exchange_id(
-    client: FlaskClient, redis_url: str
+    client: FlaskClient, redis_url: str, queued: Callable[[str], list[dict[str, Any]]]
 ) -> None:
     forged = kla_id({"$email": "victim@shop.test"})
     client.get("/track", headers={"X-Klaviyo-Id": forged})
@@ -457,16 +475,22 @@ def test_the_header_carries_a_kla_id_trusted_only_for_its_exchange_id(
     assert queued(redis_url)[0]["profile"] == {"_kx": KX_KLA}
 
 
-def test_a_tampered_header_token_is_ignored(client: FlaskClient, redis_url: str) -> None:
+def test_a_tampered_header_token_is_ignored(
+    client: FlaskClient, redis_url: str, queued: Callable[[str], list[dict[str, Any]]]
+) -> None:
     signed = token({"p": {"email": "cookie@shop.test"}})
     assert client.get("/track", headers={"X-Klaviyo-Id": tampered(signed)}).status_code == 200
     assert queued(redis_url) == []
 
 
 def test_a_headless_front_end_gets_the_new_token_back_in_the_header(
-    redis_url: str, tmp_path: Any, switches: Switches
+    redis_url: str,
+    tmp_path: Any,
+    switches: Switches,
+    make_app: Callable[..., Flask],
+    queued: Callable[[str], list[dict[str, Any]]],
 ) -> None:
-    app = make_app(redis_url, tmp_path, switches, KLAVIYO_ID_HEADER="X-Shop-Visitor")
+    app = make_app(redis_url, tmp_path, KLAVIYO_ID_HEADER="X-Shop-Visitor")
     client = app.test_client()
     response = client.post(
         "/identify", data={"email": "ann@shop.test"}, headers={"X-Shop-Visitor": ""}
@@ -480,7 +504,7 @@ def test_a_headless_front_end_gets_the_new_token_back_in_the_header(
 
 # -- identify() --------------------------------------------------------------------------------
 def test_identify_makes_the_visitor_known_now_and_later(
-    app: Flask, client: FlaskClient, redis_url: str
+    app: Flask, client: FlaskClient, redis_url: str, queued: Callable[[str], list[dict[str, Any]]]
 ) -> None:
     klaviyo = app.extensions["klaviyo"].extension
 
@@ -498,7 +522,11 @@ def test_identify_makes_the_visitor_known_now_and_later(
 
 
 def test_identify_after_an_anonymous_track_in_the_same_request_sends_it(
-    app: Flask, client: FlaskClient, redis_url: str, redis_client: redis.Redis
+    app: Flask,
+    client: FlaskClient,
+    redis_url: str,
+    redis_client: redis.Redis,
+    queued: Callable[[str], list[dict[str, Any]]],
 ) -> None:
     klaviyo = app.extensions["klaviyo"].extension
 
@@ -514,7 +542,11 @@ def test_identify_after_an_anonymous_track_in_the_same_request_sends_it(
 
 
 def test_external_id_alone_is_never_sent(
-    client: FlaskClient, switches: Switches, redis_url: str, caplog: pytest.LogCaptureFixture
+    client: FlaskClient,
+    switches: Switches,
+    redis_url: str,
+    caplog: pytest.LogCaptureFixture,
+    queued: Callable[[str], list[dict[str, Any]]],
 ) -> None:
     switches.user = {"external_id": "user-42"}
     client.get("/track")
@@ -584,6 +616,7 @@ def test_without_consent_no_cookies_no_browse_events_but_orders_go(
     redis_url: str,
     redis_client: redis.Redis,
     how: str,
+    queued: Callable[[str], list[dict[str, Any]]],
 ) -> None:
     if how == "consent_loader":
         switches.consent = False
@@ -624,7 +657,10 @@ def test_without_consent_existing_identity_cookies_are_not_used(
 
 
 def test_with_consent_browse_events_are_captured(
-    client: FlaskClient, switches: Switches, redis_url: str
+    client: FlaskClient,
+    switches: Switches,
+    redis_url: str,
+    queued: Callable[[str], list[dict[str, Any]]],
 ) -> None:
     switches.user = {"email": "ann@shop.test"}
     switches.consent = True
@@ -633,17 +669,23 @@ def test_with_consent_browse_events_are_captured(
 
 
 # -- never breaks the page ---------------------------------------------------------------------
-def test_redis_down_while_parking_still_renders_the_page(tmp_path: Any, switches: Switches) -> None:
-    app = make_app("redis://127.0.0.1:1/0", tmp_path, switches, KLAVIYO_STRICT=False)
+def test_redis_down_while_parking_still_renders_the_page(
+    tmp_path: Any, switches: Switches, make_app: Callable[..., Flask]
+) -> None:
+    app = make_app("redis://127.0.0.1:1/0", tmp_path, KLAVIYO_STRICT=False)
     response = app.test_client().get("/products/1111")
     assert response.status_code == 200
     assert "Winnie the Pooh" in response.get_data(as_text=True)
 
 
 def test_a_crashing_loader_is_logged_not_fatal_outside_strict_mode(
-    redis_url: str, tmp_path: Any, switches: Switches, caplog: pytest.LogCaptureFixture
+    redis_url: str,
+    tmp_path: Any,
+    switches: Switches,
+    caplog: pytest.LogCaptureFixture,
+    make_app: Callable[..., Flask],
 ) -> None:
-    app = make_app(redis_url, tmp_path, switches, KLAVIYO_STRICT=False)
+    app = make_app(redis_url, tmp_path, KLAVIYO_STRICT=False)
     klaviyo = app.extensions["klaviyo"].extension
     klaviyo.identity_loader(lambda: 1 / 0)
     klaviyo.consent_loader(lambda: 1 / 0)
@@ -673,10 +715,15 @@ def test_a_crashing_loader_is_logged_not_fatal_outside_strict_mode(
     ],
 )
 def test_unusable_identity_config_names_the_key(
-    redis_url: str, tmp_path: Any, switches: Switches, key: str, value: Any
+    redis_url: str,
+    tmp_path: Any,
+    switches: Switches,
+    key: str,
+    value: Any,
+    make_app: Callable[..., Flask],
 ) -> None:
     with pytest.raises(KlaviyoConfigError) as info:
-        make_app(redis_url, tmp_path, switches, **{key: value})
+        make_app(redis_url, tmp_path, **{key: value})
     assert info.value.key == key
 
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import redis
 from flask import Flask
-from rq import Queue, SimpleWorker
+from rq import Queue
 
-from flask_klaviyo import Klaviyo
 from flask_klaviyo.client import KlaviyoClient
 from flask_klaviyo.delivery import drain as delivery_drain
 from flask_klaviyo.delivery import sender as delivery_sender
@@ -23,6 +23,8 @@ from flask_klaviyo.events import Event
 from flask_klaviyo.exceptions import KlaviyoServerError
 
 API_KEY = "pk_test_private_key"
+
+pytestmark = pytest.mark.usefixtures("fast_backoff")
 
 
 def event(n: int, *, email: str = "sarah.mason@klaviyo-demo.com", **overrides: Any) -> Event:
@@ -37,11 +39,6 @@ def event(n: int, *, email: str = "sarah.mason@klaviyo-demo.com", **overrides: A
     }
     fields.update(overrides)
     return Event(**fields)
-
-
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("flask_klaviyo.delivery.sender.BACKOFF_BASE", 0.01)
 
 
 @pytest.fixture
@@ -141,34 +138,18 @@ def test_retrying_a_half_sent_job_creates_no_duplicate(
 
 # -- through RQ ---------------------------------------------------------------------------------
 @pytest.fixture
-def app(redis_url: str, fake: Any, tmp_path: Any) -> Flask:
-    app = Flask(__name__, instance_path=str(tmp_path))
-    app.config.update(
-        SECRET_KEY="s",
-        KLAVIYO_REDIS_URL=redis_url,
-        KLAVIYO_API_URL=fake.url,
-        KLAVIYO_PRIVATE_API_KEY=API_KEY,
-        KLAVIYO_RETRY_MAX=2,
-    )
-    Klaviyo(app)
-    return app
-
-
-def run_worker(app: Flask) -> None:
-    state = app.extensions["klaviyo"]
-    with app.app_context():
-        queue = Queue("klaviyo", connection=state.redis)
-        SimpleWorker([queue], connection=state.redis).work(burst=True)
+def app(make_app: Callable[..., Flask], fake: Any) -> Flask:
+    return make_app(fake=fake, KLAVIYO_RETRY_MAX=2)
 
 
 def test_drain_rides_out_a_run_of_server_errors(
-    app: Flask, fake: Any, redis_client: redis.Redis
+    app: Flask, fake: Any, redis_client: redis.Redis, drain: Callable[[Flask], None]
 ) -> None:
     klaviyo = app.extensions["klaviyo"].extension
     with app.app_context():
         klaviyo.track("Left Review", {"Stars": 5}, profile={"email": "a@shop.test"})
     fake.fail_next(503, count=delivery_sender.IN_JOB_ATTEMPTS)  # four failures in a row
-    run_worker(app)
+    drain(app)
     [accepted] = fake.events
     assert accepted["metric"] == "Left Review"
     assert (
@@ -180,13 +161,17 @@ def test_drain_rides_out_a_run_of_server_errors(
 
 
 def test_a_drain_that_keeps_failing_leaves_its_events_waiting_then_reclaims_them(
-    app: Flask, fake: Any, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    app: Flask,
+    fake: Any,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    drain: Callable[[Flask], None],
 ) -> None:
     klaviyo = app.extensions["klaviyo"].extension
     with app.app_context():
         klaviyo.track("Left Review", {"Stars": 5}, profile={"email": "a@shop.test"})
     fake.fail_next(503, count=delivery_drain.DRAIN_ATTEMPTS)  # the whole first drain fails
-    run_worker(app)
+    drain(app)
     assert fake.events == []
     outbox = Outbox(redis_client)
     assert outbox.depth() == 1 and outbox.pending() == 1  # kept, taken by the failed drain
@@ -200,14 +185,14 @@ def test_a_drain_that_keeps_failing_leaves_its_events_waiting_then_reclaims_them
         delivery_settings, "RECLAIM_IDLE_MS", 0
     )  # as if the reclaim delay had passed
     outbox.enqueue_drain()
-    run_worker(app)
+    drain(app)
     [accepted] = fake.events
     assert accepted["metric"] == "Left Review"
     assert outbox.depth() == 0
 
 
 def test_one_drain_job_serves_many_requests_and_sends_one_bulk_request(
-    app: Flask, fake: Any, redis_client: redis.Redis, openapi: Any
+    app: Flask, fake: Any, redis_client: redis.Redis, openapi: Any, drain: Callable[[Flask], None]
 ) -> None:
     klaviyo = app.extensions["klaviyo"].extension
     with app.app_context():
@@ -216,7 +201,7 @@ def test_one_drain_job_serves_many_requests_and_sends_one_bulk_request(
     queue = Queue("klaviyo", connection=redis_client)
     assert queue.count == 1  # 25 events, one drain job
     assert Outbox(redis_client).depth() == 25
-    run_worker(app)
+    drain(app)
     assert len(fake.events) == 25
     [request] = [r for r in fake.requests if r["path"].startswith("/api/")]
     assert request["path"] == "/api/event-bulk-create-jobs"
@@ -226,17 +211,17 @@ def test_one_drain_job_serves_many_requests_and_sends_one_bulk_request(
 
 
 def test_a_lone_event_drains_through_create_event(
-    app: Flask, fake: Any, redis_client: redis.Redis
+    app: Flask, fake: Any, redis_client: redis.Redis, drain: Callable[[Flask], None]
 ) -> None:
     klaviyo = app.extensions["klaviyo"].extension
     with app.app_context():
         klaviyo.track("Left Review", {"Stars": 5}, profile={"email": "a@shop.test"})
-    run_worker(app)
+    drain(app)
     assert [r["path"] for r in fake.requests] == ["/api/events"]
 
 
 def test_drain_respects_the_shared_rate_limit(
-    app: Flask, fake: Any, redis_client: redis.Redis
+    app: Flask, fake: Any, redis_client: redis.Redis, drain: Callable[[Flask], None]
 ) -> None:
     """Two events per bulk request, 3 requests per second: 12 events need >= 1.5 s."""
     app.config["KLAVIYO_RATE_LIMITS"] = {"bulk_create_events": [[3, 1.0]]}
@@ -250,7 +235,7 @@ def test_drain_respects_the_shared_rate_limit(
     original = drain_module.DRAIN_BATCH
     drain_module.DRAIN_BATCH = 2
     try:
-        run_worker(app)
+        drain(app)
     finally:
         drain_module.DRAIN_BATCH = original
     elapsed = time.monotonic() - started

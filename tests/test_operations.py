@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import redis
 from flask import Flask
-from rq import Queue, SimpleWorker
 
-from flask_klaviyo import Klaviyo
 from flask_klaviyo.delivery.deadletters import DeadLetters
 from flask_klaviyo.delivery.outbox import Outbox
 from flask_klaviyo.delivery.sender import Sender
@@ -21,26 +20,8 @@ API_KEY = "pk_test_private_key"
 
 
 @pytest.fixture
-def app(redis_url: str, fake: Any, tmp_path: Any) -> Flask:
-    app = Flask(__name__, instance_path=str(tmp_path))
-    app.config.update(
-        SECRET_KEY="s",
-        KLAVIYO_REDIS_URL=redis_url,
-        KLAVIYO_API_URL=fake.url,
-        KLAVIYO_CLIENT_URL=fake.url,
-        KLAVIYO_PRIVATE_API_KEY=API_KEY,
-        KLAVIYO_PUBLIC_API_KEY="PUBKEY",
-    )
-    Klaviyo(app)
-    return app
-
-
-def drain(app: Flask) -> None:
-    state = app.extensions["klaviyo"]
-    with app.app_context():
-        SimpleWorker([Queue("klaviyo", connection=state.redis)], connection=state.redis).work(
-            burst=True
-        )
+def app(make_app: Callable[..., Flask], fake: Any) -> Flask:
+    return make_app(fake=fake, KLAVIYO_CLIENT_URL=fake.url, KLAVIYO_PUBLIC_API_KEY="PUBKEY")
 
 
 def seed_rejected(fake: Any, redis_client: redis.Redis) -> None:
@@ -66,7 +47,7 @@ def seed_rejected(fake: Any, redis_client: redis.Redis) -> None:
 
 
 def test_replay_after_a_fix_delivers_once_and_backfills_old_events(
-    app: Flask, fake: Any, redis_client: redis.Redis
+    app: Flask, fake: Any, redis_client: redis.Redis, drain: Callable[[Flask], None]
 ) -> None:
     seed_rejected(fake, redis_client)
     runner = app.test_cli_runner()
@@ -90,7 +71,7 @@ def test_replay_after_a_fix_delivers_once_and_backfills_old_events(
 
 
 def test_replay_by_metric_and_replaying_twice_is_harmless(
-    app: Flask, fake: Any, redis_client: redis.Redis
+    app: Flask, fake: Any, redis_client: redis.Redis, drain: Callable[[Flask], None]
 ) -> None:
     seed_rejected(fake, redis_client)
     records = DeadLetters(redis_client).all()
@@ -159,7 +140,7 @@ def test_status_on_a_seeded_state(app: Flask, fake: Any, redis_client: redis.Red
 
 
 def test_status_counts_handled_events_and_the_last_klaviyo_error(
-    app: Flask, fake: Any, monkeypatch: pytest.MonkeyPatch
+    app: Flask, fake: Any, monkeypatch: pytest.MonkeyPatch, drain: Callable[[Flask], None]
 ) -> None:
 
     monkeypatch.setattr("flask_klaviyo.delivery.sender.BACKOFF_BASE", 0.001)

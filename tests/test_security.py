@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis
 from flask import Flask, render_template_string
-from rq import Queue, SimpleWorker
 
 from flask_klaviyo import Klaviyo, KlaviyoAuthError, KlaviyoConfigError, tracks
 from flask_klaviyo.client import KlaviyoClient
@@ -20,18 +20,15 @@ PHONE = "+15005550006"
 
 
 @pytest.fixture
-def app(redis_url: str, fake: Any, tmp_path: Any) -> Flask:
-    app = Flask(__name__, instance_path=str(tmp_path))
-    app.config.update(
-        SECRET_KEY="s",
-        KLAVIYO_REDIS_URL=redis_url,
-        KLAVIYO_API_URL=fake.url,
+def app(make_app: Callable[..., Flask], fake: Any) -> Flask:
+    app = make_app(
+        fake=fake,
+        identity={"email": EMAIL, "phone_number": PHONE},
         KLAVIYO_PRIVATE_API_KEY=SECRET,  # not the stand-in's key: every send is a 401
         KLAVIYO_PUBLIC_API_KEY="AbC123",
         KLAVIYO_STRICT=False,
     )
-    klaviyo = Klaviyo(app)
-    klaviyo.identity_loader(lambda: {"email": EMAIL, "phone_number": PHONE})
+    klaviyo = app.extensions["klaviyo"].extension
 
     @app.get("/p")
     @tracks("Viewed Product")
@@ -50,17 +47,16 @@ def app(redis_url: str, fake: Any, tmp_path: Any) -> Flask:
 
 
 def test_the_key_appears_nowhere_and_contacts_are_masked(
-    app: Flask, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+    app: Flask,
+    redis_client: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+    drain: Callable[[Flask], None],
 ) -> None:
     caplog.set_level(logging.DEBUG)
     client = app.test_client()
     page = client.get("/p").get_data(as_text=True)
     client.get("/bad")
-    state = app.extensions["klaviyo"]
-    with app.app_context():
-        SimpleWorker([Queue("klaviyo", connection=state.redis)], connection=state.redis).work(
-            burst=True
-        )
+    drain(app)
     dead = DeadLetters(redis_client).all()
     assert {r["reason"] for r in dead} == {"invalid", "rejected"}  # 401 and a bad value
     everything = page + caplog.text + repr(dead)

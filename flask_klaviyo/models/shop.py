@@ -1,173 +1,50 @@
-"""The storefront's nouns as Klaviyo's ecommerce metrics see them: Product, LineItem, Cart, Order.
-
-These are plain dataclasses. They do not validate: a merchant's data is checked once, on the
-built event (:func:`flask_klaviyo.events.validate_event`), where an error can name the exact
-Klaviyo field. ``coerce`` accepts the shapes storefronts already have (dicts, ORM rows, objects
-with a ``to_klaviyo_product()`` method) so views can hand over what they render.
-
-Money may be ``int``, ``float`` or ``Decimal``. A ``str`` price is kept as it is (never parsed):
-it must surface as a schema error rather than be guessed at. Totals that cannot be computed
-from such values are ``None``.
-"""
+"""Product, LineItem, Cart, Address, Order: plain dataclasses with ``coerce`` from the shapes
+storefronts already have (see the package docstring)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
-from .exceptions import KlaviyoSchemaError
+from ..exceptions import KlaviyoSchemaError
+from .coerce import (
+    ADDRESS_NAMES,
+    ADDRESS_PROPERTY_NAMES,
+    CART_ID_NAMES,
+    CHECKOUT_URL_NAMES,
+    LINE_ID_NAMES,
+    LINE_ITEMS_NAMES,
+    LINE_PRICE_NAMES,
+    LINE_PRODUCT_NAMES,
+    LINE_QUANTITY_NAMES,
+    ORDER_CUSTOMER_NAMES,
+    ORDER_DISCOUNT_CODE_NAMES,
+    ORDER_DISCOUNT_VALUE_NAMES,
+    ORDER_ID_NAMES,
+    ORDER_PLACED_AT_NAMES,
+    ORDER_TOTAL_NAMES,
+    PRODUCT_BRAND_NAMES,
+    PRODUCT_CATEGORY_NAMES,
+    PRODUCT_COMPARE_NAMES,
+    PRODUCT_ID_NAMES,
+    PRODUCT_IMAGE_NAMES,
+    PRODUCT_NAME_NAMES,
+    PRODUCT_PRICE_NAMES,
+    PRODUCT_SKU_NAMES,
+    PRODUCT_URL_NAMES,
+    Money,
+    _category_list,
+    _identifier,
+    _pick,
+    _subtract,
+    is_money,
+    sum_money,
+    union,
+)
 
-__all__ = [
-    "Address",
-    "Cart",
-    "LineItem",
-    "Money",
-    "Order",
-    "Product",
-    "is_money",
-    "sum_money",
-]
-
-Money = int | float | Decimal
-
-# The names storefronts commonly use for each field, first match wins.
-PRODUCT_ID_NAMES = ("id", "product_id", "ProductID", "productId")
-PRODUCT_NAME_NAMES = ("name", "title", "ProductName")
-PRODUCT_PRICE_NAMES = ("price", "Price")
-PRODUCT_SKU_NAMES = ("sku", "SKU")
-PRODUCT_URL_NAMES = ("url", "product_url", "URL", "ProductURL")
-PRODUCT_IMAGE_NAMES = ("image_url", "image", "ImageURL")
-PRODUCT_CATEGORY_NAMES = ("categories", "category", "Categories")
-PRODUCT_BRAND_NAMES = ("brand", "vendor", "Brand")
-PRODUCT_COMPARE_NAMES = ("compare_at_price", "CompareAtPrice")
-
-LINE_PRODUCT_NAMES = ("product",)
-LINE_QUANTITY_NAMES = ("quantity", "qty", "Quantity")
-LINE_PRICE_NAMES = ("unit_price", "item_price", "ItemPrice")
-LINE_ID_NAMES = ("line_id", "line_item_id")
-LINE_ITEMS_NAMES = ("items", "line_items", "lines", "Items")
-
-CART_ID_NAMES = ("id", "cart_id", "token")
-CHECKOUT_URL_NAMES = ("checkout_url", "CheckoutURL")
-
-ORDER_ID_NAMES = ("id", "order_id", "OrderId", "number")
-ORDER_CUSTOMER_NAMES = ("customer", "user")
-ORDER_TOTAL_NAMES = ("total", "total_price", "grand_total")
-ORDER_DISCOUNT_CODE_NAMES = ("discount_code", "DiscountCode")
-ORDER_DISCOUNT_VALUE_NAMES = ("discount_value", "discount_total", "discount", "DiscountValue")
-ORDER_PLACED_AT_NAMES = ("placed_at", "created_at")
-
-ADDRESS_NAMES: dict[str, tuple[str, ...]] = {
-    "first_name": ("first_name", "FirstName"),
-    "last_name": ("last_name", "LastName"),
-    "company": ("company", "Company"),
-    "address1": ("address1", "Address1", "line1"),
-    "address2": ("address2", "Address2", "line2"),
-    "city": ("city", "City"),
-    "region": ("region", "state", "province", "Region"),
-    "region_code": ("region_code", "state_code", "province_code", "RegionCode"),
-    "country": ("country", "Country"),
-    "country_code": ("country_code", "CountryCode"),
-    "zip": ("zip", "postal_code", "postcode", "Zip"),
-    "phone": ("phone", "Phone"),
-}
-# Klaviyo's spelling of each Address field inside event properties (seed 001's BillingAddress).
-ADDRESS_PROPERTY_NAMES = {
-    "first_name": "FirstName",
-    "last_name": "LastName",
-    "company": "Company",
-    "address1": "Address1",
-    "address2": "Address2",
-    "city": "City",
-    "region": "Region",
-    "region_code": "RegionCode",
-    "country": "Country",
-    "country_code": "CountryCode",
-    "zip": "Zip",
-    "phone": "Phone",
-}
-
-
-def is_money(value: Any) -> bool:
-    """True for a number a total can be computed from (bool is an int but never money)."""
-    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
-
-
-def sum_money(values: Iterable[Any]) -> Money | None:
-    """Add amounts without mixing Decimal and float (which raises); None if one is not money."""
-    amounts = list(values)
-    if not all(is_money(v) for v in amounts):
-        return None
-    try:
-        if any(isinstance(v, float) for v in amounts):
-            return sum((float(v) for v in amounts), 0.0)
-        return sum(amounts, Decimal(0) if any(isinstance(v, Decimal) for v in amounts) else 0)
-    except (ArithmeticError, ValueError):  # Decimal infinities that cancel, a signaling NaN
-        return None
-
-
-def _subtract(total: Money, discount: Money) -> Money:
-    if isinstance(total, float) or isinstance(discount, float):
-        return float(total) - float(discount)
-    if isinstance(total, Decimal) or isinstance(discount, Decimal):
-        return Decimal(total) - Decimal(discount)
-    return total - discount
-
-
-def _pick(source: Any, names: Sequence[str]) -> Any:
-    """The first non-empty value under any of ``names``; methods are never called."""
-    if isinstance(source, (dict, Mapping)):  # dict first: no ABC check for the common case
-        for name in names:
-            value = source.get(name)
-            if value is not None and value != "":
-                return value
-        return None
-    for name in names:
-        value = getattr(source, name, None)
-        if callable(value) and not isinstance(value, type):
-            continue
-        if value is not None and value != "":
-            return value
-    return None
-
-
-def _identifier(value: Any) -> Any:
-    """Database ids are often ints; Klaviyo's examples (and catalog matching) use strings."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return value
-
-
-def _category_list(value: Any) -> list[str]:
-    """Categories may come as one string, a list of strings or a list of category objects."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, str) or not isinstance(value, Iterable) or isinstance(value, bytes):
-        return [value]  # not a list of categories: validation names it
-    names: list[str] = []
-    for item in value:
-        if isinstance(item, str):
-            names.append(item)
-        else:
-            name = _pick(item, ("name", "title"))
-            names.append(str(name if name is not None else item))
-    return names
-
-
-def union(groups: Iterable[Iterable[Any]]) -> list[Any]:
-    """Each item once, in first-seen order; an unhashable one (a brand given as a list) is kept
-    for validation to name."""
-    seen: dict[Any, Any] = {}
-    for group in groups:
-        for item in group:
-            try:
-                seen.setdefault((True, item), item)
-            except TypeError:
-                seen.setdefault((False, repr(item)), item)
-    return list(seen.values())
+__all__ = ["Address", "Cart", "LineItem", "Order", "Product"]
 
 
 @dataclass
