@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from flask import current_app, g, request
 
-from ._state import is_strict
+from ._state import tolerate
 from .events import Event, added_to_cart, started_checkout, viewed_product
 from .models import Cart, LineItem, Product
 
@@ -132,11 +132,8 @@ def _capture_pending(context: Mapping[str, Any], marks: list[_Tracked]) -> None:
         try:
             event = _build(extension, mark, context)
             extension.submit(event)
-        except Exception:
-            # Tracking never breaks the page, except in strict mode (debug/testing).
-            if is_strict():
-                raise
-            log.exception("klaviyo: could not capture %s", mark.metric)
+        except Exception:  # tracking never breaks the page, except in strict mode
+            tolerate("could not capture %s", mark.metric)
 
 
 def _pending_marks() -> list[_Tracked]:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,3 +290,17 @@ def test_the_logging_check_names_what_is_wrong(tmp_path: Path) -> None:
 def test_every_module_that_logs_uses_its_own_logger(module: Module) -> None:
     problems = logging_problems(module)
     assert not problems, f"{module}: " + "; ".join(problems)
+
+
+def test_the_readme_layout_names_every_module_once() -> None:
+    """README's Layout block lists each module of flask_klaviyo (package __init__s aside)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- layout:start -->", 1)[1].split("<!-- layout:end -->", 1)[0]
+    listed = [line.split()[0] for line in block.splitlines() if re.match(r"  \S", line)]
+    package = ROOT / "flask_klaviyo"
+    expected = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if path.name not in ("__init__.py", "__main__.py") or path.parent == package
+    )
+    assert sorted(listed) == expected

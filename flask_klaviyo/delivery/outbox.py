@@ -1,4 +1,4 @@
-"""The request side of delivery: events into a Redis Stream in one round trip; dead letters.
+"""The outbox: events and operations into a Redis Stream in one round trip; drain scheduling.
 
 An event leaves the web process only through :meth:`Outbox.push`, after the response has been
 produced; nothing here talks to Klaviyo. ``push`` is one round trip: a script that runs ``XADD``
@@ -8,9 +8,6 @@ when no drain is scheduled (the first event after a quiet spell) does it enqueue
 ``flask_klaviyo.jobs.drain``, so RQ stays the job system (retries, failed registry, rq-dashboard)
 without costing an enqueue per event. Workers read the stream through a consumer group: each
 entry goes to one worker, and the entries of a worker that died are reclaimed by the next drain.
-
-Events that must not or could not be sent are kept in the dead-letter registry with the reason
-(our validation or Klaviyo's ``errors``), never dropped.
 """
 
 from __future__ import annotations
