@@ -304,3 +304,16 @@ def test_the_readme_layout_names_every_module_once() -> None:
         if path.name not in ("__init__.py", "__main__.py") or path.parent == package
     )
     assert sorted(listed) == expected
+
+
+def test_names_the_readme_documented_before_the_packages_still_import() -> None:
+    from flask_klaviyo.client import KlaviyoClient
+    from flask_klaviyo.delivery.parking import Parking
+    from flask_klaviyo.identity import Parking as documented
+    from flask_klaviyo.jobs import deliver_events, drain, follow_up
+    from flask_klaviyo.models import Product
+    from flask_klaviyo.testing import FakeKlaviyo, main
+
+    assert documented is Parking
+    assert callable(Product.coerce) and callable(main) and FakeKlaviyo and KlaviyoClient
+    assert [f.__module__ for f in (drain, deliver_events, follow_up)] == ["flask_klaviyo.jobs"] * 3
