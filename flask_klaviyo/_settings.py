@@ -127,7 +127,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KLAVIYO_RETRY_MAX", DEFAULT_RETRY_MAX, c.whole(0, "must be a whole number >= 0"),
             "RQ retries of a delivery job", env_parse=c.as_int),
     Setting("KLAVIYO_RATE_LIMITS", None, c.rate_limits,
-            "per endpoint `[[limit, seconds], ...]` (a mapping, or JSON in the environment); "
+            "per endpoint (named as its OpenAPI document, e.g. `create_or_update_profile`) "
+            "`[[limit, seconds], ...]` (a mapping, or JSON in the environment); "
             "endpoints not named keep Klaviyo's published limits",
             nullable=True, shown="Klaviyo's published limits"),
     Setting("KLAVIYO_DRAIN_CONCURRENCY", DEFAULT_DRAIN_CONCURRENCY,

@@ -441,3 +441,35 @@ def test_the_drain_batch_cap_is_klaviyos_bulk_limit() -> None:
     from flask_klaviyo.events import MAX_BULK_EVENTS
 
     assert MAX_DRAIN_BATCH == MAX_BULK_EVENTS == kinds.get("event").batch_limit == 1000
+
+
+def test_an_operation_failing_past_the_retry_horizon_becomes_a_dead_letter_then_replays(
+    app: Flask, fake: Any, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from flask_klaviyo.ops import replay_dead_letters
+
+    monkeypatch.setattr("flask_klaviyo.delivery.drain.DRAIN_ATTEMPTS", 2)
+    monkeypatch.setattr("flask_klaviyo.delivery.sender.BACKOFF_BASE", 0.001)
+    app.config.update(KLAVIYO_RETRY_HORIZON=1.0, KLAVIYO_RECLAIM_AFTER=0, KLAVIYO_RETRY_MAX=0)
+    klaviyo = app.extensions["klaviyo"].extension
+    with app.app_context():
+        klaviyo.enqueue("toy_review", {"id": "h", "email": "h@shop.test"}, key="h")
+    fake.fail_next(503, count=1000, detail="Klaviyo is down for maintenance.")
+    outbox = Outbox(redis_client)
+    dead_letters = DeadLetters(redis_client)
+    run_worker(app)  # within the horizon: it waits, taken and not acknowledged
+    assert outbox.depth() == 1 and dead_letters.count() == 0
+    time.sleep(1.1)
+    outbox.enqueue_drain()
+    run_worker(app)  # past the horizon: a dead letter with Klaviyo's last error
+    assert outbox.depth() == 0
+    [record] = dead_letters.all()
+    assert (record["reason"], record["status"]) == ("retry_horizon", 503)
+    assert record["operation"]["op"] == "toy_review"
+    assert record["errors"][0]["detail"] == "Klaviyo is down for maintenance."
+    fake.reset()
+    assert replay_dead_letters(dead_letters, outbox).requeued == 1
+    run_worker(app)
+    assert [e["unique_id"] for e in fake.events] == ["h"]
