@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean browser
+.PHONY: run test lint bench bench-smoke clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/rate_limited_drain.py
 	$(PY) benchmarks/latency.py
 	$(PY) benchmarks/worker_memory.py
+
+# Each script in a few seconds on tiny sizes, same code path (tests/test_benchmarks.py does this).
+bench-smoke: $(STAMP)
+	for script in request_overhead drain_throughput rate_limited_drain latency worker_memory; do \
+	  $(PY) benchmarks/$$script.py --smoke || exit 1; done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check flask_klaviyo example_store tests benchmarks
