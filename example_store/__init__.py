@@ -16,8 +16,10 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from . import catalog, db, payments, webhook
+from .accounts import DEFAULT_RESET_MAX_AGE
 from .extensions import klaviyo
 from .http import json_error, wants_json
+from .newsletter import DEFAULT_LIST_ID
 from .settings import (
     derived_webhook_secret,
     load_or_create_secret_key,
@@ -50,6 +52,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         STORE_NAME=STORE_NAME,
         STORE_DATABASE=os.path.join(app.instance_path, "store.sqlite3"),
         STORE_ADMIN_PASSWORD=None,  # no admin pages until a password is set
+        STORE_NEWSLETTER_LIST_ID=DEFAULT_LIST_ID,  # the Klaviyo list the signup forms fill
+        STORE_PASSWORD_RESET_MAX_AGE=DEFAULT_RESET_MAX_AGE,  # seconds a reset link works
         SESSION_COOKIE_SAMESITE="Lax",
     )
     app.config.update(settings)
@@ -67,11 +71,17 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     payments.init_app(app)
     webhook.init_app(app)
 
+    from .account_views import bp as account_bp
     from .admin import bp as admin_bp
+    from .newsletter import bp as newsletter_bp
+    from .password_reset import bp as password_bp
     from .views import bp
 
     app.register_blueprint(bp)
     app.register_blueprint(admin_bp)
+    app.register_blueprint(newsletter_bp)
+    app.register_blueprint(account_bp)
+    app.register_blueprint(password_bp)
     app.register_error_handler(HTTPException, _http_error)
     app.add_template_filter(money)
     return app

@@ -1,7 +1,8 @@
 """SQLite through the standard library: one connection per request, closed at teardown.
 
 The schema holds the whole funnel: products, carts (kept by id in the session), orders with the
-lines as sold, and the payment provider's webhook deliveries (their ids deduplicate retries).
+lines as sold, the payment provider's webhook deliveries (their ids deduplicate retries), shopper
+accounts and the newsletter consents shoppers gave.
 ``init_app`` creates the schema and adds columns a database from an older version lacks,
 idempotently, so every process that builds the app (web, workers) can run it safely. This module
 knows tables, not what goes in them: ``catalog.init_app`` seeds the products.
@@ -99,9 +100,45 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     payload     TEXT NOT NULL,
     received_at TEXT NOT NULL
 );
+
+CREATE TABLE IF NOT EXISTS accounts (
+    id            TEXT PRIMARY KEY,                  -- AC-XXXXXXXX: random, not a count
+    email         TEXT NOT NULL UNIQUE,              -- lower-cased
+    password_hash TEXT NOT NULL,                     -- werkzeug.security
+    first_name    TEXT NOT NULL DEFAULT '',
+    last_name     TEXT NOT NULL DEFAULT '',
+    phone_number  TEXT,                              -- E.164
+    reset_nonce   TEXT NOT NULL,                     -- in reset links; changed on use: no replay
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS newsletter_signups (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT, -- the consent the shopper gave, as given
+    list_id       TEXT NOT NULL,
+    email         TEXT,
+    phone_number  TEXT,                              -- E.164, only with SMS consent
+    channels      TEXT NOT NULL,                     -- "email" or "email,sms"
+    source        TEXT NOT NULL,                     -- which form
+    status        TEXT NOT NULL,                     -- subscribed | confirmation_sent
+    consented_at  TEXT NOT NULL,
+    consented_ts  REAL NOT NULL                      -- the same, for the double-submit window
+);
+
+CREATE INDEX IF NOT EXISTS newsletter_signups_by_email
+    ON newsletter_signups (email, list_id, consented_ts);
 """
 
-TABLES = ("products", "carts", "cart_items", "orders", "order_items", "webhook_deliveries")
+TABLES = (
+    "products",
+    "carts",
+    "cart_items",
+    "orders",
+    "order_items",
+    "webhook_deliveries",
+    "accounts",
+    "newsletter_signups",
+)
 
 # Columns added after the first schema: (table, column, declaration) for ALTER TABLE ADD COLUMN.
 ADDED_COLUMNS = (

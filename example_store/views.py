@@ -11,14 +11,14 @@ What each funnel step hands flask-klaviyo:
   shopper's is parked by the extension and released when they give their email.
 - ``POST /checkout`` places the order (``pending_payment``) and hands it to the payment provider;
   Placed Order comes later, from the provider's webhook (``webhook.py``), never from the
-  confirmation page.
+  confirmation page. Its "email me offers" box (``newsletter=yes``, never pre-ticked)
+  subscribes the order's email through ``newsletter.subscribe``.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -35,24 +35,24 @@ from werkzeug.wrappers import Response
 
 from flask_klaviyo import tracks
 
-from . import carts, catalog, payments
+from . import carts, catalog, newsletter, payments
+from .accounts import SESSION_KEY as ACCOUNT_SESSION_KEY
 from .admin import is_admin
 from .carts import Cart, CartError
 from .db import transaction
 from .extensions import klaviyo
-from .http import json_error, request_data, wants_json
+from .http import back, json_error, request_data, wants_json
 from .orders import COUNTRIES, clean_address, create_order, get_order
+from .validation import is_yes, valid_email
 
 __all__ = ["bp"]
 
 bp = Blueprint("store", __name__)
 
-# Deliberately simple: one @, no spaces, a dot in the domain. The mail server has the last word.
-EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
-MAX_EMAIL_LENGTH = 254
 CHECKOUT_EMAIL = "checkout_email"  # session key: the email given at checkout
 SESSION_ORDERS = "orders"  # session key: the orders this browser placed (may see them)
 MAX_SESSION_ORDERS = 20
+CHECKOUT_SOURCE = "Checkout"  # the newsletter signup source of the box at checkout
 
 
 @bp.before_app_request
@@ -93,14 +93,15 @@ def product(product_id: str) -> str:
 
 @bp.post("/login")
 def login() -> Response:
-    email = _valid_email(request.form.get("email"))
+    email = valid_email(request.form.get("email"))
     if email is None:
         flash("Please enter a valid email address, like you@example.com.", "error")
-        return redirect(_back(), code=303)
+        return redirect(back(), code=303)
+    session.pop(ACCOUNT_SESSION_KEY, None)  # the email login is not an account's login
     session["email"] = email
     klaviyo.identify(email=email)
     flash(f"Signed in as {email}.", "info")
-    return redirect(_back(), code=303)
+    return redirect(back(), code=303)
 
 
 @bp.app_context_processor
@@ -111,13 +112,6 @@ def cart_badge() -> dict[str, Any]:
         return {"cart_count": carts.current_cart().count}
     except Exception:  # an error page must render even if the database is the error
         return {"cart_count": 0}
-
-
-def _valid_email(raw: Any) -> str | None:
-    email = raw.strip().lower() if isinstance(raw, str) else ""
-    if len(email) > MAX_EMAIL_LENGTH or not EMAIL.fullmatch(email):
-        return None
-    return email
 
 
 # -- cart -----------------------------------------------------------------------------------
@@ -217,7 +211,7 @@ def checkout() -> str | Response:
 @bp.post("/checkout/email")
 def checkout_email() -> Response | tuple[dict[str, Any], int]:
     """The shopper gives their email: Klaviyo now knows who this visitor is."""
-    email = _valid_email(request_data().get("email"))
+    email = valid_email(request_data().get("email"))
     if email is None:
         message = "Please enter a valid email address, like you@example.com."
         if wants_json():
@@ -253,7 +247,7 @@ def place_order() -> Response | tuple[dict[str, Any], int, dict[str, str]]:
         return _checkout_refused("empty_cart", "Your cart is empty.", "store.cart")
     email = _checkout_email()
     if data.get("email"):
-        email = _valid_email(data["email"])
+        email = valid_email(data["email"])
         if email is None:
             return _checkout_refused(
                 "invalid_email", "Please enter a valid email address.", "store.checkout"
@@ -289,8 +283,15 @@ def place_order() -> Response | tuple[dict[str, Any], int, dict[str, str]]:
         callback_url=url_for("webhooks.payments", _external=True),
     )
     location = url_for("store.order", order_id=order_id)
+    body = {"order_id": order_id, "status": "pending_payment", "url": location}
+    if is_yes(data.get("newsletter")):
+        # The "email me offers" box: never ticked for the shopper, so ticked means consent.
+        signup = newsletter.Signup(email=email)
+        status = newsletter.subscribe(signup, source=CHECKOUT_SOURCE)
+        body["newsletter"] = status
+        if not wants_json():
+            flash(newsletter.status_message(status, signup), "info")
     if wants_json():
-        body = {"order_id": order_id, "status": "pending_payment", "url": location}
         return body, 201, {"Location": location}
     return redirect(location, code=303)
 
@@ -310,30 +311,8 @@ def order(order_id: str) -> str | dict[str, Any]:
 
 @bp.post("/logout")
 def logout() -> Response:
+    session.pop(ACCOUNT_SESSION_KEY, None)
     session.pop("email", None)
     session.pop(CHECKOUT_EMAIL, None)
     flash("Signed out.", "info")
-    return redirect(_back(), code=303)
-
-
-def _back() -> str:
-    """Where the form was posted from: ``next`` or the Referer, if it is on this site."""
-    for target in (request.form.get("next"), request.referrer):
-        local = _local_path(target)
-        if local is not None:
-            return local
-    return url_for("store.index")
-
-
-def _local_path(target: str | None) -> str | None:
-    """``target`` as a path on this site, or None (no open redirects)."""
-    if not target or "\\" in target:
-        return None
-    parts = urlsplit(target)
-    off_site = parts.scheme not in ("http", "https") or parts.netloc != request.host
-    if (parts.scheme or parts.netloc) and off_site:
-        return None
-    path = urlunsplit(("", "", parts.path, parts.query, ""))
-    if not path.startswith("/") or path.startswith("//"):
-        return None
-    return path
+    return redirect(back(), code=303)
