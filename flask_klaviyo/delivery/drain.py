@@ -25,7 +25,11 @@ from typing import Any
 from .._settings import MAX_DRAIN_BATCH
 from ..exceptions import KlaviyoAPIError, KlaviyoDeliveryError
 from ..ratelimit import RateLimiter
-from . import keys, kinds
+from . import (
+    keys,
+    kinds,
+    klaviyo_kinds,  # noqa: F401 - importing it registers Klaviyo's kinds
+)
 from .deadletters import DeadLetters
 from .keys import CONSUMER_GROUP
 from .operations import EVENT_KIND, Operation, kind_of
