@@ -14,8 +14,9 @@ from flask.signals import before_render_template
 from markupsafe import Markup
 
 from . import _settings, bridge, capture, queueing
-from ._state import EXTENSION_KEY, State, current_state, tolerate
+from ._state import EXTENSION_KEY, State, current_state, enabled, tolerate
 from .cli import klaviyo_cli
+from .customer_api import CustomerAPI
 from .delivery import (
     klaviyo_kinds,  # noqa: F401 - importing it registers Klaviyo's kinds
 )
@@ -70,13 +71,7 @@ def _check_config(app: Flask) -> None:
     _settings.check(app.config)
 
 
-def _enabled() -> bool:
-    """The ``KLAVIYO_ENABLED`` switch (and a clear error when init_app was never called)."""
-    current_state()
-    return bool(current_app.config["KLAVIYO_ENABLED"])
-
-
-class Klaviyo:
+class Klaviyo(CustomerAPI):
     """Server-side Klaviyo tracking for a Flask app.
 
     ``Klaviyo(app)`` or ``Klaviyo()`` then ``init_app(app)``; one instance may serve several apps.
@@ -137,7 +132,7 @@ class Klaviyo:
         currency: str | None = None,
     ) -> Event | None:
         """Track any metric; queued after the response (in a request) or at once (outside)."""
-        if not _enabled():
+        if not enabled():
             return None
         event = queueing.build(
             metric,
@@ -156,7 +151,7 @@ class Klaviyo:
 
     def order_placed(self, order: Any, *, profile: Mapping[str, Any] | None = None) -> list[Event]:
         """Placed Order plus one Ordered Product per line."""
-        if not _enabled():
+        if not enabled():
             return []
 
         def build() -> list[Event]:
@@ -205,7 +200,7 @@ class Klaviyo:
         An unknown kind or a payload that is not JSON raises in strict mode; otherwise it is
         logged and nothing is queued.
         """
-        if not _enabled():
+        if not enabled():
             return None
         return queueing.enqueue(kind, payload, key)
 
@@ -220,7 +215,7 @@ class Klaviyo:
         parked anonymous events are released after the response. Returns the identity kept
         ({} without a valid email or E.164 phone number).
         """
-        if not _enabled():
+        if not enabled():
             return {}
         return identify_visitor(attributes, self._consent_loader)
 
@@ -258,7 +253,7 @@ class Klaviyo:
         profile: Mapping[str, Any] | None,
         **options: Any,
     ) -> Event | None:
-        if not _enabled():
+        if not enabled():
             return None
 
         def build() -> Event:

@@ -1,5 +1,6 @@
-"""Klaviyo's operation kinds, registered at import: events, profiles (import, update, email
-change), subscriptions, deletion requests, back in stock, and the catalog's bulk jobs.
+"""Klaviyo's operation kinds, registered at import: events, bulk profile import,
+subscriptions, deletion requests, back in stock, and the catalog's bulk jobs (profiles:
+:mod:`.profile_kinds`).
 
 Each payload is the kind's own JSON (README "Operations beyond events" lists them); a body
 builder turns a batch of them into the endpoint's JSON:API body, which every test validates
@@ -8,43 +9,30 @@ against Klaviyo's OpenAPI document.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..events import MAX_BULK_EVENTS
+from . import profile_kinds  # noqa: F401 - registers the profile kinds
 from .kinds import JobFollowUp, Kind, Payload, pointer_index, register
 from .operations import EVENT_KIND
 
 __all__: list[str] = []
 
 
-def _one(resource: str, batch: Sequence[Payload]) -> dict[str, Any]:
-    payload = batch[0]
-    data: dict[str, Any] = {"type": resource, "attributes": dict(payload["attributes"])}
-    if payload.get("id"):
-        data["id"] = payload["id"]
-    if payload.get("relationships"):
-        data["relationships"] = payload["relationships"]
-    body: dict[str, Any] = {"data": data}
-    if payload.get("meta"):
-        data["meta"] = payload["meta"]
-    return body
-
-
-def _merge_profile(first: Payload, second: Payload) -> dict[str, Any]:
-    """A later update wins field by field; ``location`` and ``properties`` merge key by key."""
-    merged = {**first, **second}
-    attributes = {**first.get("attributes", {}), **second.get("attributes", {})}
-    for name in ("location", "properties"):
-        old, new = first.get("attributes", {}).get(name), second.get("attributes", {}).get(name)
-        if isinstance(old, Mapping) and isinstance(new, Mapping):
-            attributes[name] = {**old, **new}
-    merged["attributes"] = attributes
-    return merged
-
-
 def _list_relationship(list_id: Any) -> dict[str, Any]:
     return {"list": {"data": {"type": "list", "id": list_id}}}
+
+
+def _merge_consent(first: Payload, second: Payload) -> dict[str, Any]:
+    """Two consent changes of one person on one list waiting together: one, every channel
+    (the later consent wins per channel)."""
+    profile = {**first.get("profile", {}), **second.get("profile", {})}
+    profile["subscriptions"] = {
+        **first.get("profile", {}).get("subscriptions", {}),
+        **second.get("profile", {}).get("subscriptions", {}),
+    }
+    return {**first, **second, "profile": profile}
 
 
 def _subscribe_body(batch: Sequence[Payload]) -> dict[str, Any]:
@@ -154,26 +142,6 @@ def _register_builtins() -> None:
     )
     register(
         Kind(
-            "profile_import",
-            "create_or_update_profile",
-            "/api/profile-import",
-            1,
-            body=lambda batch: _one("profile", batch),
-            merge=_merge_profile,
-        )
-    )
-    register(
-        Kind(
-            "profile_update",
-            "update_profile",
-            "/api/profiles/{id}",
-            1,
-            body=lambda batch: _one("profile", batch),
-            method="PATCH",
-        )
-    )
-    register(
-        Kind(
             "bulk_import_profiles",
             "bulk_import_profiles",
             "/api/profile-bulk-import-jobs",
@@ -196,6 +164,7 @@ def _register_builtins() -> None:
             1000,
             body=_subscribe_body,
             locate=pointer_index("/data/attributes/profiles/data"),
+            merge=_merge_consent,
             group=lambda p: (p.get("list_id"), p.get("custom_source"), p.get("historical_import")),
         )
     )
@@ -207,6 +176,7 @@ def _register_builtins() -> None:
             100,
             body=_unsubscribe_body,
             locate=pointer_index("/data/attributes/profiles/data"),
+            merge=_merge_consent,
             group=lambda p: p.get("list_id"),
         )
     )
