@@ -170,3 +170,26 @@ NOT_JS_URL = "must be an http(s) URL or a path on this site, got {value!r}"
 NOT_REDIS = "must be a redis://, rediss:// or unix:// URL (or unset)"
 NOT_COOKIE = "must be a cookie name of our own, got {value!r}"
 NOT_HEADER = "must be an HTTP header name or None, got {value!r}"
+
+
+def auto_or_bool(key: str, value: Any) -> Any:
+    """``"auto"``, or True/False (what ``true``/``false`` spell)."""
+    if value == "auto":
+        return value
+    return boolean("must be 'auto', True or False")(key, value)
+
+
+def as_auto_or_bool(text: str) -> Any:
+    return "auto" if text.strip().lower() == "auto" else as_bool(text)
+
+
+def list_ids(key: str, value: Any) -> Any:
+    """Klaviyo list ids: a list of strings (or, from the environment, comma-separated)."""
+    if isinstance(value, str):  # "a, b"; an empty entry (" , ") is a mistake, not a list
+        text = value.strip()
+        value = [part.strip() for part in text.split(",")] if text else []
+    if isinstance(value, list | tuple | set | frozenset) and all(
+        isinstance(item, str) and item for item in value
+    ):
+        return tuple(value)
+    raise KlaviyoConfigError(key, f"must be a list of Klaviyo list ids, got {value!r}")

@@ -170,6 +170,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KLAVIYO_ID_HEADER", "X-Klaviyo-Id", c.or_none(c.matching(c.TOKEN, c.NOT_HEADER)),
             "request header a headless front end sends the identity in; `None`: off",
             nullable=True),
+    Setting("KLAVIYO_ACTIVE_ON_SITE", "auto", c.auto_or_bool,
+            "Active on Site from the server once per visit of a known, consenting visitor: "
+            "`auto` only on pages where the bridge does not load klaviyo.js (which sends its "
+            "own); `True`/`False` force it", env_parse=c.as_auto_or_bool),
+    Setting("KLAVIYO_SINGLE_OPT_IN_LISTS", (), c.list_ids,
+            "Klaviyo lists set to single opt-in: `subscribe()` says `subscribed` for them, "
+            "`confirmation_sent` (double opt-in, Klaviyo's default) for the others",
+            env_parse=c.as_str, shown="none"),
+    Setting("KLAVIYO_FORGET_HOLD", 30 * _DAY, c.whole(1, c.SECONDS),
+            "seconds after `forget()` during which anything queued for that person is dropped "
+            "before sending", env_parse=c.as_int, shown="30 days"),
     Setting("KLAVIYO_PARK_MAX_EVENTS", 50,
             c.whole(0, "must be a whole number >= 0 (0: anonymous events dropped)"),
             "anonymous events kept per visitor (oldest dropped); `0`: none kept",

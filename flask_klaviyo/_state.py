@@ -24,7 +24,7 @@ from .embedded import embedded_redis_url
 if TYPE_CHECKING:
     from .extension import Klaviyo
 
-__all__ = ["EXTENSION_KEY", "State", "current_state", "is_strict", "tolerate"]
+__all__ = ["EXTENSION_KEY", "State", "current_state", "enabled", "is_strict", "tolerate"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,12 @@ def current_state() -> State:
             "flask-klaviyo is not initialized on this app; did you forget init_app? "
             "Call klaviyo.init_app(app) (or Klaviyo(app)) in your app factory."
         ) from None
+
+
+def enabled() -> bool:
+    """The ``KLAVIYO_ENABLED`` switch (and a clear error when init_app was never called)."""
+    current_state()
+    return bool(current_app.config["KLAVIYO_ENABLED"])
 
 
 def is_strict() -> bool:

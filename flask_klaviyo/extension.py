@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,10 +13,14 @@ from flask import Blueprint, Flask, current_app, g, has_request_context
 from flask.signals import before_render_template
 from markupsafe import Markup
 
-from . import _settings, bridge, capture
-from ._state import EXTENSION_KEY, State, current_state, tolerate
-from .delivery import kinds
-from .delivery.handoff import confirm_after_response, push_now, send_after_response
+from . import _settings, bridge, capture, queueing
+from ._state import EXTENSION_KEY, State, current_state, enabled, tolerate
+from .cli import klaviyo_cli
+from .customer_api import CustomerAPI
+from .delivery import (
+    klaviyo_kinds,  # noqa: F401 - importing it registers Klaviyo's kinds
+)
+from .delivery.handoff import confirm_after_response, send_after_response
 from .delivery.operations import Operation
 from .events import (
     CANCELED_ORDER,
@@ -28,13 +31,10 @@ from .events import (
     canceled_order,
     custom_event,
     fulfilled_order,
-    mask_profile,
     ordered_products,
     placed_order,
     refunded_order,
-    validate_event,
 )
-from .exceptions import KlaviyoSchemaError
 from .identity.resolve import (
     ConsentLoader,
     IdentityLoader,
@@ -42,7 +42,7 @@ from .identity.resolve import (
     resolve_profile,
     visitor_profile,
 )
-from .identity.rules import needs_identity, provisional
+from .identity.rules import needs_identity
 from .identity.settle import identify as identify_visitor
 from .identity.settle import settle
 from .models import Order
@@ -71,13 +71,7 @@ def _check_config(app: Flask) -> None:
     _settings.check(app.config)
 
 
-def _enabled() -> bool:
-    """The ``KLAVIYO_ENABLED`` switch (and a clear error when init_app was never called)."""
-    current_state()
-    return bool(current_app.config["KLAVIYO_ENABLED"])
-
-
-class Klaviyo:
+class Klaviyo(CustomerAPI):
     """Server-side Klaviyo tracking for a Flask app.
 
     ``Klaviyo(app)`` or ``Klaviyo()`` then ``init_app(app)``; one instance may serve several apps.
@@ -113,8 +107,6 @@ class Klaviyo:
         app.teardown_request(lambda error: confirm_after_response())
         before_render_template.connect(capture.on_render, app)
 
-        from .cli import klaviyo_cli
-
         app.cli.add_command(klaviyo_cli)
 
     def identity_loader(self, func: F) -> F:
@@ -140,9 +132,9 @@ class Klaviyo:
         currency: str | None = None,
     ) -> Event | None:
         """Track any metric; queued after the response (in a request) or at once (outside)."""
-        if not _enabled():
+        if not enabled():
             return None
-        event = self._build(
+        event = queueing.build(
             metric,
             lambda: custom_event(
                 metric,
@@ -159,7 +151,7 @@ class Klaviyo:
 
     def order_placed(self, order: Any, *, profile: Mapping[str, Any] | None = None) -> list[Event]:
         """Placed Order plus one Ordered Product per line."""
-        if not _enabled():
+        if not enabled():
             return []
 
         def build() -> list[Event]:
@@ -167,7 +159,7 @@ class Klaviyo:
             who = self.resolve_profile(profile or built.profile())
             return [placed_order(built, profile=who), *ordered_products(built, profile=who)]
 
-        events = self._build(PLACED_ORDER, build)
+        events = queueing.build(PLACED_ORDER, build)
         return [] if events is None else self._submit_all(events)
 
     def order_fulfilled(
@@ -208,20 +200,9 @@ class Klaviyo:
         An unknown kind or a payload that is not JSON raises in strict mode; otherwise it is
         logged and nothing is queued.
         """
-        if not _enabled():
+        if not enabled():
             return None
-        try:
-            kinds.get(kind)
-            operation = Operation(kind, dict(payload), key)
-            json.dumps(operation.to_dict(), allow_nan=False)
-        except (LookupError, TypeError, ValueError) as exc:
-            tolerate("%s operation not queued: %s", kind, exc, traceback=False)
-            return None
-        if has_request_context():
-            g.setdefault("_klaviyo_operations", []).append(operation)
-        else:
-            push_now([operation])
-        return operation
+        return queueing.enqueue(kind, payload, key)
 
     def context(self, **values: Any) -> None:
         """Hand ``@tracks`` what it needs when the view renders no template (JSON routes)."""
@@ -234,7 +215,7 @@ class Klaviyo:
         parked anonymous events are released after the response. Returns the identity kept
         ({} without a valid email or E.164 phone number).
         """
-        if not _enabled():
+        if not enabled():
             return {}
         return identify_visitor(attributes, self._consent_loader)
 
@@ -257,34 +238,10 @@ class Klaviyo:
         request, an event of a visitor nobody knows yet (no email, phone or ``_kx``) is checked
         with a placeholder identity and parked after the response until the visitor is known.
         """
-        in_request = has_request_context()
-        parkable = in_request and needs_identity(event.profile)
-        if not self._valid(provisional(event) if parkable else event):
-            return None
-        if in_request:
-            g.setdefault("_klaviyo_pending", []).append(event)
-        else:
-            push_now([event])
-        return event
-
-    def _valid(self, event: Event) -> bool:
-        try:
-            validate_event(event)
-        except KlaviyoSchemaError as exc:
-            tolerate(
-                "invalid %s event not sent: %s (%s)",
-                event.metric,
-                exc,
-                mask_profile(event.profile),
-                record=event.to_dict(),
-                errors=[{"code": "invalid", "detail": exc.message, "pointer": exc.field}],
-                traceback=False,
-            )
-            return False
-        return True
+        return queueing.submit(event)
 
     def _submit_all(self, events: list[Event]) -> list[Event]:
-        return [e for e in (self.submit(event) for event in events) if e is not None]
+        return [e for e in (queueing.submit(event) for event in events) if e is not None]
 
     def _order(self, order: Any) -> Order:
         return order if isinstance(order, Order) else Order.coerce(order)
@@ -296,7 +253,7 @@ class Klaviyo:
         profile: Mapping[str, Any] | None,
         **options: Any,
     ) -> Event | None:
-        if not _enabled():
+        if not enabled():
             return None
 
         def build() -> Event:
@@ -309,33 +266,14 @@ class Klaviyo:
             canceled_order: CANCELED_ORDER,
             refunded_order: REFUNDED_ORDER,
         }.get(builder, builder.__name__)
-        event = self._build(metric, build)
+        event = queueing.build(metric, build)
         return None if event is None else self.submit(event)
-
-    def _build(self, metric: Any, build: Callable[[], T]) -> T | None:
-        """Run an event builder. Input it cannot make an event of (no order id, lines that are
-        not a list, a time that is no time) raises KlaviyoSchemaError in strict mode; otherwise
-        it is logged and kept as a dead letter naming the field, and the page goes on."""
-        try:
-            return build()
-        except KlaviyoSchemaError as exc:
-            record = {
-                "metric": str(metric),
-                "properties": {},
-                "profile": {},
-                "time": datetime.now(UTC).isoformat(),
-            }
-            errors = [{"code": "invalid", "detail": str(exc), "pointer": exc.field}]
-            tolerate(
-                "%s event not built: %s", metric, exc, record=record, errors=errors, traceback=False
-            )
-            return None
 
     def _after_request(self, response: Any) -> Any:
         """Queue what this request tracked, once the response exists and only if it succeeded."""
         if not current_app.config["KLAVIYO_ENABLED"]:
-            g.pop("_klaviyo_pending", None)
-            g.pop("_klaviyo_operations", None)
+            g.pop(queueing.PENDING_EVENTS, None)
+            g.pop(queueing.PENDING_OPERATIONS, None)
             return response
         if g.pop("_klaviyo_personal_page", False):
             # the bridge put the visitor's identity in this page
@@ -346,8 +284,8 @@ class Klaviyo:
             capture.finish(response)  # JSON routes: events from the return value / context()
         except Exception:
             tolerate("capture after the view failed")
-        pending = g.pop("_klaviyo_pending", None)
-        operations = g.pop("_klaviyo_operations", None)
+        pending = g.pop(queueing.PENDING_EVENTS, None)
+        operations = g.pop(queueing.PENDING_OPERATIONS, None)
         if (pending or operations) and response.status_code >= 400:
             dropped = len(pending or ()) + len(operations or ())
             log.debug("klaviyo: %d item(s) dropped: response %s", dropped, response.status)
@@ -371,7 +309,7 @@ class Klaviyo:
                 loader=self._identity_loader,
                 consent_loader=self._consent_loader,
                 connection=lambda: current_state().redis,
-                check=self._valid,
+                check=queueing.valid,
             )
         except Exception:
             tolerate("identity step failed; anonymous events of this request lost")
@@ -379,7 +317,7 @@ class Klaviyo:
 
     def page_events(self) -> list[Event]:
         """Events tracked so far in this request (what the bridge tells the page)."""
-        return list(g.get("_klaviyo_pending", ())) if has_request_context() else []
+        return list(g.get(queueing.PENDING_EVENTS, ())) if has_request_context() else []
 
     def render_id(self) -> str:
         """One id per request, so Viewed Product is once per page view and stable within it."""

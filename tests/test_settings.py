@@ -60,6 +60,9 @@ GOOD_ENV: dict[str, tuple[str, Any]] = {
     "KLAVIYO_ID_HEADER": ("None", None),
     "KLAVIYO_PARK_MAX_EVENTS": ("0", 0),
     "KLAVIYO_PARK_TTL": ("60", 60),
+    "KLAVIYO_ACTIVE_ON_SITE": ("Auto", "auto"),
+    "KLAVIYO_SINGLE_OPT_IN_LISTS": ("Y6nRLr, XyZ123", ("Y6nRLr", "XyZ123")),
+    "KLAVIYO_FORGET_HOLD": ("86400", 86400),
 }
 
 # Every key: an environment string it must refuse, naming the key.
@@ -90,6 +93,9 @@ BAD_ENV: dict[str, str] = {
     "KLAVIYO_ID_HEADER": "X Klaviyo",
     "KLAVIYO_PARK_MAX_EVENTS": "-1",
     "KLAVIYO_PARK_TTL": "1.5",
+    "KLAVIYO_ACTIVE_ON_SITE": "sometimes",
+    "KLAVIYO_SINGLE_OPT_IN_LISTS": " , ",
+    "KLAVIYO_FORGET_HOLD": "forever",
 }
 
 

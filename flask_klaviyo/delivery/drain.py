@@ -25,8 +25,13 @@ from typing import Any
 from .._settings import MAX_DRAIN_BATCH
 from ..exceptions import KlaviyoAPIError, KlaviyoDeliveryError
 from ..ratelimit import RateLimiter
-from . import keys, kinds
+from . import (
+    keys,
+    kinds,
+    klaviyo_kinds,  # noqa: F401 - importing it registers Klaviyo's kinds
+)
 from .deadletters import DeadLetters
+from .forgetting import forgotten_entries
 from .keys import CONSUMER_GROUP
 from .operations import EVENT_KIND, Operation, kind_of
 from .outbox import FAILURE_TTL, FOLLOW_UP_JOB, JOB_TIMEOUT, Outbox
@@ -76,6 +81,13 @@ def dispatch(
 ) -> dict[str, int]:
     """Send a batch of stored entries: events through the events path, every other kind
     grouped, coalesced and sent in its endpoint's form."""
+    forgotten = forgotten_entries(sender.connection, items)
+    if forgotten:  # a person forgotten while these waited: never sent (privacy)
+        log.info("klaviyo: %d waiting item(s) of forgotten people dropped", len(forgotten))
+        items = [item for index, item in enumerate(items) if index not in forgotten]
+        sizes = [size for index, size in enumerate(sizes) if index not in forgotten]
+    if not items:
+        return sender.result()
     if not any("op" in item for item in items):  # the common case: only events
         return sender.send_raw(items, sizes)
     events: list[Mapping[str, Any]] = []

@@ -18,7 +18,10 @@ from rq import Queue
 
 from ..exceptions import ErrorDetail
 from ..ratelimit import RateLimiter
-from . import kinds
+from . import (
+    kinds,
+    klaviyo_kinds,  # noqa: F401 - importing it registers Klaviyo's kinds
+)
 from .deadletters import DeadLetters
 from .outbox import FAILURE_TTL, FOLLOW_UP_JOB, JOB_TIMEOUT
 from .sender import Sender

@@ -10,10 +10,12 @@ from __future__ import annotations
 __all__ = [
     "CONSUMER_GROUP",
     "DEAD_LETTERS",
+    "FORGOTTEN",
     "PARKED_COUNTS",
     "PARKED_INDEX",
     "PARKED_PREFIX",
     "PARKED_STATS",
+    "PROFILE_IDS",
     "RATE_PREFIX",
     "STATS",
     "drain_flag",
@@ -57,6 +59,8 @@ def failing(stream: str) -> str:
 
 # -- shared by every queue ----------------------------------------------------------------------
 DEAD_LETTERS = "klaviyo:dead"  # hash: record id -> dead letter JSON
+PROFILE_IDS = "klaviyo:profile-ids"  # hash: email (lower case) -> Klaviyo's profile id
+FORGOTTEN = "klaviyo:forgotten"  # hash: digest of an identifier -> refused until (unix time)
 STATS = "klaviyo:stats"  # hash: handled count, last Klaviyo error, for `flask klaviyo status`
 
 # Parked events of anonymous visitors (identity's parking).

@@ -3,7 +3,8 @@ becomes a request body, how an error pointer maps back to the operation that cau
 whether operations coalesce while they wait, and whether Klaviyo answers with a job to follow.
 
 The outbox, the drain, the limiter, retries, dead letters, replay and the spool serve every kind
-alike; adding a kind is one :func:`register` call. Rate windows come from Klaviyo's published
+alike; adding a kind is one :func:`register` call (Klaviyo's own: :mod:`.klaviyo_kinds`,
+imported by the drain and the extension). Rate windows come from Klaviyo's published
 table (:data:`flask_klaviyo.ratelimit.DEFAULT_LIMITS`, by endpoint) unless a kind brings its own,
 and ``KLAVIYO_RATE_LIMITS`` overrides both.
 """
@@ -15,9 +16,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..events import MAX_BULK_EVENTS
 from ..ratelimit import DEFAULT_LIMITS, Window
-from .operations import EVENT_KIND
 
 __all__ = [
     "JobFollowUp",
@@ -80,6 +79,13 @@ class Kind:
     group: Callable[[Payload], Hashable] | None = None  # only equal groups share a request
     job: JobFollowUp | None = None
     windows: tuple[Window, ...] | None = None  # for an endpoint Klaviyo's table lacks
+    # Klaviyo's answer to a lone payload, handed back (a profile's id, remembered for later).
+    answered: Callable[[Payload, Any, Any], None] | None = None  # (payload, data, redis)
+    # A 409 conflict: the payload to send once instead (the conflict stays a dead letter).
+    conflict: Callable[[Payload], Payload | None] | None = None
+    # A kind whose sending is more than one request (resolve an id, then PATCH): it sends its
+    # batch itself through the sender (``sender.call``, ``sender.keep_dead``).
+    send: Callable[[Any, Kind, Sequence[Any]], None] | None = None
 
     def __post_init__(self) -> None:
         if self.batch_limit < 1:
@@ -133,244 +139,3 @@ def rate_limits(
             limits.setdefault(kind.endpoint, kind.windows)
     limits.update(overrides or {})
     return limits
-
-
-# -- Klaviyo's kinds ---------------------------------------------------------------------------
-
-
-def _one(resource: str, batch: Sequence[Payload]) -> dict[str, Any]:
-    payload = batch[0]
-    data: dict[str, Any] = {"type": resource, "attributes": dict(payload["attributes"])}
-    if payload.get("id"):
-        data["id"] = payload["id"]
-    if payload.get("relationships"):
-        data["relationships"] = payload["relationships"]
-    body: dict[str, Any] = {"data": data}
-    if payload.get("meta"):
-        data["meta"] = payload["meta"]
-    return body
-
-
-def _merge_profile(first: Payload, second: Payload) -> dict[str, Any]:
-    """A later update wins field by field; ``location`` and ``properties`` merge key by key."""
-    merged = {**first, **second}
-    attributes = {**first.get("attributes", {}), **second.get("attributes", {})}
-    for name in ("location", "properties"):
-        old, new = first.get("attributes", {}).get(name), second.get("attributes", {}).get(name)
-        if isinstance(old, Mapping) and isinstance(new, Mapping):
-            attributes[name] = {**old, **new}
-    merged["attributes"] = attributes
-    return merged
-
-
-def _list_relationship(list_id: Any) -> dict[str, Any]:
-    return {"list": {"data": {"type": "list", "id": list_id}}}
-
-
-def _subscribe_body(batch: Sequence[Payload]) -> dict[str, Any]:
-    first = batch[0]
-    attributes: dict[str, Any] = {
-        "profiles": {"data": [{"type": "profile", "attributes": p["profile"]} for p in batch]}
-    }
-    if first.get("custom_source"):
-        attributes["custom_source"] = first["custom_source"]
-    if first.get("historical_import"):
-        attributes["historical_import"] = True
-    data: dict[str, Any] = {
-        "type": "profile-subscription-bulk-create-job",
-        "attributes": attributes,
-    }
-    if first.get("list_id"):
-        data["relationships"] = _list_relationship(first["list_id"])
-    return {"data": data}
-
-
-def _unsubscribe_body(batch: Sequence[Payload]) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "type": "profile-subscription-bulk-delete-job",
-        "attributes": {
-            "profiles": {"data": [{"type": "profile", "attributes": p["profile"]} for p in batch]}
-        },
-    }
-    if batch[0].get("list_id"):
-        data["relationships"] = _list_relationship(batch[0]["list_id"])
-    return {"data": data}
-
-
-def _bulk_import_body(batch: Sequence[Payload]) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "type": "profile-bulk-import-job",
-        "attributes": {
-            "profiles": {
-                "data": [{"type": "profile", "attributes": dict(p["attributes"])} for p in batch]
-            }
-        },
-    }
-    if batch[0].get("list_id"):
-        data["relationships"] = {"lists": {"data": [{"type": "list", "id": batch[0]["list_id"]}]}}
-    return {"data": data}
-
-
-def _deletion_body(batch: Sequence[Payload]) -> dict[str, Any]:
-    profile = {"type": "profile", "attributes": dict(batch[0]["profile"])}
-    return {
-        "data": {
-            "type": "data-privacy-deletion-job",
-            "attributes": {"profile": {"data": profile}},
-        }
-    }
-
-
-def _back_in_stock_body(batch: Sequence[Payload]) -> dict[str, Any]:
-    payload = batch[0]
-    return {
-        "data": {
-            "type": "back-in-stock-subscription",
-            "attributes": {
-                "channels": list(payload["channels"]),
-                "profile": {"data": {"type": "profile", "attributes": dict(payload["profile"])}},
-            },
-            "relationships": {
-                "variant": {"data": {"type": "catalog-variant", "id": payload["variant_id"]}}
-            },
-        }
-    }
-
-
-def _catalog_body(resource: str, action: str) -> Callable[[Sequence[Payload]], dict[str, Any]]:
-    """Bulk catalog jobs: ``{resource}-bulk-{action}-job`` holding up to 100 resources."""
-    plural = {"catalog-item": "items", "catalog-variant": "variants"}.get(resource, "categories")
-
-    def body(batch: Sequence[Payload]) -> dict[str, Any]:
-        items = []
-        for payload in batch:
-            item: dict[str, Any] = {"type": resource}
-            if payload.get("id") is not None:
-                item["id"] = payload["id"]
-            if action != "delete":
-                item["attributes"] = dict(payload.get("attributes") or {})
-            if payload.get("relationships"):
-                item["relationships"] = payload["relationships"]
-            items.append(item)
-        return {
-            "data": {
-                "type": f"{resource}-bulk-{action}-job",
-                "attributes": {plural: {"data": items}},
-            }
-        }
-
-    return body
-
-
-def _register_builtins() -> None:
-    register(
-        Kind(
-            EVENT_KIND,
-            "bulk_create_events",
-            "/api/event-bulk-create-jobs",
-            MAX_BULK_EVENTS,
-            body=lambda batch: {},  # events have their own sender (bulk body, splitting)
-        )
-    )
-    register(
-        Kind(
-            "profile_import",
-            "create_or_update_profile",
-            "/api/profile-import",
-            1,
-            body=lambda batch: _one("profile", batch),
-            merge=_merge_profile,
-        )
-    )
-    register(
-        Kind(
-            "profile_update",
-            "update_profile",
-            "/api/profiles/{id}",
-            1,
-            body=lambda batch: _one("profile", batch),
-            method="PATCH",
-        )
-    )
-    register(
-        Kind(
-            "bulk_import_profiles",
-            "bulk_import_profiles",
-            "/api/profile-bulk-import-jobs",
-            10_000,
-            body=_bulk_import_body,
-            locate=pointer_index("/data/attributes/profiles/data"),
-            group=lambda p: p.get("list_id"),
-            job=JobFollowUp(
-                "/api/profile-bulk-import-jobs/{job_id}",
-                "get_bulk_import_profiles_job",
-                pointer_index("/data/attributes/profiles/data"),
-            ),
-        )
-    )
-    register(
-        Kind(
-            "subscribe",
-            "bulk_subscribe_profiles",
-            "/api/profile-subscription-bulk-create-jobs",
-            1000,
-            body=_subscribe_body,
-            locate=pointer_index("/data/attributes/profiles/data"),
-            group=lambda p: (p.get("list_id"), p.get("custom_source"), p.get("historical_import")),
-        )
-    )
-    register(
-        Kind(
-            "unsubscribe",
-            "bulk_unsubscribe_profiles",
-            "/api/profile-subscription-bulk-delete-jobs",
-            100,
-            body=_unsubscribe_body,
-            locate=pointer_index("/data/attributes/profiles/data"),
-            group=lambda p: p.get("list_id"),
-        )
-    )
-    register(
-        Kind(
-            "profile_deletion",
-            "request_profile_deletion",
-            "/api/data-privacy-deletion-jobs",
-            1,
-            body=_deletion_body,
-        )
-    )
-    register(
-        Kind(
-            "back_in_stock",
-            "create_back_in_stock_subscription",
-            "/api/back-in-stock-subscriptions",
-            1,
-            body=_back_in_stock_body,
-        )
-    )
-    for resource, plural in (
-        ("catalog-item", "items"),
-        ("catalog-variant", "variants"),
-        ("catalog-category", "categories"),
-    ):
-        short = resource.removeprefix("catalog-")
-        for action in ("create", "update", "delete"):
-            where = f"/data/attributes/{plural}/data"
-            register(
-                Kind(
-                    f"catalog_{short}_{action}",
-                    f"bulk_{action}_catalog_{plural}",
-                    f"/api/{resource}-bulk-{action}-jobs",
-                    100,
-                    body=_catalog_body(resource, action),
-                    locate=pointer_index(where),
-                    job=JobFollowUp(
-                        f"/api/{resource}-bulk-{action}-jobs/{{job_id}}",
-                        f"get_bulk_{action}_catalog_{plural}_job",
-                        pointer_index(where),
-                    ),
-                )
-            )
-
-
-_register_builtins()

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..events import Event
 
-__all__ = ["EVENT_KIND", "Operation", "decode", "kind_of"]
+__all__ = ["EVENT_KIND", "Operation", "decode", "describe", "kind_of"]
 
 EVENT_KIND = "event"
 
@@ -58,3 +58,10 @@ def kind_of(entry: Mapping[str, Any]) -> str:
 def decode(entry: Mapping[str, Any]) -> Event | Operation:
     """A stored entry back as an Event or an Operation."""
     return Event.from_dict(entry) if entry.get("op") is None else Operation.from_dict(entry)
+
+
+def describe(item: Event | Operation) -> str:
+    """For a log line: an event's metric and unique_id, an operation's kind and key."""
+    if isinstance(item, Operation):
+        return f"{item.kind} operation {item.key or ''}".rstrip()
+    return f"{item.metric} event {item.unique_id}"

@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..client import KlaviyoClient, SendResult
@@ -77,6 +78,8 @@ class Sender:
         self.requests = 0
         self.throttled = 0  # 429s answered to this sender (each waited out, then retried)
         self.jobs: list[FollowUp] = []  # asynchronous jobs Klaviyo accepted, to follow up
+        # Redis, for kinds that remember what Klaviyo answered (profile ids)
+        self.connection = dead_letters.connection if dead_letters is not None else None
 
     def result(self) -> dict[str, int]:
         return {"sent": self.sent, "dead": self.dead, "requests": self.requests}
@@ -204,7 +207,11 @@ class Sender:
             groups.setdefault(group, []).append(operation)
         for members in groups.values():
             for start in range(0, len(members), kind.batch_limit):
-                self._operation_batch(kind, members[start : start + kind.batch_limit])
+                batch = members[start : start + kind.batch_limit]
+                if kind.send is not None:
+                    kind.send(self, kind, batch)
+                else:
+                    self._operation_batch(kind, batch)
         return self.result()
 
     def _operation_batch(self, kind: Kind, batch: list[Operation]) -> None:
@@ -243,8 +250,12 @@ class Sender:
             except KlaviyoClientError as exc:  # 401/403/409...: every operation is affected
                 for operation in remaining:
                     self._dead_operation(operation, exc)
+                if exc.status_code == 409 and kind.conflict is not None and len(remaining) == 1:
+                    self._after_conflict(kind, remaining[0])
                 return
             self.sent += len(remaining)
+            if kind.answered is not None and len(remaining) == 1:
+                kind.answered(remaining[0].payload, result.data, self.connection)
             if kind.job is not None:
                 job_id = _job_id(result.data)
                 if job_id is None:
@@ -252,6 +263,15 @@ class Sender:
                 else:
                     self.jobs.append((kind.name, job_id, [op.to_dict() for op in remaining]))
             return
+
+    def _after_conflict(self, kind: Kind, operation: Operation) -> None:
+        """Send the kind's fallback for a conflict once (never retried into a loop)."""
+        assert kind.conflict is not None
+        fallback = kind.conflict(operation.payload)
+        if fallback is None:
+            return
+        retry = Operation(kind.name, fallback, operation.key, operation.queued_at)
+        self._operation_batch(replace(kind, conflict=None), [retry])
 
     def _dead_operation(self, operation: Operation, exc: KlaviyoAPIError) -> None:
         self.keep_dead(

@@ -20,7 +20,7 @@ from typing import Any
 
 from .._settings import DEFAULT_SPOOL_MAX_BYTES
 from ..events import Event
-from .operations import Operation, decode
+from .operations import Operation, decode, describe
 
 __all__ = ["DEFAULT_SPOOL_MAX_BYTES", "SPOOL_FILENAME", "Breaker", "Spool"]
 
@@ -59,11 +59,10 @@ class Spool:
                 if size + len(line) > self.max_bytes:
                     self.refused += 1
                     log.error(
-                        "klaviyo: spool full (%d bytes at %s): %s event %s refused",
+                        "klaviyo: spool full (%d bytes at %s): %s refused",
                         self.max_bytes,
                         self.path,
-                        event.metric,
-                        event.unique_id,
+                        describe(event),
                     )
                     continue
                 kept.append(line)
@@ -127,6 +126,28 @@ class Spool:
         if moved:
             log.warning("klaviyo: %d spooled event(s) moved to Redis", moved)
         return moved
+
+    def discard(self, unwanted: Callable[[dict[str, Any]], bool]) -> int:
+        """Remove the spooled entries ``unwanted`` picks (a forgotten person's); how many."""
+        if not self.size():
+            return 0
+        with self._locked():
+            if not self.path.exists():
+                return 0
+            lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+            kept = []
+            for line in lines:
+                try:
+                    drop = unwanted(json.loads(line))
+                except ValueError:
+                    drop = False  # unreadable lines are replay's to report
+                if not drop:
+                    kept.append(line)
+            if len(kept) < len(lines):
+                tmp = self.path.with_suffix(".tmp")
+                tmp.write_text("".join(kept), encoding="utf-8")
+                os.replace(tmp, self.path)
+        return len(lines) - len(kept)
 
 
 class Breaker:
