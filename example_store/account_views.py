@@ -309,7 +309,8 @@ def delete() -> Answer:
         return _login_required()
     with transaction() as db:
         accounts.delete_account(db, account.id)
-    klaviyo.forget(email=account.email)
+    # Both identifiers: whatever still waits under either is dropped, not sent.
+    klaviyo.forget(email=account.email, phone_number=account.phone_number)
     log_out()
     message = "Your account is deleted, and we asked Klaviyo to delete what it knows about you."
     if wants_json():

@@ -764,7 +764,7 @@ def test_deleting_the_account_forgets_the_shopper_and_logs_out(
     calls.clear()
     response = client.post("/account/delete")
     assert response.status_code == 303 and response.location == "/"
-    assert calls.of("forget") == [((), {"email": EMAIL})]
+    assert calls.of("forget") == [((), {"email": EMAIL, "phone_number": None})]
     assert calls.names() == ["forget"]
     assert account_row(shop) is None and signups(shop) == []
     html = page(client.get("/account"))
