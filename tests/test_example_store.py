@@ -893,3 +893,11 @@ def test_cross_site_posts_are_refused_but_the_signed_webhook_is_not_a_browser_fo
         "/webhooks/payments", data=b"{}", headers={**evil, "Content-Type": "application/json"}
     )
     assert webhook.status_code == 400 and webhook.json["error"] == "missing_signature"
+
+
+def test_the_defaults_of_the_newsletter_and_account_settings(app: Flask) -> None:
+    assert app.config["STORE_NEWSLETTER_LIST_ID"] == "NEWSLTR"
+    assert app.config["STORE_PASSWORD_RESET_MAX_AGE"] == 3600
+    with app.app_context():
+        tables = {row[0] for row in get_db().execute("SELECT name FROM sqlite_master")}
+    assert {"accounts", "newsletter_signups"} <= tables

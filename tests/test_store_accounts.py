@@ -861,6 +861,22 @@ def test_signup_queues_one_subscription_and_nothing_without_consent(
     assert EMAIL in repr(subscription["payload"])
 
 
+def test_the_answer_follows_the_lists_opt_in(tmp_path: Path, redis_url: str, fake: Any) -> None:
+    """Double opt-in (Klaviyo's default): "check your inbox"; a single opt-in list: subscribed."""
+    for single, expected in (((), "confirmation_sent"), ((LIST_ID,), "subscribed")):
+        app = create_app(
+            store_config(
+                tmp_path / f"instance-{expected}",
+                KLAVIYO_REDIS_URL=redis_url,
+                KLAVIYO_API_URL=fake.url,
+                KLAVIYO_PRIVATE_API_KEY="pk_test_private_key",
+                KLAVIYO_SINGLE_OPT_IN_LISTS=single,
+            )
+        )
+        answer = app.test_client().post("/newsletter", json={"email": EMAIL, "consent": "yes"})
+        assert answer.status_code == 202 and answer.json["status"] == expected
+
+
 def test_an_sms_signup_queues_the_phone_for_texts(live_shop: Flask, queued: Any) -> None:
     client = live_shop.test_client()
     data = {"email": EMAIL, "consent": "yes", "phone_number": "617-555-0123", "sms_consent": "yes"}
