@@ -30,12 +30,15 @@ from .db import transaction
 from .extensions import klaviyo
 from .http import json_error, request_data, wants_json
 from .validation import (
+    MAX_PASSWORD_LENGTH,
     FieldError,
     clean_email,
     clean_name,
     clean_password,
     clean_phone,
     is_yes,
+    storable,
+    valid_email,
 )
 
 __all__ = ["bp", "current_account", "log_in", "log_out"]
@@ -81,7 +84,7 @@ def log_out() -> None:
 
 
 def _echo(data: dict[str, Any], *fields: str) -> dict[str, str]:
-    return {f: v[:MAX_ECHO] for f in fields if isinstance(v := data.get(f), str)}
+    return {f: v[:MAX_ECHO] for f in fields if storable(v := data.get(f))}
 
 
 def _refused(
@@ -198,10 +201,9 @@ def login() -> Answer:
     email = data.get("email")
     password = data.get("password")
     account = None
-    if isinstance(email, str) and isinstance(password, str) and len(password) <= 1024:
-        normalized = email.strip().lower()
-        if normalized and len(normalized) <= 254:
-            account = accounts.verify_password(normalized, password)
+    normalized = valid_email(email)
+    if normalized and storable(password) and len(password) <= MAX_PASSWORD_LENGTH:
+        account = accounts.verify_password(normalized, password)
     if account is None:
         message = "That email and password don't match an account."
         return _refused(

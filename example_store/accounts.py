@@ -235,7 +235,7 @@ def reset_token(account: Account) -> str:
 def verify_reset_token(token: str) -> Account:
     """The account a reset token is for, or ``ResetTokenError`` (forged, malformed, expired,
     used: the nonce in it is no longer the account's, or the account is gone)."""
-    if not isinstance(token, str) or len(token) > 512:
+    if not isinstance(token, str) or len(token) > 512 or not token.isascii():
         raise ResetTokenError("malformed")
     try:
         data = _serializer().loads(token, max_age=reset_max_age())

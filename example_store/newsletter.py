@@ -23,7 +23,7 @@ from werkzeug.wrappers import Response
 from .db import transaction
 from .extensions import klaviyo
 from .http import back, json_error, request_data, wants_json
-from .validation import FieldError, FormErrors, clean_email, clean_phone, is_yes
+from .validation import FieldError, FormErrors, clean_email, clean_phone, is_yes, storable
 
 __all__ = [
     "DEFAULT_LIST_ID",
@@ -167,7 +167,7 @@ def _form_page(data: dict[str, Any], errors: dict[str, str]) -> str:
     values = {
         key: value[:MAX_ECHO]
         for key in ("email", "phone_number")
-        if isinstance(value := data.get(key), str)
+        if storable(value := data.get(key))
     }
     ticked = {key for key in ("consent", "sms_consent") if is_yes(data.get(key))}
     return render_template("newsletter.html", errors=errors, values=values, ticked=ticked)

@@ -24,6 +24,7 @@ __all__ = [
     "clean_password",
     "clean_phone",
     "is_yes",
+    "storable",
     "valid_email",
 ]
 
@@ -70,8 +71,22 @@ def is_yes(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() == "yes"
 
 
+def storable(value: Any) -> bool:
+    """A string SQLite (and Klaviyo) can take: UTF-8, so no lone surrogates (JSON can send
+    ``"\\ud800"``)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _text(value: Any) -> str:
-    return value.strip() if isinstance(value, str) else ""
+    """The field's text, stripped; "" for a missing field or one that is not a storable
+    string. Callers that must tell those apart check ``storable`` first."""
+    return value.strip() if storable(value) else ""
 
 
 def valid_email(raw: Any) -> str | None:
@@ -83,6 +98,8 @@ def valid_email(raw: Any) -> str | None:
 
 
 def clean_email(raw: Any, field: str = "email") -> str:
+    if isinstance(raw, str) and raw.strip() and not storable(raw):
+        raise FieldError(field, "Please enter a valid email address, like you@example.com.")
     if not _text(raw):
         raise FieldError(field, "Please enter your email address.")
     email = valid_email(raw)
@@ -99,6 +116,8 @@ def clean_phone(raw: Any, field: str = "phone_number") -> str | None:
     """
     text = _text(raw)
     if not text:
+        if isinstance(raw, str) and raw.strip():  # there, but not text we can read
+            raise FieldError(field, "Please enter a mobile number, like +1 617 555 0123.")
         return None
     if len(text) > MAX_PHONE_LENGTH:
         raise FieldError(field, "That phone number is too long.")
@@ -117,6 +136,8 @@ def clean_phone(raw: Any, field: str = "phone_number") -> str | None:
 
 
 def clean_name(raw: Any, field: str, label: str, *, required: bool = True) -> str:
+    if isinstance(raw, str) and not storable(raw):
+        raise FieldError(field, f"Your {label} has characters we can't store.")
     name = _text(raw)
     if not name:
         if required:
@@ -131,6 +152,10 @@ def clean_name(raw: Any, field: str, label: str, *, required: bool = True) -> st
 
 def clean_password(raw: Any, field: str = "password") -> str:
     password = raw if isinstance(raw, str) else ""
+    if not storable(password):
+        raise FieldError(
+            field, "Your password has characters we can't read: please choose another."
+        )
     if len(password) < MIN_PASSWORD_LENGTH:
         raise FieldError(
             field, f"Please choose a password of at least {MIN_PASSWORD_LENGTH} characters."

@@ -319,6 +319,33 @@ def test_non_string_and_huge_fields_are_refused_not_errors(
     assert calls.made == []
 
 
+LONE_SURROGATE = "\ud800"  # valid JSON ("\\ud800"), not UTF-8: SQLite cannot store it
+
+
+def test_lone_surrogates_from_json_clients_are_refused_not_errors(
+    client: FlaskClient, calls: Calls, shop: Flask
+) -> None:
+    bad = f"ann{LONE_SURROGATE}@klaviyo-demo.com"
+    assert client.post("/newsletter", json={"email": bad, "consent": "yes"}).status_code == 400
+    phone = {"email": EMAIL, "consent": "yes", "phone_number": f"+1617{LONE_SURROGATE}"}
+    assert client.post("/newsletter", json=phone).status_code == 400
+    base = {"email": EMAIL, "password": PASSWORD, "first_name": "Ann", "last_name": "Lee"}
+    for field in base:
+        value = LONE_SURROGATE * 9 if field == "password" else base[field] + LONE_SURROGATE
+        answer = client.post("/account/register", json={**base, field: value})
+        assert answer.status_code == 400 and field in answer.json["fields"], field
+    assert (
+        client.post("/account/login", json={"email": bad, "password": PASSWORD}).status_code == 400
+    )
+    assert (
+        client.post("/account/login", json={"email": EMAIL, "password": LONE_SURROGATE}).status_code
+        == 400
+    )
+    assert client.post("/account/password-reset", json={"email": bad}).status_code == 400
+    assert client.post("/checkout/email", json={"email": bad}).status_code == 400
+    assert calls.made == [] and signups(shop) == []
+
+
 def test_a_double_submit_is_one_subscription(
     client: FlaskClient, calls: Calls, shop: Flask
 ) -> None:
