@@ -255,3 +255,21 @@ def test_rate_windows_and_the_method(fake: FakeKlaviyo) -> None:
     got = httpx.get(f"{fake.url}/api/profiles/{profile_id}", headers=HEADERS)
     assert got.status_code == 405
     assert fake.profiles()[0]["attributes"]["first_name"] == "T"
+
+
+def test_the_in_process_transport_answers_the_same() -> None:
+    fake = FakeKlaviyo(api_key=API_KEY)
+    with httpx.Client(transport=fake.transport(), base_url="http://klaviyo.fake") as client:
+        created = client.post(
+            "/api/profile-import",
+            content=json.dumps({"data": {"type": "profile", "attributes": {"email": OLD}}}),
+            headers=HEADERS,
+        )
+        profile_id = created.json()["data"]["id"]
+        answer = client.patch(
+            f"/api/profiles/{profile_id}",
+            content=json.dumps(patch_body(profile_id, email=NEW)),
+            headers=HEADERS,
+        )
+    assert answer.status_code == 200 and answer.json()["data"]["attributes"]["email"] == NEW
+    assert [p["email"] for p in fake.profiles()] == [NEW]

@@ -93,6 +93,7 @@ class SubscriptionBook:
             for key, record in self.records.items():
                 if key[0] == profile_id and key[2] == channel:
                     record.consent, record.is_global, record.updated = UNSUBSCRIBED, True, now
+                    record.consented_at = None
         key = (profile_id, list_id, channel)
         record = self.records.get(key)
         if record is None:
