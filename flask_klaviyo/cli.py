@@ -15,13 +15,16 @@ from .delivery import keys
 from .delivery.outbox import Outbox
 from .delivery.parking import Parking
 from .delivery.settings import DeliverySettings, parse_rate_limits
+from .exceptions import KlaviyoSchemaError
 from .ops import DEFAULT_BACKFILL_AFTER, replay_dead_letters, verify_dedup
+from .privacy import forget
 from .ratelimit import RateLimiter
 
 __all__ = ["klaviyo_cli"]
 
 klaviyo_cli = AppGroup(
-    "klaviyo", help="flask-klaviyo: delivery workers, status, replay of dead letters, verify."
+    "klaviyo",
+    help="flask-klaviyo: delivery workers, status, replay of dead letters, verify, forget.",
 )
 
 
@@ -155,3 +158,22 @@ def verify_command(email: str) -> None:
         )
     if not report["ok"]:
         raise SystemExit(1)
+
+
+@klaviyo_cli.command("forget")
+@click.argument("identifier")
+def forget_command(identifier: str) -> None:
+    """Honour a deletion request for an EMAIL or E.164 phone number: Klaviyo deletes the
+    profile, and nothing queued here for that person is sent."""
+    field = "email" if "@" in identifier else "phone_number"
+    try:
+        report = forget(**{field: identifier})
+    except KlaviyoSchemaError as exc:
+        raise click.UsageError(str(exc)) from None
+    purged = report.purged
+    click.echo(
+        f"deletion requested in Klaviyo ({report.requests} request queued); dropped locally: "
+        f"{purged.outbox} waiting, {purged.dead_letters} dead letters, {purged.spool} spooled; "
+        f"anything queued for them in the next {current_app.config['KLAVIYO_FORGET_HOLD']} s "
+        "is dropped before sending"
+    )

@@ -46,6 +46,7 @@ from .identity.rules import needs_identity
 from .identity.settle import identify as identify_visitor
 from .identity.settle import settle
 from .models import Order
+from .profiles import location_of
 
 __all__ = ["EXTENSION_KEY", "Klaviyo"]
 
@@ -160,7 +161,16 @@ class Klaviyo(CustomerAPI):
             return [placed_order(built, profile=who), *ordered_products(built, profile=who)]
 
         events = queueing.build(PLACED_ORDER, build)
-        return [] if events is None else self._submit_all(events)
+        if not events:
+            return []
+        placed = self._submit_all(events)
+        who = events[0].profile
+        location = location_of(self._order(order).billing_address)
+        if location and (who.get("email") or who.get("phone_number")):  # where they live
+            self.update_profile(
+                email=who.get("email"), phone_number=who.get("phone_number"), location=location
+            )
+        return placed
 
     def order_fulfilled(
         self, order: Any, *, profile: Mapping[str, Any] | None = None, **properties: Any
@@ -217,7 +227,11 @@ class Klaviyo(CustomerAPI):
         """
         if not enabled():
             return {}
-        return identify_visitor(attributes, self._consent_loader)
+        kept = identify_visitor(attributes, self._consent_loader)
+        if kept and ("first_name" in kept or "last_name" in kept):  # what the store learnt
+            names = ("email", "phone_number", "external_id", "first_name", "last_name")
+            self.update_profile(**{key: kept[key] for key in names if key in kept})
+        return kept
 
     # -- internals shared with capture/bridge -------------------------------------------------
     def resolve_profile(self, explicit: Mapping[str, Any] | None = None) -> dict[str, Any]:

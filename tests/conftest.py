@@ -227,9 +227,9 @@ def drain() -> Callable[[Flask], None]:
     return run_jobs
 
 
-def waiting_events(source: str | Flask) -> list[dict[str, Any]]:
-    """The events waiting for delivery (``Event.to_dict()`` form), oldest first, in the outbox of
-    a Redis URL's default queue or of an app."""
+def waiting_entries(source: str | Flask) -> list[dict[str, Any]]:
+    """Everything waiting for delivery (events and other operations), oldest first, in the
+    outbox of a Redis URL's default queue or of an app."""
     if isinstance(source, Flask):
         with source.app_context():
             return list(source.extensions["klaviyo"].outbox.waiting())
@@ -240,6 +240,22 @@ def waiting_events(source: str | Flask) -> list[dict[str, Any]]:
         return Outbox(connection).waiting()
     finally:
         connection.close()
+
+
+def waiting_events(source: str | Flask) -> list[dict[str, Any]]:
+    """The events waiting for delivery (``Event.to_dict()`` form), oldest first."""
+    return [entry for entry in waiting_entries(source) if "op" not in entry]
+
+
+def waiting_operations(source: str | Flask) -> list[dict[str, Any]]:
+    """The other operations waiting (``Operation.to_dict()`` form: ``op``, ``key``, ...)."""
+    return [entry for entry in waiting_entries(source) if "op" in entry]
+
+
+@pytest.fixture
+def queued_operations() -> Callable[[str | Flask], list[dict[str, Any]]]:
+    """``queued_operations(redis_url or app)``: the operations (not events) waiting."""
+    return waiting_operations
 
 
 @pytest.fixture

@@ -150,7 +150,7 @@ def test_a_subscription_without_what_its_channel_needs_is_refused(
     assert Outbox(redis_client).depth() == 0
 
 
-def test_subscribe_says_what_to_tell_the_person(app: Flask, queued: Any) -> None:
+def test_subscribe_says_what_to_tell_the_person(app: Flask, queued_operations: Any) -> None:
     with app.app_context():
         assert ext(app).subscribe(email=ANN, list_id=LIST).status == "confirmation_sent"
         past = datetime(2024, 5, 1, tzinfo=UTC)
@@ -159,7 +159,7 @@ def test_subscribe_says_what_to_tell_the_person(app: Flask, queued: Any) -> None
     app.config["KLAVIYO_SINGLE_OPT_IN_LISTS"] = (LIST,)
     with app.app_context():
         assert ext(app).subscribe(email=ANN, list_id=LIST).status == "subscribed"
-    payloads = [entry["payload"] for entry in queued(app)]
+    payloads = [entry["payload"] for entry in queued_operations(app)]
     assert payloads[1]["historical_import"] is True
     marketing = payloads[1]["profile"]["subscriptions"]["email"]["marketing"]
     assert marketing == {"consent": "SUBSCRIBED", "consented_at": "2024-05-01T00:00:00+00:00"}
@@ -174,12 +174,12 @@ def test_unsubscribe_spells_out_klaviyos_global_rule(app: Flask) -> None:
     assert operation is not None and operation.kind == "unsubscribe"
 
 
-def test_signing_up_identifies_the_visitor(app: Flask, queued: Any) -> None:
+def test_signing_up_identifies_the_visitor(app: Flask, queued_operations: Any) -> None:
     client = app.test_client()
     assert client.post("/signup").json == {"status": "confirmation_sent"}
     cookie = client.get_cookie(app.config["KLAVIYO_COOKIE_NAME"])
     assert cookie is not None  # the server now knows who this browser is
-    [entry] = queued(app)
+    [entry] = queued_operations(app)
     assert entry["op"] == "subscribe" and entry["payload"]["custom_source"] == "Footer"
 
 
@@ -214,3 +214,16 @@ def test_forget_drops_what_waits_for_the_person_and_refuses_what_comes_later(
     assert Outbox(redis_client).depth() == 0 and DeadLetters(redis_client).count() == 0
     [deletion] = requests_to(fake, "/api/data-privacy-deletion-jobs")
     assert deletion["body"]["data"]["attributes"]["profile"]["data"]["attributes"] == {"email": ANN}
+
+
+def test_flask_klaviyo_forget_from_the_shell(app: Flask, redis_client: redis.Redis) -> None:
+    with app.app_context():
+        ext(app).track("Left Review", {"Stars": 5}, profile={"email": ANN})
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["klaviyo", "forget", ANN])
+    assert result.exit_code == 0, result.output
+    assert "deletion requested in Klaviyo" in result.output and "1 waiting" in result.output
+    [entry] = [e for e in Outbox(redis_client).waiting()]
+    assert entry["op"] == "profile_deletion"
+    bad = runner.invoke(args=["klaviyo", "forget", "not-an-address@"])
+    assert bad.exit_code == 2 and "email" in bad.output

@@ -716,6 +716,10 @@ def test_required_properties_table_covers_every_built_in_metric() -> None:
         "Fulfilled Order",
         "Canceled Order",
         "Refunded Order",
+        "Created Account",
+        "Updated Account",
+        "Reset Password",
+        "Active on Site",
     }
     assert REQUIRED_PROPERTIES["Placed Order"] == ("OrderId", "Items")
     assert METRIC_SCHEMAS["Placed Order"].value_required

@@ -32,15 +32,19 @@ from flask_klaviyo.events import (
     MAX_STRING_BYTES,
     METRIC_SCHEMAS,
     Event,
+    active_on_site,
     added_to_cart,
     canceled_order,
+    created_account,
     custom_event,
     encoded_size,
     fulfilled_order,
     ordered_products,
     placed_order,
     refunded_order,
+    reset_password,
     started_checkout,
+    updated_account,
     validate,
     validate_event,
     validate_fast,
@@ -233,10 +237,41 @@ PLAIN = st.recursive(
 RULE_NAMES = sorted(
     {name for schema in METRIC_SCHEMAS.values() for name in schema.properties} | set(ITEM_RULES)
 )
+# Links for the "url" rule (PasswordResetLink, Active on Site's page): good, relative, other
+# schemes, no host, hidden whitespace, a broken port or bracket.
+URLS = st.one_of(
+    st.sampled_from(
+        [
+            "https://shop.test/account/reset/t0k3n",
+            "http://shop.test/",
+            "HTTPS://Shop.test/r?t=1#x",
+            "https://[::1]:8443/r",
+            "https://bücher.test/r",
+            "/account/reset/t0k3n",
+            "shop.test/reset",
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "ftp://shop.test/r",
+            "https://",
+            "http:/shop.test",
+            "https://:443/",
+            "https://shop.test/a b",
+            " https://shop.test/",
+            "https://shop.test/\n",
+            "java\tscript:alert(1)",
+            "https://shop.test:99999/",
+            "http://[::1/r",
+            "https://shop.test/\ud800",
+            Text("https://shop.test/sub"),
+        ]
+    ),
+    st.builds("{}://{}/{}".format, st.sampled_from(["http", "https", "ftp", ""]), TEXT, TEXT),
+)
 RULE_VALUES = st.one_of(
     st.sampled_from(
         ["Pooh", " ", "", 1, 0, -1, True, 1.5, math.nan, math.inf, 10**400, ["a"], ["a", 1]]
     ),
+    URLS,
     st.sampled_from([("a",), {}, {"a": 1}, ReadOnly({"a": 1}), Decimal("1.5"), Count(2)]),
     st.none(),
     st.floats(),
@@ -444,6 +479,64 @@ def test_every_builder_event_gets_the_reference_verdict(
         *built(lambda: canceled_order(order, reason="Out of stock", time=TIME)),
         *built(lambda: refunded_order(order, profile=profile, time=TIME)),
         *built(lambda: custom_event("Left Review", {"Stars": 5}, profile=profile, time=TIME)),
+    ]
+    for event in made:
+        same_verdict(event)
+
+
+ACCOUNT_IDS = st.one_of(st.sampled_from(["u-1", 42, "", " ", None, True, 1.5]), TEXT)
+ACCOUNT_VALUES = st.one_of(
+    st.dictionaries(TEXT, PLAIN, max_size=3),
+    st.dictionaries(KEYS, ANYTHING, max_size=2),
+    st.dictionaries(TEXT, ANYTHING, max_size=2).map(ReadOnly),
+    st.sampled_from([None, "first_name", ["first_name"], 3]),
+)
+UPDATE_TYPES = st.one_of(st.sampled_from(["Property Update", "", " ", None, 5, ["x"]]), TEXT)
+UPDATED_NAMES = st.one_of(st.none(), st.lists(TEXT, max_size=3), RULE_VALUES)
+
+
+@examples(150)
+@given(
+    profile=SHOPPERS,
+    account_id=ACCOUNT_IDS,
+    update_type=UPDATE_TYPES,
+    new_values=ACCOUNT_VALUES,
+    old_values=ACCOUNT_VALUES,
+    names=UPDATED_NAMES,
+    extra=st.one_of(st.none(), st.dictionaries(TEXT, ANYTHING, max_size=3)),
+    link=st.one_of(URLS, RULE_VALUES),
+    visit_id=ACCOUNT_IDS,
+    page=st.one_of(st.none(), URLS, RULE_VALUES),
+    when=st.sampled_from([TIME, None, datetime(1989, 6, 1, tzinfo=UTC)]),
+)
+def test_every_account_builder_event_gets_the_reference_verdict(
+    profile: dict[str, Any],
+    account_id: Any,
+    update_type: Any,
+    new_values: Any,
+    old_values: Any,
+    names: Any,
+    extra: Any,
+    link: Any,
+    visit_id: Any,
+    page: Any,
+    when: Any,
+) -> None:
+    made = [
+        *built(lambda: created_account(profile, account_id=account_id, properties=extra)),
+        *built(
+            lambda: updated_account(
+                profile,
+                account_id=account_id,
+                update_type=update_type,
+                new_values=new_values,
+                old_values=old_values,
+                updated_properties=names,
+                changed_at=when,
+            )
+        ),
+        *built(lambda: reset_password(profile, link=link, requested_at=when)),
+        *built(lambda: active_on_site(profile, visit_id=visit_id, page_url=page, time=when)),
     ]
     for event in made:
         same_verdict(event)

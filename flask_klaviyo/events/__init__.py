@@ -16,6 +16,8 @@ The package, one concern per module, data walking down the list (nothing imports
     values         storefront values into JSON (money, ids, dates), shared by the builders
     browse         Viewed Product, Added to Cart, Started Checkout
     orders         Placed Order, Ordered Product, Fulfilled / Canceled / Refunded Order
+    account        Created Account, Updated Account, Reset Password
+    onsite         Active on Site from the server (once per visit)
     custom         custom_event: any other metric
     schema         Rule, MetricSchema: the properties each built-in metric needs
     validate       the reference validator (every value walked, the payload serialised)
@@ -29,6 +31,7 @@ from __future__ import annotations
 # Besides __all__, importable from here as before (the "X as X" lines): events' own constants
 # MAX_NESTING and ITEM_RULES.
 from ..identity.identifiers import mask_email, mask_phone, mask_profile
+from .account import created_account, reset_password, updated_account
 from .browse import added_to_cart, started_checkout, viewed_product
 from .bulk import (
     bulk_payload,
@@ -40,8 +43,10 @@ from .bulk import (
 from .custom import custom_event
 from .ids import canonical_json, encoded_size, stable_id
 from .model import (
+    ACTIVE_ON_SITE,
     ADDED_TO_CART,
     CANCELED_ORDER,
+    CREATED_ACCOUNT,
     DEFAULT_CURRENCY,
     FULFILLED_ORDER,
     MAX_BULK_BYTES,
@@ -53,12 +58,15 @@ from .model import (
     ORDERED_PRODUCT,
     PLACED_ORDER,
     REFUNDED_ORDER,
+    RESET_PASSWORD,
     STARTED_CHECKOUT,
+    UPDATED_ACCOUNT,
     VIEWED_PRODUCT,
     Event,
     as_utc,
 )
 from .model import MAX_NESTING as MAX_NESTING
+from .onsite import active_on_site
 from .orders import (
     canceled_order,
     fulfilled_order,
@@ -71,9 +79,11 @@ from .schema import ITEM_RULES as ITEM_RULES
 from .validate_fast import validate_event
 
 __all__ = [
+    "ACTIVE_ON_SITE",
     "ADDED_TO_CART",
     "BUILT_IN_METRICS",
     "CANCELED_ORDER",
+    "CREATED_ACCOUNT",
     "DEFAULT_CURRENCY",
     "FULFILLED_ORDER",
     "MAX_BULK_BYTES",
@@ -87,16 +97,20 @@ __all__ = [
     "PLACED_ORDER",
     "REFUNDED_ORDER",
     "REQUIRED_PROPERTIES",
+    "RESET_PASSWORD",
     "STARTED_CHECKOUT",
+    "UPDATED_ACCOUNT",
     "VIEWED_PRODUCT",
     "Event",
     "MetricSchema",
     "Rule",
+    "active_on_site",
     "added_to_cart",
     "as_utc",
     "bulk_payload",
     "canceled_order",
     "canonical_json",
+    "created_account",
     "custom_event",
     "encoded_size",
     "events_at_pointer",
@@ -109,9 +123,11 @@ __all__ = [
     "placed_order",
     "raw_bulk_payload",
     "refunded_order",
+    "reset_password",
     "split_batches",
     "stable_id",
     "started_checkout",
+    "updated_account",
     "validate_event",
     "viewed_product",
 ]

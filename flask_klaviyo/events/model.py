@@ -16,9 +16,11 @@ from ..identity.identifiers import IDENTIFIER_KEYS
 from .ids import canonical_json
 
 __all__ = [
+    "ACTIVE_ON_SITE",
     "ADDED_TO_CART",
     "BULK_OPERATION",
     "CANCELED_ORDER",
+    "CREATED_ACCOUNT",
     "DEFAULT_CURRENCY",
     "EARLIEST_TIME",
     "FULFILLED_ORDER",
@@ -33,7 +35,9 @@ __all__ = [
     "ORDERED_PRODUCT",
     "PLACED_ORDER",
     "REFUNDED_ORDER",
+    "RESET_PASSWORD",
     "STARTED_CHECKOUT",
+    "UPDATED_ACCOUNT",
     "VIEWED_PRODUCT",
     "Event",
     "as_utc",
@@ -47,6 +51,11 @@ ORDERED_PRODUCT = "Ordered Product"
 FULFILLED_ORDER = "Fulfilled Order"
 CANCELED_ORDER = "Canceled Order"
 REFUNDED_ORDER = "Refunded Order"
+# The account notifications of seed 001's transactional section, and the onsite visit metric.
+CREATED_ACCOUNT = "Created Account"
+UPDATED_ACCOUNT = "Updated Account"
+RESET_PASSWORD = "Reset Password"
+ACTIVE_ON_SITE = "Active on Site"
 BULK_OPERATION = "Bulk Create Events"
 
 DEFAULT_CURRENCY = "USD"

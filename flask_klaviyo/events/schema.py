@@ -1,5 +1,6 @@
 """The property rules per built-in metric: what Klaviyo's flows, CLV and segments need to
-recognise an event (seed 000). Data only; :mod:`.validate` and :mod:`.validate_fast` apply it.
+recognise an event (seed 000), and what the account notifications' flow emails read (seed 001,
+"Account Notifications"). Data only; :mod:`.validate` and :mod:`.validate_fast` apply it.
 """
 
 from __future__ import annotations
@@ -9,13 +10,17 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .model import (
+    ACTIVE_ON_SITE,
     ADDED_TO_CART,
     CANCELED_ORDER,
+    CREATED_ACCOUNT,
     FULFILLED_ORDER,
     ORDERED_PRODUCT,
     PLACED_ORDER,
     REFUNDED_ORDER,
+    RESET_PASSWORD,
     STARTED_CHECKOUT,
+    UPDATED_ACCOUNT,
     VIEWED_PRODUCT,
 )
 
@@ -29,7 +34,8 @@ __all__ = [
     "RuleKind",
 ]
 
-RuleKind = Literal["text", "id", "number", "quantity", "strings", "object"]
+# "url": an absolute http(s) URL (a link a flow email puts in front of the shopper).
+RuleKind = Literal["text", "id", "number", "quantity", "strings", "object", "url"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,21 @@ METRIC_SCHEMAS: Mapping[str, MetricSchema] = {
     FULFILLED_ORDER: MetricSchema(_ORDER_RULES, value_required=True),
     CANCELED_ORDER: MetricSchema(_ORDER_RULES, value_required=True),
     REFUNDED_ORDER: MetricSchema(_ORDER_RULES, value_required=True),
+    # Seed 001 shows Created Account with the merchant's own properties only ("{...}").
+    CREATED_ACCOUNT: MetricSchema(),
+    # Seed 001's table for Updated Account, names and types exactly.
+    UPDATED_ACCOUNT: MetricSchema(
+        {
+            "UpdateType": Rule("text", required=True),
+            "UpdatedProperties": Rule("strings", required=True),
+            "OldValues": Rule("object"),
+            "NewValues": Rule("object", required=True),
+        }
+    ),
+    # The link the flow email sends the shopper to: absolute, http(s), nothing else.
+    RESET_PASSWORD: MetricSchema({"PasswordResetLink": Rule("url", required=True)}),
+    # klaviyo.js's own Active on Site carries the page's URL as "page".
+    ACTIVE_ON_SITE: MetricSchema({"page": Rule("url")}),
 }
 BUILT_IN_METRICS = tuple(METRIC_SCHEMAS)
 REQUIRED_PROPERTIES: Mapping[str, tuple[str, ...]] = {

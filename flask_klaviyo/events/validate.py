@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..exceptions import KlaviyoSchemaError
 from ..identity.identifiers import (
@@ -49,6 +50,29 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _url_problem(value: Any) -> str | None:
+    """Why ``value`` is not an absolute http(s) URL with a host (relative, ``javascript:``,
+    whitespace or controls that browsers strip to hide a scheme), or None. The URL itself is
+    not quoted: a reset link carries a token that logs and dead letters must not keep."""
+    if not isinstance(value, str):
+        return f"got {_describe(value)}"
+    if not value.isprintable() or " " in value:
+        return "got a str with whitespace or control characters"
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 (a port that is no port number raises)
+    except ValueError:  # an unbalanced IPv6 bracket or a port past 65535, say
+        return "got a str that is no URL"
+    if not parts.scheme:
+        return "got a relative one"
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"got a {parts.scheme[:20].lower()!r} one"
+    if not host:
+        return "got one without a host"
+    return None
+
+
 def _rule_problem(kind: RuleKind, value: Any) -> str | None:
     """Why ``value`` does not satisfy ``kind``, or None."""
     if kind == "text":
@@ -68,6 +92,9 @@ def _rule_problem(kind: RuleKind, value: Any) -> str | None:
     elif kind == "strings":
         ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
         expected = "a list of strings"
+    elif kind == "url":
+        problem = _url_problem(value)
+        return None if problem is None else f"must be an absolute http(s) URL, {problem}"
     else:
         ok = isinstance(value, Mapping)
         expected = "an object"

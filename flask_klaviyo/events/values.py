@@ -105,12 +105,13 @@ def _too_deep(value: Any) -> bool:
     return False
 
 
-def _event_time(metric: Any, value: Any) -> datetime:
-    """``as_utc`` for a builder: a value that is no time at all is named, not a crash."""
+def _event_time(metric: Any, value: Any, field: str = "time") -> datetime:
+    """``as_utc`` for a builder: a value that is no time at all is named (as ``field``, the
+    builder's argument), not a crash."""
     try:
         return as_utc(value)
     except (TypeError, ValueError, AttributeError, OverflowError, OSError):
-        raise KlaviyoSchemaError(str(metric), "time", f"not a time: {_describe(value)}") from None
+        raise KlaviyoSchemaError(str(metric), field, f"not a time: {_describe(value)}") from None
 
 
 def _profile(profile: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -3,10 +3,12 @@
 ``FakeKlaviyo`` is a real HTTP server (standard library only) on a loopback port, or an
 in-process httpx transport (``fake.transport()``), that answers the Klaviyo endpoints the
 project uses the way Klaviyo does: Create Event, Bulk Create Events, the two client endpoints,
-Create or Update Profile, Bulk Create Catalog Items and Bulk Import Profiles (asynchronous jobs
-with their GETs). It checks the private key, the ``revision`` header, the content type, the size
+Create or Update Profile, Update Profile, Bulk Subscribe / Unsubscribe Profiles, Request
+Profile Deletion, Bulk Create Catalog Items and Bulk Import Profiles (asynchronous jobs with
+their GETs). It checks the private key, the ``revision`` header, the content type, the size
 and the JSON:API body (with ``source.pointer`` on every 400), keeps the first event per
-(profile, metric, unique_id), resolves and merges profiles, keeps a catalog, and can be told to
+(profile, metric, unique_id), resolves and merges profiles, keeps consent per profile, list
+and channel, deletes profiles on request, keeps a catalog, and can be told to
 throttle, fail, hang or slow down. Tests in this process use its Python API; other processes
 use ``/_fake/*`` and the HTML inspector at ``/``.
 
@@ -18,11 +20,16 @@ The package, by concern (data walks one way, top to bottom)::
     jsonapi.py            request/answer types, error objects, pointers, the body checker
     ratewindows.py        the one rate-window engine (burst + steady fixed windows)
     profile_checks.py     the profile resource check (its own email / E.164 rules)
-    profiles.py           the profile store: resolution, merges, upserts
+    profiles.py           the profile store: resolution, merges, upserts, deletion
+    subscriptions.py      the consent store: per profile, list and channel; global unsubscribes
     jobs.py               asynchronous bulk jobs (status, counts, errors, delay)
     state.py              everything remembered, behind one lock; the handler's Call
     events.py             Create Event, Bulk Create Events, client events
     profile_import.py     Create or Update Profile
+    profile_update.py     Update Profile (PATCH /api/profiles/{id})
+    subscription_checks.py  the bulk subscribe / unsubscribe body checks
+    subscribe.py          Bulk Subscribe Profiles;  unsubscribe.py: Bulk Unsubscribe Profiles
+    deletion.py           Request Profile Deletion
     catalog.py            Bulk Create Catalog Items + its job GET; the catalog
     profile_bulk_import.py  Bulk Import Profiles + its job GET and import errors
     registry.py           one entry per endpoint: method, path, handler, rate windows

@@ -23,6 +23,8 @@ MAX_FUTURE = timedelta(days=365)  # "can only be up to 1 year in the future"
 MAX_PROFILE_BYTES = 100 * 1024  # Create or Update Profile, and one profile of a bulk import
 MAX_CATALOG_ITEMS = 100  # Bulk Create Catalog Items: "up to 100 catalog items per request"
 MAX_IMPORT_PROFILES = 10_000  # Bulk Import Profiles: "up to 10,000 profiles per request"
+MAX_SUBSCRIBE_PROFILES = 1000  # Bulk Subscribe: "Maximum number of profiles ...: 1000"
+MAX_UNSUBSCRIBE_PROFILES = 100  # Bulk Unsubscribe: "Maximum number of profiles per call: 100"
 
 DEFAULT_RETRY_AFTER = 1.0
 DEFAULT_TIMEOUT_HOLD = 5.0

@@ -63,6 +63,10 @@ def _read(fake: FakeKlaviyo, request: Request, name: str) -> Answer | None:
         return json_answer(200, fake.catalog_items)
     if name == "jobs":
         return json_answer(200, fake.jobs())
+    if name == "subscriptions":
+        return json_answer(200, fake.subscriptions(request.query.get("list_id")))
+    if name == "deletions":
+        return json_answer(200, fake.deletions())
     return None
 
 

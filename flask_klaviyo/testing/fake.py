@@ -52,7 +52,8 @@ def _loopback_host(host: str) -> str:
 
 
 class FakeKlaviyo(Driving):
-    """A local Klaviyo: events, client events, profile import, catalog and profile bulk jobs.
+    """A local Klaviyo: events, client events, profiles (import, update, bulk jobs), consent
+    (bulk subscribe / unsubscribe), deletion requests and catalog bulk jobs.
 
     Start it (``with FakeKlaviyo() as fake`` or ``.start()``), point the code under test at
     ``fake.url`` and assert on ``fake.events``. Everything is thread-safe.
@@ -212,6 +213,33 @@ class FakeKlaviyo(Driving):
             store = self.state.profiles
             return [store.as_dict(profile) for profile in store.ordered()]
 
+    def subscriptions(self, list_id: str | None = None) -> list[dict[str, Any]]:
+        """Consent records from Bulk Subscribe / Unsubscribe: one row per (profile, list,
+        channel) with ``email``, ``phone_number``, ``profile_id``, ``list_id`` (None: no list),
+        ``channel`` (``"email"`` / ``"sms"``), ``consent`` (``"SUBSCRIBED"`` /
+        ``"UNSUBSCRIBED"``), ``consented_at``, ``historical_import``, ``custom_source``,
+        ``global`` (a global unsubscribe) and ``updated``, oldest first. ``list_id`` keeps that
+        list's rows and the rows of no list, which apply to every list."""
+        state = self.state
+        with state.lock:
+            store = state.profiles
+
+            def identifiers(profile_id: str) -> dict[str, Any]:
+                profile = store.profiles.get(profile_id)
+                return {
+                    "email": profile.email if profile else None,
+                    "phone_number": profile.phone_number if profile else None,
+                }
+
+            return state.subscriptions.rows(identifiers, list_id)
+
+    def deletions(self) -> list[dict[str, Any]]:
+        """Every accepted Request Profile Deletion, oldest first: the identifier asked for
+        (``id``, ``email`` or ``phone_number``; the others None), ``deleted_profile_ids``,
+        ``deleted_events`` and ``received_at``."""
+        with self.state.lock:
+            return copy.deepcopy(self.state.deletions)
+
     def exchange_id_for(self, email: str) -> str:
         """A ``_kx`` token that resolves to this email's profile, like Klaviyo's exchange id.
 
@@ -283,8 +311,8 @@ class FakeKlaviyo(Driving):
             return copy.deepcopy(self.state.jobs.summary())
 
     def reset(self) -> None:
-        """Forget events, profiles, catalog, jobs, requests, faults and latency (minted _kx
-        tokens stay valid)."""
+        """Forget events, profiles, consent, deletions, catalog, jobs, requests, faults and
+        latency (minted _kx tokens stay valid)."""
         with self.state.lock:
             self.state.clear()
             self.state.latency = 0.0

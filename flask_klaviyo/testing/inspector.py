@@ -13,10 +13,10 @@ import html
 import json
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._config import INSPECTOR_ROWS
-from .jsonapi import Answer
+from .jsonapi import Answer, iso
 
 if TYPE_CHECKING:
     from .fake import FakeKlaviyo
@@ -35,11 +35,76 @@ CSP = (
 )
 STYLE = (
     "body{font:14px system-ui,sans-serif;margin:1.5rem;color:#222}"
+    "h2{font-size:1.1rem;margin-top:1.6rem}"
     "table{border-collapse:collapse;width:100%}"
     "th,td{border-bottom:1px solid #ddd;padding:.35rem .5rem;text-align:left;"
     "vertical-align:top}th{background:#f5f5f5}pre{margin:.3rem 0;font-size:12px}"
     ".counts span{margin-right:1.2rem}code{background:#f2f2f2;padding:0 .2rem}"
 )
+
+
+PROFILE_COLUMNS = ("id", "email", "phone_number", "external_id", "name", "events", "updated")
+SUBSCRIPTION_COLUMNS = (
+    "email",
+    "phone_number",
+    "list",
+    "channel",
+    "consent",
+    "consented_at",
+    "historical",
+    "source",
+    "global",
+    "updated",
+)
+SUBSCRIPTION_KEYS = (
+    "email",
+    "phone_number",
+    "list_id",
+    "channel",
+    "consent",
+    "consented_at",
+    "historical_import",
+    "custom_source",
+    "global",
+    "updated",
+)
+
+
+def _profile_rows(fake: FakeKlaviyo) -> list[list[Any]]:
+    """Newest profiles first, with how many accepted events each has (caller holds the lock)."""
+    state = fake.state
+    counts: dict[str, int] = {}
+    for event in state.events:
+        counts[event["profile_id"]] = counts.get(event["profile_id"], 0) + 1
+    rows = []
+    for profile in reversed(state.profiles.ordered()[-INSPECTOR_ROWS:]):
+        names = (profile.attributes.get(key) for key in ("first_name", "last_name"))
+        rows.append(
+            [
+                profile.id,
+                profile.email,
+                profile.phone_number,
+                profile.external_id,
+                " ".join(str(name) for name in names if name),
+                counts.get(profile.id, 0),
+                iso(profile.updated),
+            ]
+        )
+    return rows
+
+
+def _table(columns: tuple[str, ...], rows: list[list[Any]], empty: str) -> str:
+    """An escaped HTML table (None shows as an empty cell)."""
+    if not rows:
+        return f"<p class=empty>{html.escape(empty)}</p>"
+    head = "".join(f"<th>{html.escape(column)}</th>" for column in columns)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{html.escape('' if cell is None else str(cell))}</td>" for cell in row)
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def render(fake: FakeKlaviyo) -> Answer:
@@ -49,7 +114,15 @@ def render(fake: FakeKlaviyo) -> Answer:
         stats = fake.stats()
         store = state.profiles
         labels = [store.label(store.profiles.get(e["profile_id"]), e["profile"]) for e in recent]
-        others = [("catalog items", len(state.catalog)), ("bulk jobs", len(state.jobs.jobs))]
+        others = [
+            ("profiles", len(store.profiles)),
+            ("consent records", len(state.subscriptions.records)),
+            ("deletions", len(state.deletions)),
+            ("catalog items", len(state.catalog)),
+            ("bulk jobs", len(state.jobs.jobs)),
+        ]
+        profiles = _profile_rows(fake)
+    subscriptions = fake.subscriptions()[-INSPECTOR_ROWS:]
     rows = []
     for event, label in zip(reversed(recent), reversed(labels), strict=True):
         value = "" if event["value"] is None else f"{event['value']} "
@@ -96,8 +169,19 @@ def render(fake: FakeKlaviyo) -> Answer:
         f"<p>What Klaviyo would have received at <code>{html.escape(fake.link_base)}</code> "
         f"(company_id <code>{html.escape(fake.company_id)}</code>), newest first. JSON: "
         "<code>/_fake/events</code>, <code>/_fake/requests</code>, "
-        "<code>/_fake/catalog-items</code>, <code>/_fake/jobs</code>.</p>"
-        f"{table}<script>{SCRIPT}</script></body></html>"
+        "<code>/_fake/profiles</code>, <code>/_fake/subscriptions</code>, "
+        "<code>/_fake/deletions</code>, <code>/_fake/catalog-items</code>, "
+        "<code>/_fake/jobs</code>.</p>"
+        f"<h2>Events</h2>{table}"
+        "<h2>Profiles</h2>"
+        + _table(PROFILE_COLUMNS, profiles, "No profiles yet.")
+        + "<h2>Subscriptions</h2>"
+        + _table(
+            SUBSCRIPTION_COLUMNS,
+            [[row.get(key) for key in SUBSCRIPTION_KEYS] for row in reversed(subscriptions)],
+            "No consent recorded yet.",
+        )
+        + f"<script>{SCRIPT}</script></body></html>"
     )
     headers = [
         ("Content-Type", "text/html; charset=utf-8"),

@@ -79,17 +79,22 @@ def handle(call: Call) -> Answer:
                 404, [error_object(404, detail="No profile with this id.", pointer="/data/id")]
             )
         except ProfileConflict as conflict:
-            error = error_object(
-                409,
-                code="duplicate_profile",
-                detail=str(conflict),
-                pointer=f"/data/attributes/{conflict.kind}",
-            )
-            error["meta"] = {"duplicate_profile_id": conflict.owner}
-            return error_answer(409, [error])
+            return duplicate_answer(conflict)
         document = profile_document(profile, call.base_url)
         state.changed.notify_all()
     return document_answer(201 if created else 200, document)
+
+
+def duplicate_answer(conflict: ProfileConflict) -> Answer:
+    """Klaviyo's 409: the identifier belongs to another profile, whose id ``meta`` names."""
+    error = error_object(
+        409,
+        code="duplicate_profile",
+        detail=str(conflict),
+        pointer=f"/data/attributes/{conflict.kind}",
+    )
+    error["meta"] = {"duplicate_profile_id": conflict.owner}
+    return error_answer(409, [error])
 
 
 def profile_document(profile: Profile, base_url: str) -> dict[str, Any]:

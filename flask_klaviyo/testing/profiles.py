@@ -125,6 +125,25 @@ class ProfileStore:
                 return f"anonymous {profile.anonymous_ids[0]}"
         return str(next((sent[k] for k in IDENTIFIER_PRIORITY if sent.get(k)), ""))
 
+    def find(self, kind: str, value: str) -> Profile | None:
+        """The profile an id, email, phone number or external id names now, if any."""
+        if kind == "id":
+            return self.current(value)
+        owner = self.index.get((kind, value.strip().lower() if kind == "email" else value))
+        return None if owner is None else self.profiles.get(owner)
+
+    def remove(self, profile_id: str) -> None:
+        """Forget a profile (a deletion): its identifiers, the ids merged into it, its _kx."""
+        profile = self.profiles.pop(profile_id, None)
+        if profile is None:
+            return
+        for key in [key for key, owner in self.index.items() if owner == profile_id]:
+            del self.index[key]
+        for old in [old for old, new in self.redirects.items() if new == profile_id]:
+            del self.redirects[old]
+        for token in [t for t, email in self.exchange.items() if email == profile.email]:
+            del self.exchange[token]
+
     # ---- events: resolve and merge
 
     def translate(self, identifiers: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -14,7 +14,16 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import catalog, events, profile_bulk_import, profile_import
+from . import (
+    catalog,
+    deletion,
+    events,
+    profile_bulk_import,
+    profile_import,
+    profile_update,
+    subscribe,
+    unsubscribe,
+)
 from ._config import MAX_BODY_BYTES, MAX_PROFILE_BYTES
 from .jsonapi import Answer
 from .ratewindows import Windows
@@ -25,6 +34,7 @@ log = logging.getLogger(__name__)
 FAST: Windows = ((350, 1.0), (3500, 60.0))
 BULK: Windows = ((10, 1.0), (150, 60.0))
 MEDIUM: Windows = ((75, 1.0), (750, 60.0))
+PRIVACY: Windows = ((3, 1.0), (60, 60.0))
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,35 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         profile_import.handle,
         MEDIUM,
         max_body=MAX_PROFILE_BYTES,
+    ),
+    Endpoint(
+        "update_profile",
+        "PATCH",
+        "/api/profiles/{id}",
+        profile_update.handle,
+        MEDIUM,
+        max_body=MAX_PROFILE_BYTES,
+    ),
+    Endpoint(
+        "bulk_subscribe_profiles",
+        "POST",
+        "/api/profile-subscription-bulk-create-jobs",
+        subscribe.handle,
+        MEDIUM,
+    ),
+    Endpoint(
+        "bulk_unsubscribe_profiles",
+        "POST",
+        "/api/profile-subscription-bulk-delete-jobs",
+        unsubscribe.handle,
+        MEDIUM,
+    ),
+    Endpoint(
+        "request_profile_deletion",
+        "POST",
+        "/api/data-privacy-deletion-jobs",
+        deletion.handle,
+        PRIVACY,
     ),
     Endpoint(
         "bulk_create_catalog_items",

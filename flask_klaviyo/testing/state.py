@@ -18,6 +18,7 @@ from .jobs import JobBook
 from .jsonapi import Request
 from .profiles import ProfileStore
 from .ratewindows import RateWindows, Windows
+from .subscriptions import SubscriptionBook
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ class State:
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.keep_events = keep_events
-        self.profiles = ProfileStore(on_merge=self._repoint_events)
+        self.profiles = ProfileStore(on_merge=self._repoint)
+        self.subscriptions = SubscriptionBook()
         self.jobs = JobBook()
         self.enforced = RateWindows()  # configured limits: counted and enforced
         self.observed = RateWindows()  # Klaviyo's steady windows: counted for the headers only
@@ -67,6 +69,8 @@ class State:
             self.requests: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED_REQUESTS)
             self.faults: deque[Fault] = deque()
             self.profiles.clear()
+            self.subscriptions.clear()
+            self.deletions: list[dict[str, Any]] = []  # what Request Profile Deletion was asked
             self.jobs.clear()
             self.catalog: dict[str, dict[str, Any]] = {}
             self.catalog_failures: dict[str, ForcedFailure] = {}  # item id or external id
@@ -79,10 +83,24 @@ class State:
             self.accepted = 0
             self.throttled = 0
 
-    def _repoint_events(self, gone: str, keep: str) -> None:
+    def _repoint(self, gone: str, keep: str) -> None:
+        """A merge: the survivor takes the events and consent records of the other profile."""
         for event in self.events:
             if event["profile_id"] == gone:
                 event["profile_id"] = keep
+        self.subscriptions.repoint(gone, keep)
+
+    def delete_profile(self, profile_id: str) -> int:
+        """A deletion: the profile, its events and its consent records go (Klaviyo deletes a
+        profile with its activity). Returns how many events went with it."""
+        with self.lock:
+            self.profiles.remove(profile_id)
+            kept = [event for event in self.events if event["profile_id"] != profile_id]
+            gone = len(self.events) - len(kept)
+            self.events = kept
+            self.subscriptions.drop_profile(profile_id)
+            self.changed.notify_all()
+            return gone
 
     def record(
         self, request: Request, endpoint: str | None, status: int | None, errors: Any
