@@ -872,19 +872,19 @@ def event_requests(fake: Any, metric: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_signup_queues_one_subscription_and_nothing_without_consent(
-    live_shop: Flask, queued: Any
+    live_shop: Flask, queued_operations: Any
 ) -> None:
     client = live_shop.test_client()
     assert client.post("/newsletter", json={"email": EMAIL}).json["status"] == "no_consent"
     assert client.post("/newsletter", json={"email": "bad", "consent": "yes"}).status_code == 400
-    assert queued(live_shop) == []
+    assert queued_operations(live_shop) == []
     data = {"email": EMAIL, "consent": "yes"}
     first = client.post("/newsletter", json=data)
     second = client.post("/newsletter", json=data)  # a double submit
     assert first.status_code == second.status_code == 202
     assert first.json["status"] in ("subscribed", "confirmation_sent")
     assert second.json == first.json
-    [subscription] = operations(queued(live_shop), "subscri")
+    [subscription] = operations(queued_operations(live_shop), "subscri")
     assert EMAIL in repr(subscription["payload"])
 
 
@@ -904,11 +904,11 @@ def test_the_answer_follows_the_lists_opt_in(tmp_path: Path, redis_url: str, fak
         assert answer.status_code == 202 and answer.json["status"] == expected
 
 
-def test_an_sms_signup_queues_the_phone_for_texts(live_shop: Flask, queued: Any) -> None:
+def test_an_sms_signup_queues_the_phone_for_texts(live_shop: Flask, queued_operations: Any) -> None:
     client = live_shop.test_client()
     data = {"email": EMAIL, "consent": "yes", "phone_number": "617-555-0123", "sms_consent": "yes"}
     assert client.post("/newsletter", json=data).status_code == 202
-    [subscription] = operations(queued(live_shop), "subscri")
+    [subscription] = operations(queued_operations(live_shop), "subscri")
     assert "+16175550123" in repr(subscription["payload"])
     assert "sms" in repr(subscription["payload"]).lower()
 
@@ -916,14 +916,25 @@ def test_an_sms_signup_queues_the_phone_for_texts(live_shop: Flask, queued: Any)
 def test_a_double_submit_is_one_subscription_at_the_stand_in(
     live_shop: Flask, fake: Any, drain: Any
 ) -> None:
-    if not hasattr(fake, "subscriptions"):
-        pytest.skip("the stand-in does not keep subscriptions yet")
     client = live_shop.test_client()
     for _ in range(2):
         client.post("/newsletter", data={"email": EMAIL, "consent": "yes"})
+    data = {"email": "bo@klaviyo-demo.com", "consent": "yes", "phone_number": "+447911123456"}
+    client.post("/newsletter", data={**data, "sms_consent": "yes"})
+    client.post("/newsletter", data={**data, "sms_consent": "yes"})
+    client.post("/newsletter", data={"email": "cy@klaviyo-demo.com"})  # no consent
     drain(live_shop)
-    subscribed = [s for s in fake.subscriptions() if EMAIL in repr(s)]
-    assert len(subscribed) == 1
+    rows = fake.subscriptions(LIST_ID)
+    assert sorted((r["email"], r["channel"]) for r in rows) == [
+        (EMAIL, "email"),
+        ("bo@klaviyo-demo.com", "email"),
+        ("bo@klaviyo-demo.com", "sms"),
+    ]
+    assert {r["consent"] for r in rows} == {"SUBSCRIBED"}
+    [sms] = [r for r in rows if r["channel"] == "sms"]
+    assert sms["phone_number"] == "+447911123456"
+    assert {r["custom_source"] for r in rows} == {"Footer newsletter form"}
+    assert not any(r["historical_import"] for r in rows)
 
 
 def test_register_reaches_klaviyo_as_created_account(
@@ -969,7 +980,12 @@ def test_each_account_event_reaches_klaviyo_valid(
     assert fresh.post(path, data={"password": "a brand new password"}).status_code == 400
 
 
-def test_bad_account_input_queues_nothing(live_shop: Flask, queued: Any) -> None:
+def test_bad_account_input_queues_nothing(
+    live_shop: Flask, queued: Any, queued_operations: Any
+) -> None:
+    def everything() -> list[dict[str, Any]]:
+        return queued(live_shop) + queued_operations(live_shop)
+
     client = live_shop.test_client()
     assert register(client, email="not-an-email").status_code == 400
     assert register(client, password="short").status_code == 400
@@ -978,9 +994,9 @@ def test_bad_account_input_queues_nothing(live_shop: Flask, queued: Any) -> None
         client.post("/account/password-reset", data={"email": "nobody@x.test"}).status_code == 303
     )
     assert client.post("/account/reset/garbage", data={"password": PASSWORD}).status_code == 400
-    assert queued(live_shop) == []
+    assert everything() == []
     register(client)
-    before = len(queued(live_shop))
+    before = len(everything())
     assert client.post("/account", data={"first_name": "", "last_name": "Lee"}).status_code == 400
     assert (
         client.post(
@@ -989,16 +1005,19 @@ def test_bad_account_input_queues_nothing(live_shop: Flask, queued: Any) -> None
         == 400
     )
     assert client.post("/account/email", data={"email": "nope@"}).status_code == 400
-    assert len(queued(live_shop)) == before
+    assert len(everything()) == before
 
 
 def test_deleting_the_account_forgets_what_was_queued_for_them(
-    live_shop: Flask, fake: Any, drain: Any, queued: Any
+    live_shop: Flask, fake: Any, drain: Any, queued: Any, queued_operations: Any
 ) -> None:
     client = live_shop.test_client()
     register(client, newsletter="yes")  # Created Account, a profile, a subscription: queued
-    assert queued(live_shop)
+    assert queued(live_shop) and queued_operations(live_shop)
     assert client.post("/account/delete").status_code == 303
-    assert [e for e in queued(live_shop) if EMAIL in repr(e) and "delet" not in repr(e)] == []
+    left = [e for e in queued(live_shop) + queued_operations(live_shop) if EMAIL in repr(e)]
+    assert all("delet" in str(e.get("op", "")) for e in left), left
     drain(live_shop)
     assert [e for e in fake.events if e.get("profile", {}).get("email") == EMAIL] == []
+    assert [r for r in fake.subscriptions() if r["email"] == EMAIL] == []
+    assert [d["email"] for d in fake.deletions()] == [EMAIL]
