@@ -970,8 +970,11 @@ def test_each_account_event_reaches_klaviyo_valid(
     link = reset["properties"]["PasswordResetLink"]
     assert link.startswith("http://localhost/account/reset/")
     assert reset["profile"]["email"] == EMAIL
+    assert updated["profile"]["email"] == EMAIL
     for metric in ("Updated Account", "Reset Password"):
-        for operation, body in event_requests(fake, metric):
+        requests = event_requests(fake, metric)
+        assert requests, metric
+        for operation, body in requests:
             openapi.validate(operation, body)
     # The link Klaviyo would email works, once.
     path = link.removeprefix("http://localhost")
