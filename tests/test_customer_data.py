@@ -25,6 +25,11 @@ LIST = "Y6nRLr"
 @pytest.fixture
 def app(make_app: Callable[..., Flask], fake: Any) -> Flask:
     def views(app: Flask, klaviyo: Any) -> None:
+        @app.get("/browse")
+        def browse() -> str:
+            klaviyo.track("Viewed Collection", {"Collection": "Mugs"})  # a stranger: parked
+            return "<p>mugs</p>"
+
         @app.post("/signup")
         def signup() -> dict[str, str]:
             subscription = klaviyo.subscribe(email=ANN, list_id=LIST, source="Footer")
@@ -379,3 +384,16 @@ def test_a_relative_reset_link_is_refused(app: Flask) -> None:
     with app.app_context(), pytest.raises(KlaviyoSchemaError) as info:
         ext(app).password_reset("/account/reset/tok", profile={"email": ANN})
     assert info.value.field.endswith("PasswordResetLink")
+
+
+def test_signing_up_releases_what_the_visitor_did_before(
+    app: Flask, fake: Any, drain: Callable[[Flask], None]
+) -> None:
+    client = app.test_client()
+    client.get("/browse")
+    drain(app)
+    assert fake.events == []  # a stranger's event waits (parked), it is not an orphan profile
+    client.post("/signup")
+    drain(app)
+    [viewed] = [e for e in fake.events if e["metric"] == "Viewed Collection"]
+    assert fake.profile_of(viewed)["email"] == ANN
