@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DATA_ELEMENT_ID",
     "DEFAULT_KLAVIYO_JS_URL",
+    "KLAVIYO_JS_LOADED",
     "bridge_data",
     "identify_payload",
     "klaviyo_js_url",
@@ -47,6 +48,7 @@ __all__ = [
 ]
 
 DATA_ELEMENT_ID = "klaviyo-bridge-data"
+KLAVIYO_JS_LOADED = "_klaviyo_js_loaded"  # g: this page loads klaviyo.js
 
 # What a shared client event's profile carries: the attributes the server's event used.
 SHARE_KEYS = PROFILE_KEYS
@@ -138,4 +140,5 @@ def render(extension: Klaviyo) -> Markup:
     if company_id and consent:
         src = klaviyo_js_url(config["KLAVIYO_JS_URL"], company_id)
         parts.append(f'<script async src="{escape(src)}"></script>')
+        setattr(g, KLAVIYO_JS_LOADED, True)  # it sends Active on Site itself (onsite.py)
     return Markup("\n".join(parts))

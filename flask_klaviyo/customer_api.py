@@ -1,5 +1,5 @@
 """The customer-data half of the ``Klaviyo`` facade: profiles, the email change, subscriptions
-with consent, and the right to be forgotten (the work is in :mod:`.profiles`,
+with consent, account events, and the right to be forgotten (the work is in :mod:`.profiles`,
 :mod:`.subscriptions` and :mod:`.privacy`).
 
 Every call checks its input before anything is queued: bad input raises
@@ -9,7 +9,7 @@ as a dead letter naming the field, and the page goes on (``None`` is returned).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +18,15 @@ from flask import current_app, has_request_context
 from . import privacy, profiles, queueing, subscriptions
 from ._state import enabled
 from .delivery.operations import Operation
+from .events import (
+    CREATED_ACCOUNT,
+    RESET_PASSWORD,
+    UPDATED_ACCOUNT,
+    Event,
+    created_account,
+    reset_password,
+    updated_account,
+)
 from .identity.settle import identify as identify_visitor
 from .identity.visit import current_visit
 from .subscriptions import IfNotOnList, Subscription
@@ -29,6 +38,7 @@ class CustomerAPI:
     """Mixed into :class:`flask_klaviyo.Klaviyo`."""
 
     _consent_loader: Any
+    resolve_profile: Callable[[Mapping[str, Any] | None], dict[str, Any]]
 
     def update_profile(
         self,
@@ -155,3 +165,60 @@ class CustomerAPI:
         return queueing.build(
             "profile", lambda: privacy.forget(email=email, phone_number=phone_number)
         )
+
+    # -- account events (Klaviyo's transactional section) ------------------------------------
+    def account_created(
+        self,
+        account_id: str | int,
+        *,
+        profile: Mapping[str, Any] | None = None,
+        properties: Mapping[str, Any] | None = None,
+    ) -> Event | None:
+        """Created Account, once per account (its unique_id is the account's)."""
+        return self._account_event(
+            CREATED_ACCOUNT,
+            lambda who: created_account(who, account_id=account_id, properties=properties),
+            profile,
+        )
+
+    def account_updated(
+        self,
+        account_id: str | int,
+        *,
+        update_type: str,
+        new_values: Mapping[str, Any],
+        old_values: Mapping[str, Any] | None = None,
+        profile: Mapping[str, Any] | None = None,
+    ) -> Event | None:
+        """Updated Account: ``UpdateType``, ``UpdatedProperties``, ``OldValues``, ``NewValues``
+        (never put a password in them)."""
+        return self._account_event(
+            UPDATED_ACCOUNT,
+            lambda who: updated_account(
+                who,
+                account_id=account_id,
+                update_type=update_type,
+                new_values=new_values,
+                old_values=old_values,
+            ),
+            profile,
+        )
+
+    def password_reset(
+        self, link: str, *, profile: Mapping[str, Any] | None = None
+    ) -> Event | None:
+        """Reset Password with ``PasswordResetLink`` (absolute; Klaviyo's flow email uses it)."""
+        return self._account_event(
+            RESET_PASSWORD, lambda who: reset_password(who, link=link), profile
+        )
+
+    def _account_event(
+        self,
+        metric: str,
+        builder: Callable[[dict[str, Any]], Event],
+        profile: Mapping[str, Any] | None,
+    ) -> Event | None:
+        if not enabled():
+            return None
+        event = queueing.build(metric, lambda: builder(self.resolve_profile(profile)))
+        return None if event is None else queueing.submit(event)

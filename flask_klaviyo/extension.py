@@ -13,7 +13,7 @@ from flask import Blueprint, Flask, current_app, g, has_request_context
 from flask.signals import before_render_template
 from markupsafe import Markup
 
-from . import _settings, bridge, capture, queueing
+from . import _settings, bridge, capture, onsite, queueing
 from ._state import EXTENSION_KEY, State, current_state, enabled, tolerate
 from .cli import klaviyo_cli
 from .customer_api import CustomerAPI
@@ -298,6 +298,10 @@ class Klaviyo(CustomerAPI):
             capture.finish(response)  # JSON routes: events from the return value / context()
         except Exception:
             tolerate("capture after the view failed")
+        try:
+            onsite.after_page(response, self)  # Active on Site, once per visit
+        except Exception:
+            tolerate("Active on Site after the page failed")
         pending = g.pop(queueing.PENDING_EVENTS, None)
         operations = g.pop(queueing.PENDING_OPERATIONS, None)
         if (pending or operations) and response.status_code >= 400:

@@ -167,7 +167,8 @@ def make_app(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Fl
       or the bool it returns (neither: no loader);
     - ``views(app, klaviyo)``: registers the test's routes;
     - ``init=False``: the config only, no ``Klaviyo(app)`` (tests of init itself);
-    - ``config``: over the defaults (a secret key, the Redis, the stand-in's private key).
+    - ``config``: over the defaults (a secret key, the Redis, the stand-in's private key,
+      Active on Site off).
     """
 
     def make(
@@ -189,6 +190,9 @@ def make_app(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Fl
             "SECRET_KEY": "test-secret",
             "KLAVIYO_REDIS_URL": redis_url,
             "KLAVIYO_PRIVATE_API_KEY": API_KEY,
+            # Active on Site would add one event per visit to every journey; its own tests
+            # (test_active_on_site.py) and the demo store's turn it on.
+            "KLAVIYO_ACTIVE_ON_SITE": False,
         }
         if fake is not None:
             defaults["KLAVIYO_API_URL"] = fake.url

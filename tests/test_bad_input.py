@@ -418,6 +418,7 @@ def store(redis_url: str, tmp_path: Path) -> Flask:
             "KLAVIYO_PRIVATE_API_KEY": "pk_test_private_key",
             "KLAVIYO_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "STORE_PAYMENTS_AUTO_CALLBACK": False,
+            "KLAVIYO_ACTIVE_ON_SITE": False,  # the identity inputs are what is tested
         }
     )
 

@@ -25,6 +25,11 @@ LIST = "Y6nRLr"
 @pytest.fixture
 def app(make_app: Callable[..., Flask], fake: Any) -> Flask:
     def views(app: Flask, klaviyo: Any) -> None:
+        @app.get("/browse")
+        def browse() -> str:
+            klaviyo.track("Viewed Collection", {"Collection": "Mugs"})  # a stranger: parked
+            return "<p>mugs</p>"
+
         @app.post("/signup")
         def signup() -> dict[str, str]:
             subscription = klaviyo.subscribe(email=ANN, list_id=LIST, source="Footer")
@@ -227,3 +232,168 @@ def test_flask_klaviyo_forget_from_the_shell(app: Flask, redis_client: redis.Red
     assert entry["op"] == "profile_deletion"
     bad = runner.invoke(args=["klaviyo", "forget", "not-an-address@"])
     assert bad.exit_code == 2 and "email" in bad.output
+
+
+# -- end to end through the stand-in's endpoints -------------------------------------------------
+def test_the_email_change_keeps_one_profile_with_its_history(
+    app: Flask, fake: Any, drain: Callable[[Flask], None], openapi: Any, redis_client: redis.Redis
+) -> None:
+    with app.app_context():
+        ext(app).track("Left Review", {"Stars": 5}, profile={"email": ANN})
+    drain(app)  # a profile for Ann exists in "Klaviyo" (its id is not known here yet)
+    with app.app_context():
+        ext(app).change_email(ANN, BOB)
+    drain(app)
+    [patch] = requests_to(fake, "/api/profiles/")
+    assert patch["method"] == "PATCH" and patch["status"] == 200
+    openapi.validate("update_profile", patch["body"])
+    assert len(fake.profiles()) == 1
+    [profile] = fake.profiles()
+    assert profile["email"] == BOB
+    assert [e["properties"]["Stars"] for e in fake.events_for(email=BOB)] == [5]
+    assert redis_client.hget(keys.PROFILE_IDS, BOB).decode() == profile["id"]
+    assert redis_client.hget(keys.PROFILE_IDS, ANN) is None
+
+
+def test_the_identity_cookie_follows_an_email_change(make_app: Any, fake: Any) -> None:
+    def views(app: Flask, klaviyo: Any) -> None:
+        @app.post("/login")
+        def login() -> str:
+            klaviyo.identify(email=ANN, first_name="Ann")
+            return "ok"
+
+        @app.post("/email")
+        def email() -> str:
+            klaviyo.change_email(ANN, BOB)
+            return "ok"
+
+        @app.get("/who")
+        def who() -> dict[str, Any]:
+            return klaviyo.visitor()
+
+    app = make_app(fake=fake, views=views, KLAVIYO_STRICT=True)
+    client = app.test_client()
+    client.post("/login")
+    assert client.get("/who").json["email"] == ANN
+    client.post("/email")
+    assert client.get("/who").json == {"email": BOB, "first_name": "Ann"}
+
+
+def test_a_double_submitted_signup_is_one_subscription_and_sms_needs_its_own_consent(
+    app: Flask, fake: Any, drain: Callable[[Flask], None], openapi: Any
+) -> None:
+    client = app.test_client()
+    assert client.post("/signup").json == {"status": "confirmation_sent"}
+    assert client.post("/signup").json == {"status": "confirmation_sent"}
+    with app.app_context():
+        ext(app).subscribe(phone_number=PHONE, list_id=LIST, channels=("sms",))
+    drain(app)
+    sent = requests_to(fake, "/api/profile-subscription-bulk-create-jobs")
+    assert len(sent) == 2  # one per source: the footer's (both sign-ups merged) and the SMS one
+    for request in sent:
+        openapi.validate("bulk_subscribe_profiles", request["body"])
+    footer = next(r for r in sent if r["body"]["data"]["attributes"].get("custom_source"))
+    assert len(footer["body"]["data"]["attributes"]["profiles"]["data"]) == 1
+    rows = fake.subscriptions(LIST)
+    assert sorted((r["channel"], r["email"] or r["phone_number"]) for r in rows) == [
+        ("email", ANN),
+        ("sms", PHONE),
+    ]
+    assert all(r["consent"] == "SUBSCRIBED" for r in rows)
+
+
+def test_historical_consent_is_imported_as_such(
+    app: Flask, fake: Any, drain: Callable[[Flask], None], openapi: Any
+) -> None:
+    with app.app_context():
+        ext(app).subscribe(
+            email=ANN, list_id=LIST, consented_at="2024-05-01T09:30:00+00:00", source="Import"
+        )
+    drain(app)
+    [sent] = requests_to(fake, "/api/profile-subscription-bulk-create-jobs")
+    openapi.validate("bulk_subscribe_profiles", sent["body"])
+    [row] = fake.subscriptions(LIST)
+    assert row["historical_import"] is True and row["consented_at"].startswith("2024-05-01")
+
+
+def test_unsubscribing_someone_not_on_the_list_is_global_as_klaviyo_says(
+    app: Flask, fake: Any, drain: Callable[[Flask], None], openapi: Any
+) -> None:
+    with app.app_context():
+        ext(app).unsubscribe(email=BOB, list_id=LIST)
+    drain(app)
+    [sent] = requests_to(fake, "/api/profile-subscription-bulk-delete-jobs")
+    openapi.validate("bulk_unsubscribe_profiles", sent["body"])
+    [row] = fake.subscriptions()
+    assert row["consent"] == "UNSUBSCRIBED" and row["global"] is True
+
+
+@pytest.mark.parametrize(
+    ("call", "metric", "properties"),
+    [
+        (
+            lambda k: k.account_created("acct-1", profile={"email": ANN, "first_name": "Ann"}),
+            "Created Account",
+            {},
+        ),
+        (
+            lambda k: k.account_updated(
+                "acct-1",
+                update_type="Name Update",
+                old_values={"FirstName": "An"},
+                new_values={"FirstName": "Ann"},
+                profile={"email": ANN},
+            ),
+            "Updated Account",
+            {
+                "UpdateType": "Name Update",
+                "UpdatedProperties": ["FirstName"],
+                "OldValues": {"FirstName": "An"},
+                "NewValues": {"FirstName": "Ann"},
+            },
+        ),
+        (
+            lambda k: k.password_reset(
+                "https://shop.test/account/reset/tok-123", profile={"email": ANN}
+            ),
+            "Reset Password",
+            {"PasswordResetLink": "https://shop.test/account/reset/tok-123"},
+        ),
+    ],
+)
+def test_each_account_event_reaches_the_stand_in_valid(
+    app: Flask,
+    fake: Any,
+    drain: Callable[[Flask], None],
+    openapi: Any,
+    call: Callable[[Any], Any],
+    metric: str,
+    properties: dict[str, Any],
+) -> None:
+    with app.app_context():
+        assert call(ext(app)) is not None
+    drain(app)
+    [event] = fake.events
+    assert event["metric"] == metric and event["properties"] == properties
+    assert fake.profile_of(event)["email"] == ANN
+    for request in fake.requests:
+        openapi.validate(request["endpoint"], request["body"])
+
+
+def test_a_relative_reset_link_is_refused(app: Flask) -> None:
+    with app.app_context(), pytest.raises(KlaviyoSchemaError) as info:
+        ext(app).password_reset("/account/reset/tok", profile={"email": ANN})
+    assert info.value.field.endswith("PasswordResetLink")
+
+
+def test_signing_up_releases_what_the_visitor_did_before(
+    app: Flask, fake: Any, drain: Callable[[Flask], None]
+) -> None:
+    client = app.test_client()
+    client.get("/browse")
+    drain(app)
+    assert fake.events == []  # a stranger's event waits (parked), it is not an orphan profile
+    client.post("/signup")
+    drain(app)
+    [viewed] = [e for e in fake.events if e["metric"] == "Viewed Collection"]
+    assert fake.profile_of(viewed)["email"] == ANN

@@ -552,6 +552,7 @@ def test_sigterm_to_gunicorn_completes_responses_and_their_events_are_queued(
     """Shoppers keep loading product pages while gunicorn is told to stop. A request already
     being read when the SIGTERM arrives still gets its page; every page a shopper received had
     its Viewed Product queued, and the worker delivers each once."""
+    env = {**env, "KLAVIYO_ACTIVE_ON_SITE": "false"}  # cookie-less shoppers: page views only
     port = free_port()
     command = [
         str(VENV_BIN / "gunicorn"),

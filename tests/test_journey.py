@@ -35,6 +35,7 @@ def store_env(redis_url: str, fake: Any, tmp_path: Path) -> dict[str, str]:
         KLAVIYO_API_URL=fake.url,
         KLAVIYO_PRIVATE_API_KEY=API_KEY,
         STORE_DATABASE=str(tmp_path / "worker-store.sqlite3"),
+        KLAVIYO_ACTIVE_ON_SITE="false",  # one product view, nothing else, is the journey
     )
     return env
 

@@ -263,7 +263,14 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "historical_import": True,
         "profile": {
             "email": PROFILE["email"],
-            "subscriptions": {"email": {"marketing": {"consent": "SUBSCRIBED"}}},
+            "subscriptions": {
+                "email": {
+                    "marketing": {
+                        "consent": "SUBSCRIBED",
+                        "consented_at": "2024-05-01T00:00:00+00:00",
+                    }
+                }
+            },
         },
     },
     "unsubscribe": {

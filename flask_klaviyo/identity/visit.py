@@ -45,6 +45,8 @@ class Visit:
     changed: bool = False  # the signed token must be written
     stale: bool = False  # our cookie was present but unusable
     kla_changed: bool = False  # __kla_id must be re-set
+    started: int | None = None  # when this visit began (unix seconds; Active on Site)
+    seen: int | None = None  # the last page of this visit (refreshed at most once a minute)
 
     def state(self) -> dict[str, Any]:
         """What the signed token holds (short keys: it travels with every request)."""
@@ -58,6 +60,8 @@ class Visit:
             data["p"] = profile
         if self.parked:
             data["n"] = self.parked
+        if self.started is not None and self.seen is not None:
+            data["v"] = [self.started, self.seen]
         return data
 
 
@@ -76,6 +80,14 @@ def _from_token(raw: str) -> Visit | None:
     parked = data.get("n")
     if isinstance(parked, int) and not isinstance(parked, bool) and parked > 0:
         visit.parked = parked
+    times = data.get("v")
+    if (
+        isinstance(times, list)
+        and len(times) == 2
+        and all(type(t) is int and t > 0 for t in times)
+        and times[0] <= times[1]
+    ):
+        visit.started, visit.seen = times
     if refresh:
         visit.changed = True
     return visit
