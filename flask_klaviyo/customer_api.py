@@ -55,8 +55,9 @@ class CustomerAPI:
         wait together are one request. Needs an email or E.164 phone number."""
         if not enabled():
             return None
-        made = queueing.build(
+        return queueing.build_and_enqueue(
             "profile",
+            profiles.PROFILE_IMPORT,
             lambda: profiles.profile_import(
                 email=email,
                 phone_number=phone_number,
@@ -67,7 +68,6 @@ class CustomerAPI:
                 properties=properties,
             ),
         )
-        return None if made is None else queueing.enqueue(profiles.PROFILE_IMPORT, *made)
 
     def change_email(self, old_email: str, new_email: str) -> Operation | None:
         """Klaviyo's "Updated Email" procedure: the existing profile gets the new address (its
@@ -143,8 +143,9 @@ class CustomerAPI:
         channel's marketing everywhere."""
         if not enabled():
             return None
-        made = queueing.build(
+        return queueing.build_and_enqueue(
             "subscription",
+            "unsubscribe",
             lambda: subscriptions.unsubscribe_payload(
                 email=email,
                 phone_number=phone_number,
@@ -153,7 +154,6 @@ class CustomerAPI:
                 if_not_on_list=if_not_on_list,
             ),
         )
-        return None if made is None else queueing.enqueue("unsubscribe", *made)
 
     def forget(
         self, *, email: str | None = None, phone_number: str | None = None

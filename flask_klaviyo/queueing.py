@@ -25,7 +25,15 @@ from .events import Event, mask_profile, validate_event
 from .exceptions import KlaviyoSchemaError
 from .identity.rules import needs_identity, provisional
 
-__all__ = ["PENDING_EVENTS", "PENDING_OPERATIONS", "build", "enqueue", "submit", "valid"]
+__all__ = [
+    "PENDING_EVENTS",
+    "PENDING_OPERATIONS",
+    "build",
+    "build_and_enqueue",
+    "enqueue",
+    "submit",
+    "valid",
+]
 
 log = logging.getLogger(__name__)
 
@@ -100,3 +108,11 @@ def enqueue(kind: str, payload: Mapping[str, Any], key: str | None = None) -> Op
     else:
         push_now([operation])
     return operation
+
+
+def build_and_enqueue(
+    subject: str, kind: str, make: Callable[[], tuple[Mapping[str, Any], str | None]]
+) -> Operation | None:
+    """Make an operation's payload and key under the strict rule, then queue it."""
+    made = build(subject, make)
+    return None if made is None else enqueue(kind, *made)
