@@ -95,7 +95,7 @@ def set_stock(product_id: str) -> Response | tuple[dict[str, Any], int]:
             "changed": changed,
         }
         return body, 200
-    name = product.name if variant.option_name == "" else f"{product.name} ({variant.title})"
+    name = variant.name_with(product.name)
     if changed:
         flash(f"{name}: stock {previous} → {quantity}.", "info")
     else:

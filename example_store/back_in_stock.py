@@ -93,7 +93,7 @@ def notify(product_id: str) -> Response | tuple[dict[str, Any], int]:
             raise Refused(400, "invalid_subscription", "We couldn't take that request.") from exc
     except Refused as refused:
         return _refuse(product, refused, data.get("email"), data.get("variant"))
-    label = product.name if variant.option_name == "" else f"{product.name} ({variant.title})"
+    label = variant.name_with(product.name)
     if wants_json():
         body = {"status": "subscribed", "product_id": product.id, "variant": variant.id}
         return body, 202

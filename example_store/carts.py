@@ -234,7 +234,7 @@ def _variant(product: Product, variant_id: Any) -> Variant:
 def _check_stock(product: Product, variant: Variant, wanted: int) -> None:
     if variant.inventory_policy == "continue" or wanted <= variant.inventory_quantity:
         return
-    name = as_sold(product, variant.option_name, variant.title, variant.id).name
+    name = variant.name_with(product.name)
     if not variant.in_stock:
         raise CartError("out_of_stock", f"{name} is out of stock")
     raise CartError(

@@ -41,7 +41,7 @@ def _variant_entry(product: Product, variant: Variant, product_url: str) -> dict
     return {
         "id": variant.id,
         "sku": variant.sku,
-        "title": product.name if variant.option_name == "" else f"{product.name}, {variant.title}",
+        "title": variant.name_with(product.name),
         "price": variant.price_cents / 100,
         "inventory_quantity": variant.inventory_quantity,
         "inventory_policy": variant.inventory_policy,

@@ -56,6 +56,11 @@ class Variant:
     def from_row(cls, row: Mapping[str, Any] | sqlite3.Row) -> Variant:
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
+    def name_with(self, product_name: str) -> str:
+        """The product's name with this variant's title, when the product comes in several
+        ways ("Enamel Camp Mug, 12 oz (Navy rim)")."""
+        return f"{product_name} ({self.title})" if self.option_name else product_name
+
     @property
     def sku(self) -> str:
         return self.id
