@@ -74,7 +74,7 @@ def catalog_product(product_id: str) -> dict[str, Any] | None:
     return catalog_entry(product, variants.list_variants(product_id))
 
 
-@getattr(klaviyo, "catalog_source", lambda f: f)  # TEMP until catalog-12 is merged
+@klaviyo.catalog_source
 def products() -> Iterator[dict[str, Any]]:
     """Every product with its variants, for ``klaviyo catalog sync``."""
     grouped = variants.variants_by_product()

@@ -443,3 +443,78 @@ def test_the_default_base_url(shop: Flask) -> None:
         entry = catalog_product(IN_STOCK_ONLY)
         assert catalog_product("no-such-product") is None
     assert entry is not None and entry["url"] == f"http://127.0.0.1:5000/products/{IN_STOCK_ONLY}"
+
+
+# -- end to end: the real extension, the outbox, the stand-in ------------------------------------
+
+
+@pytest.fixture
+def live_shop(tmp_path: Path, redis_url: str, fake: Any) -> Flask:
+    """The store with tracking on: the embedded Redis, delivering to the stand-in."""
+    return create_app(
+        store_config(
+            tmp_path / "instance",
+            KLAVIYO_REDIS_URL=redis_url,
+            KLAVIYO_API_URL=fake.url,
+            KLAVIYO_PRIVATE_API_KEY="pk_test_private_key",
+        )
+    )
+
+
+def of_kind(entries: list[dict[str, Any]], part: str) -> list[dict[str, Any]]:
+    return [e for e in entries if part in str(e.get("op", ""))]
+
+
+def sync(app: Flask, *args: str) -> Any:
+    result = app.test_cli_runner().invoke(args=["klaviyo", "catalog", "sync", *args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_the_dry_run_plans_the_whole_catalog_and_sends_nothing(live_shop: Flask, fake: Any) -> None:
+    result = sync(live_shop, "--dry-run")
+    assert str(len(SEED_PRODUCTS)) in result.output
+    assert fake.writes() == 0 and fake.catalog_items == {}
+
+
+def test_notify_me_reaches_klaviyo_as_a_back_in_stock_subscription(
+    live_shop: Flask, fake: Any, queued_operations: Any, drain: Any
+) -> None:
+    sync(live_shop)  # the stand-in, like Klaviyo, knows only variants in its catalog
+    assert len(fake.catalog_items) == len(SEED_PRODUCTS)
+    client = live_shop.test_client()
+    answer = client.post(f"/products/{SEVERAL}/notify", json={"email": EMAIL, "variant": FILTER})
+    assert answer.status_code == 202
+    [operation] = of_kind(queued_operations(live_shop), "back_in_stock")
+    assert FILTER in repr(operation["payload"]) and EMAIL in repr(operation["payload"])
+    drain(live_shop)
+    [subscription] = fake.back_in_stock()
+    assert subscription["email"] == EMAIL and subscription["channels"] == ["EMAIL"]
+    assert subscription["variant"].endswith(f":::{FILTER}")
+
+
+def test_refused_notify_requests_queue_nothing(live_shop: Flask, queued_operations: Any) -> None:
+    client = live_shop.test_client()
+    for body in (
+        {"email": "nope", "variant": FILTER},
+        {"email": EMAIL, "variant": "nope"},
+        {"email": EMAIL, "variant": WHOLE_BEAN},
+    ):
+        assert client.post(f"/products/{SEVERAL}/notify", data=body).status_code in (400, 409)
+    assert queued_operations(live_shop) == []
+
+
+def test_a_restock_queues_the_catalog_change_and_reaches_klaviyo(
+    live_shop: Flask, fake: Any, queued_operations: Any, drain: Any
+) -> None:
+    sync(live_shop)
+    client = live_shop.test_client()
+    url = f"/admin/products/{SEVERAL}/stock"
+    assert client.post(url, data={"variant": FILTER, "quantity": "9"}).status_code == 401
+    assert queued_operations(live_shop) == []
+    answer = client.post(url, data={"variant": FILTER, "quantity": "9"}, headers=admin())
+    assert answer.status_code == 303
+    assert of_kind(queued_operations(live_shop), "catalog"), queued_operations(live_shop)
+    drain(live_shop)
+    held = next(v for key, v in fake.catalog_variants.items() if key.endswith(f":::{FILTER}"))
+    assert held["inventory_quantity"] == 9
