@@ -20,7 +20,7 @@ from typing import Any
 
 from ..exceptions import KlaviyoSchemaError
 from ..models import Product, is_money
-from ..models.coerce import _category_list, _identifier, _pick
+from ..models.coerce import PRODUCT_ID_NAMES, _category_list, _identifier, _pick
 
 __all__ = [
     "ITEM_FIELDS",
@@ -151,7 +151,13 @@ class CatalogItem:
         """What ``Product.coerce`` reads, plus description, published, inventory, variants."""
         if isinstance(obj, CatalogItem):
             return obj
-        product = Product.coerce(obj)
+        try:
+            product = Product.coerce(obj)
+        except KlaviyoSchemaError as exc:  # named as the catalog names it
+            given = _identifier(_pick(obj, PRODUCT_ID_NAMES))
+            subject = "catalog item" if given is None else f"catalog item {str(given)!r}"
+            field = {"name": "title"}.get(exc.field, exc.field)
+            raise KlaviyoSchemaError(subject, field, exc.message) from None
         source = obj.to_klaviyo_product() if hasattr(obj, "to_klaviyo_product") else obj
         subject = f"catalog item {product.id!r}"
         description = _pick(source, DESCRIPTION_NAMES) or ""

@@ -31,6 +31,7 @@ __all__ = [
     "Plan",
     "item_operations",
     "membership",
+    "membership_of",
     "plan",
     "variant_create",
 ]
@@ -38,8 +39,12 @@ __all__ = [
 
 def membership(item: CatalogItem) -> str:
     """A digest of the categories an item is in (Klaviyo's item listing does not show them)."""
-    ids = ",".join(sorted(category.id for category in item.categories))
-    return hashlib.sha1(ids.encode()).hexdigest()[:16]
+    return membership_of(category.id for category in item.categories)
+
+
+def membership_of(category_ids: Iterable[str]) -> str:
+    """The digest of a set of category external ids."""
+    return hashlib.sha1(",".join(sorted(set(category_ids))).encode()).hexdigest()[:16]
 
 
 @dataclass

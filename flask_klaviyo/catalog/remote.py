@@ -19,7 +19,7 @@ from ..delivery.sender import Sender
 from ..delivery.settings import DeliverySettings
 from ..exceptions import KlaviyoClientError
 from ..ratelimit import RateLimiter
-from .plan import Held
+from .plan import Held, membership_of
 
 __all__ = [
     "CATEGORIES_KEY",
@@ -65,15 +65,21 @@ def read_catalog(connection: Any, *, progress: Callable[[int], None] | None = No
     limiter = RateLimiter(connection, limits=kinds.rate_limits(settings.rate_limits))
     sender = Sender(settings.client(), None, limiter=limiter)
     held = Held()
+    shown: dict[str, str] = {}
     for page in _pages(sender, "get_catalog_items", ITEMS_PATH):
         by_variant: dict[str, str] = {}
         for item in page.get("data") or ():
             external = _external(item)
             held.items[external] = dict(item.get("attributes") or {})
             held.variants.setdefault(external, {})
-            links = ((item.get("relationships") or {}).get("variants") or {}).get("data") or ()
-            for link in links:
+            relationships = item.get("relationships") or {}
+            for link in (relationships.get("variants") or {}).get("data") or ():
                 by_variant[str(link.get("id"))] = external
+            groups = (relationships.get("categories") or {}).get("data")
+            if isinstance(groups, list):  # shown (Klaviyo's listing may not): no need to recall
+                shown[external] = membership_of(
+                    str(link.get("id", "")).removeprefix(PREFIX) for link in groups
+                )
         for variant in page.get("included") or ():
             if variant.get("type") != "catalog-variant":
                 continue
@@ -90,6 +96,7 @@ def read_catalog(connection: Any, *, progress: Callable[[int], None] | None = No
     held.memberships = {
         key.decode(): value.decode() for key, value in connection.hgetall(MEMBERSHIP_KEY).items()
     }
+    held.memberships.update(shown)
     return held
 
 
