@@ -1,16 +1,17 @@
 """A faithful local Klaviyo stand-in for tests, browser journeys and the demo store.
-``FakeKlaviyo`` is a real HTTP server (standard library only) on a loopback port, or an in-
-process httpx transport (``fake.transport()``), that answers the Klaviyo endpoints the project
-uses the way Klaviyo does: Create Event, Bulk Create Events, the two client endpoints, Create
-or Update Profile, Update Profile, Bulk Subscribe / Unsubscribe Profiles, Request Profile
-Deletion, Bulk Import Profiles, the catalog (Bulk Create / Update / Delete Catalog Items,
-Variants and Categories: asynchronous jobs with their GETs; Get Catalog Items, Variants and
-Categories, paginated) and Create Back In Stock Subscription. It checks the private key, the
-``revision`` header, the content type, the size and the JSON:API body (with ``source.pointer``
-on every 400), keeps the first event per (profile, metric, unique_id), resolves and merges
-profiles, keeps consent per profile, list and channel, deletes profiles on request, keeps a
-catalog, and can be told to throttle, fail, hang or slow down. Tests in this process use its
-Python API; other processes use ``/_fake/*`` and the HTML inspector at ``/``.
+
+``FakeKlaviyo`` is a real HTTP server (standard library only) on a loopback port, or an
+in-process httpx transport (``fake.transport()``), that answers the Klaviyo endpoints the
+project uses the way Klaviyo does: Create Event, Bulk Create Events, the two client endpoints,
+Create or Update Profile, Update Profile, Bulk Subscribe / Unsubscribe Profiles, Request
+Profile Deletion, Bulk Import Profiles, the catalog (Bulk Create / Update / Delete Catalog
+Items, Variants and Categories: asynchronous jobs with their GETs; Get Catalog Items, Variants
+and Categories, paginated) and Create Back In Stock Subscription. It checks the private key,
+the ``revision`` header, the content type, the size and the JSON:API body (with
+``source.pointer`` on every 400), keeps the first event per (profile, metric, unique_id),
+resolves and merges profiles, keeps consent per profile, list and channel, deletes profiles on
+request, keeps a catalog, and can be told to throttle, fail, hang or slow down. Tests in this
+process use its Python API; other processes use ``/_fake/*`` and the HTML inspector at ``/``.
 
 Run standalone: ``python -m flask_klaviyo.testing --port 5001 --api-key pk_test``.
 
