@@ -15,7 +15,7 @@ from flask import Flask, render_template
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from . import catalog, db, payments, webhook
+from . import catalog, db, klaviyo_catalog, payments, variants, webhook
 from .accounts import DEFAULT_RESET_MAX_AGE
 from .extensions import klaviyo
 from .http import json_error, wants_json
@@ -52,6 +52,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         STORE_NAME=STORE_NAME,
         STORE_DATABASE=os.path.join(app.instance_path, "store.sqlite3"),
         STORE_ADMIN_PASSWORD=None,  # no admin pages until a password is set
+        # Where the store lives, for absolute URLs made outside a request (the catalog sync).
+        STORE_BASE_URL=klaviyo_catalog.DEFAULT_BASE_URL,
         STORE_NEWSLETTER_LIST_ID=DEFAULT_LIST_ID,  # the Klaviyo list the signup forms fill
         STORE_PASSWORD_RESET_MAX_AGE=DEFAULT_RESET_MAX_AGE,  # seconds a reset link works
         SESSION_COOKIE_SAMESITE="Lax",
@@ -67,18 +69,23 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     catalog.init_app(app)
+    variants.init_app(app)
     klaviyo.init_app(app)
     payments.init_app(app)
     webhook.init_app(app)
 
     from .account_views import bp as account_bp
     from .admin import bp as admin_bp
+    from .admin_stock import bp as admin_stock_bp
+    from .back_in_stock import bp as stock_bp
     from .newsletter import bp as newsletter_bp
     from .password_reset import bp as password_bp
     from .views import bp
 
     app.register_blueprint(bp)
+    app.register_blueprint(stock_bp)
     app.register_blueprint(admin_bp)
+    app.register_blueprint(admin_stock_bp)
     app.register_blueprint(newsletter_bp)
     app.register_blueprint(account_bp)
     app.register_blueprint(password_bp)

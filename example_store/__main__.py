@@ -2,7 +2,10 @@
 
 Starts the embedded Redis (under the instance folder), an RQ worker (``flask klaviyo worker``),
 and — unless ``KLAVIYO_PRIVATE_API_KEY`` is set, in which case events go to that Klaviyo — the
-local Klaviyo stand-in, whose inspector shows what Klaviyo would have received.
+local Klaviyo stand-in, whose inspector shows what Klaviyo would have received. With the
+stand-in, the store's catalog is synced to it (``flask klaviyo catalog sync``) in a background
+process while the store starts: a slow or failing sync never holds the store up or stops it
+(its output says what happened). Against a real Klaviyo, sync by hand.
 """
 
 from __future__ import annotations
@@ -41,9 +44,9 @@ def main() -> int:
     app.config["KLAVIYO_REDIS_URL"] = redis_url
     env["KLAVIYO_REDIS_URL"] = redis_url
 
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "flask", "--app", "example_store", "klaviyo", "worker"], env=env
-    )
+    flask = [sys.executable, "-m", "flask", "--app", "example_store", "klaviyo"]
+    worker = subprocess.Popen([*flask, "worker"], env=env)
+    sync = subprocess.Popen([*flask, "catalog", "sync"], env=env) if standin else None
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -53,6 +56,7 @@ def main() -> int:
     print(f"\n  Store:              http://{STORE_HOST}:{port}")
     if standin is not None:
         print(f"  Klaviyo stand-in:   {standin.url}/  (inspector: what Klaviyo would receive)")
+        print("  Catalog:            syncing to the stand-in in the background")
     else:
         print(f"  Sending to Klaviyo: {env.get('KLAVIYO_API_URL', 'https://a.klaviyo.com')}")
     print(f"  Redis:              {redis_url}\n  Ctrl-C stops everything.\n", flush=True)
@@ -61,6 +65,8 @@ def main() -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if sync is not None and sync.poll() is None:
+            sync.terminate()
         worker.terminate()
         try:
             worker.wait(timeout=10)

@@ -9,15 +9,16 @@ is kept in integer cents; ``unit_price`` is the dollars Klaviyo shows.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import session, url_for
 
-from . import catalog
+from . import catalog, variants
 from .catalog import Product
 from .db import get_db, transaction
+from .variants import Variant
 
 __all__ = [
     "MAX_QUANTITY",
@@ -25,6 +26,7 @@ __all__ = [
     "CartError",
     "CartLine",
     "add_item",
+    "as_sold",
     "current_cart",
     "mark_checkout_started",
     "set_quantity",
@@ -47,14 +49,25 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def as_sold(product: Product, option_name: str | None, title: str | None, sku: str) -> Product:
+    """The product as a line sells it: the variant's SKU, and its title after the name when the
+    product comes in several ways ("Enamel Camp Mug, 12 oz (Navy rim)"). Events and orders read
+    the line's product, so Added to Cart, Started Checkout and the order lines all say which."""
+    if not sku:  # a line from before variants
+        return product
+    name = f"{product.name} ({title})" if option_name and title else product.name
+    return replace(product, sku=sku, name=name)
+
+
 @dataclass(frozen=True)
 class CartLine:
-    """One product in a cart, at the price it was added for."""
+    """One product variant in a cart, at the price it was added for."""
 
     id: int
-    product: Product
+    product: Product  # as sold: the variant's SKU (see ``as_sold``)
     quantity: int
     unit_price_cents: int
+    variant_id: str = ""  # '' only in carts from before variants
 
     @property
     def line_id(self) -> str:
@@ -73,6 +86,8 @@ class CartLine:
         return {
             "line_id": self.line_id,
             "product_id": self.product.id,
+            "variant_id": self.variant_id or None,
+            "sku": self.product.sku,
             "product": self.product.to_klaviyo_product(),
             "quantity": self.quantity,
             "unit_price": self.unit_price,
@@ -111,8 +126,12 @@ class Cart:
         """Started Checkout was already sent for exactly these contents."""
         return self.checkout_revision == self.revision
 
-    def line_for(self, product_id: str) -> CartLine | None:
-        return next((line for line in self.lines if line.product.id == product_id), None)
+    def line_for(self, product_id: str, variant_id: str | None = None) -> CartLine | None:
+        """The line of this product variant; without ``variant_id``, the product's one line."""
+        lines = [line for line in self.lines if line.product.id == product_id]
+        if variant_id is None:
+            return lines[0] if len(lines) == 1 else None
+        return next((line for line in lines if line.variant_id == variant_id), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -136,13 +155,18 @@ def _load(cart_id: str) -> Cart | None:
     lines = [
         CartLine(
             id=item["line_id"],
-            product=Product.from_row(item),
+            product=as_sold(
+                Product.from_row(item), item["option_name"], item["variant_title"], item["vid"]
+            ),
             quantity=item["quantity"],
             unit_price_cents=item["unit_price_cents"],
+            variant_id=item["vid"],
         )
         for item in db.execute(
             "SELECT cart_items.id AS line_id, cart_items.quantity, cart_items.unit_price_cents, "
+            "cart_items.variant_id AS vid, variants.option_name, variants.title AS variant_title, "
             "products.* FROM cart_items JOIN products ON products.id = cart_items.product_id "
+            "LEFT JOIN variants ON variants.id = cart_items.variant_id "
             "WHERE cart_items.cart_id = ? ORDER BY cart_items.id",
             (cart_id,),
         ).fetchall()
@@ -190,11 +214,41 @@ def _product(product_id: Any) -> Product:
     return found
 
 
-def add_item(product_id: Any, quantity: Any = 1) -> tuple[Cart, CartLine]:
-    """Add ``quantity`` of a product; returns the cart after the add and the line *as added*
-    (its quantity is how many were just added, what Added to Cart's AddedItemQuantity says)."""
+def _variant(product: Product, variant_id: Any) -> Variant:
+    """The variant asked for, or the first one that can be sold when none is named."""
+    if variant_id is None or variant_id == "":
+        chosen = variants.choose_for_cart(variants.list_variants(product.id))
+        if chosen is None:
+            raise CartError("out_of_stock", f"{product.name} is out of stock")
+        return chosen
+    if not isinstance(variant_id, str):
+        raise CartError("invalid_variant", "variant must be a string")
+    found = variants.get_variant(variant_id.strip())
+    if found is None or found.product_id != product.id:
+        raise CartError(
+            "unknown_variant", f"{product.name} has no variant {variant_id.strip()[:80]!r}"
+        )
+    return found
+
+
+def _check_stock(product: Product, variant: Variant, wanted: int) -> None:
+    if variant.inventory_policy == "continue" or wanted <= variant.inventory_quantity:
+        return
+    name = variant.name_with(product.name)
+    if not variant.in_stock:
+        raise CartError("out_of_stock", f"{name} is out of stock")
+    raise CartError(
+        "not_enough_stock", f"only {variant.inventory_quantity} of {name} left in stock"
+    )
+
+
+def add_item(product_id: Any, quantity: Any = 1, variant_id: Any = None) -> tuple[Cart, CartLine]:
+    """Add ``quantity`` of a product variant (without ``variant_id``: the product's first
+    variant in stock); returns the cart after the add and the line *as added* (its quantity is
+    how many were just added, what Added to Cart's AddedItemQuantity says)."""
     product = _product(product_id)
     count = _parse_quantity(1 if quantity is None else quantity)
+    variant = _variant(product, variant_id)
     cart_id = session.get(SESSION_KEY)
     if not isinstance(cart_id, str) or _load(cart_id) is None:
         cart_id = None
@@ -206,19 +260,22 @@ def add_item(product_id: Any, quantity: Any = 1) -> tuple[Cart, CartLine]:
                 (cart_id, _now(), _now()),
             )
         row = db.execute(
-            "SELECT quantity FROM cart_items WHERE cart_id = ? AND product_id = ?",
-            (cart_id, product.id),
+            "SELECT quantity FROM cart_items WHERE cart_id = ? AND product_id = ? "
+            "AND variant_id = ?",
+            (cart_id, product.id, variant.id),
         ).fetchone()
-        if row is not None and row["quantity"] + count > MAX_QUANTITY:
+        have = row["quantity"] if row is not None else 0
+        if have + count > MAX_QUANTITY:
             raise CartError(
                 "invalid_quantity",
-                f"at most {MAX_QUANTITY} of one product per cart; you have {row['quantity']}",
+                f"at most {MAX_QUANTITY} of one product per cart; you have {have}",
             )
+        _check_stock(product, variant, have + count)
         db.execute(
-            "INSERT INTO cart_items (cart_id, product_id, quantity, unit_price_cents) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (cart_id, product_id) DO UPDATE SET "
+            "INSERT INTO cart_items (cart_id, product_id, variant_id, quantity, unit_price_cents) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (cart_id, product_id, variant_id) DO UPDATE SET "
             "quantity = quantity + excluded.quantity, unit_price_cents = excluded.unit_price_cents",
-            (cart_id, product.id, count, product.price_cents),
+            (cart_id, product.id, variant.id, count, variant.price_cents),
         )
         db.execute(
             "UPDATE carts SET revision = revision + 1, updated_at = ? WHERE id = ?",
@@ -227,32 +284,33 @@ def add_item(product_id: Any, quantity: Any = 1) -> tuple[Cart, CartLine]:
     session[SESSION_KEY] = cart_id
     cart = _load(cart_id)
     assert cart is not None
-    line = cart.line_for(product.id)
+    line = cart.line_for(product.id, variant.id)
     assert line is not None
-    added = CartLine(
-        id=line.id, product=product, quantity=count, unit_price_cents=line.unit_price_cents
-    )
+    added = replace(line, quantity=count)
     return cart, added
 
 
-def set_quantity(product_id: Any, quantity: Any) -> Cart:
-    """Change a line's quantity (0 removes it). Not a funnel event: nothing is tracked."""
+def set_quantity(product_id: Any, quantity: Any, variant_id: Any = None) -> Cart:
+    """Change a line's quantity (0 removes it). Not a funnel event: nothing is tracked.
+
+    The line is the product's variant ``variant_id``; without it, the product's only line."""
     product = _product(product_id)
     count = _parse_quantity(quantity, allow_zero=True)
+    if variant_id is not None and not isinstance(variant_id, str):
+        raise CartError("invalid_variant", "variant must be a string")
     cart = current_cart()
-    if cart.id is None or cart.line_for(product.id) is None:
+    line = cart.line_for(product.id, variant_id.strip() if variant_id else None)
+    if cart.id is None or line is None:
         raise CartError("not_in_cart", f"{product.name} is not in your cart")
+    if count > line.quantity and line.variant_id:
+        variant = variants.get_variant(line.variant_id)
+        if variant is not None:
+            _check_stock(product, variant, count)
     with transaction() as db:
         if count == 0:
-            db.execute(
-                "DELETE FROM cart_items WHERE cart_id = ? AND product_id = ?",
-                (cart.id, product.id),
-            )
+            db.execute("DELETE FROM cart_items WHERE id = ?", (line.id,))
         else:
-            db.execute(
-                "UPDATE cart_items SET quantity = ? WHERE cart_id = ? AND product_id = ?",
-                (count, cart.id, product.id),
-            )
+            db.execute("UPDATE cart_items SET quantity = ? WHERE id = ?", (count, line.id))
         db.execute(
             "UPDATE carts SET revision = revision + 1, updated_at = ? WHERE id = ?",
             (_now(), cart.id),

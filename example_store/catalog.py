@@ -124,7 +124,7 @@ SEED_PRODUCTS: tuple[Product, ...] = (
     _product(
         "house-blend",
         "CC-HSE-340",
-        "House Blend Whole Bean, 340 g",
+        "House Blend Coffee, 340 g",
         "Our everyday medium roast from Brazil and Colombia: milk chocolate, toasted hazelnut "
         "and a clean, sweet finish. Roasted on Mondays and Thursdays.",
         1750,

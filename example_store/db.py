@@ -1,11 +1,13 @@
 """SQLite through the standard library: one connection per request, closed at teardown.
 
-The schema holds the whole funnel: products, carts (kept by id in the session), orders with the
-lines as sold, the payment provider's webhook deliveries (their ids deduplicate retries), shopper
-accounts and the newsletter consents shoppers gave.
-``init_app`` creates the schema and adds columns a database from an older version lacks,
-idempotently, so every process that builds the app (web, workers) can run it safely. This module
-knows tables, not what goes in them: ``catalog.init_app`` seeds the products.
+The schema holds the whole funnel: products and their variants (with inventory), carts (kept
+by id in the session; a line per product variant), orders with the lines as sold, the payment
+provider's webhook deliveries (their ids deduplicate retries), shopper accounts and the
+newsletter consents shoppers gave.
+``init_app`` creates the schema and adds columns a database from an older version lacks (and
+widens the cart line's key to the variant), idempotently, so every process that builds the app
+(web, workers) can run it safely. This module knows tables, not what goes in them:
+``catalog.init_app`` and ``variants.init_app`` seed them.
 """
 
 from __future__ import annotations
@@ -42,6 +44,20 @@ CREATE TABLE IF NOT EXISTS products (
     image            TEXT                         -- path under static/
 );
 
+CREATE TABLE IF NOT EXISTS variants (
+    id                 TEXT PRIMARY KEY,               -- the variant's SKU: unique in the catalog
+    product_id         TEXT NOT NULL REFERENCES products(id) ON DELETE CASCADE,
+    position           INTEGER NOT NULL DEFAULT 0,     -- order on the product page
+    option_name        TEXT NOT NULL DEFAULT '',       -- "Grind", "Colour" ('' for a lone variant)
+    title              TEXT NOT NULL,
+    price_cents        INTEGER NOT NULL CHECK (price_cents >= 0),
+    inventory_quantity INTEGER NOT NULL DEFAULT 0 CHECK (inventory_quantity >= 0),
+    inventory_policy   TEXT NOT NULL DEFAULT 'deny'    -- deny | continue (sell when out)
+        CHECK (inventory_policy IN ('deny', 'continue'))
+);
+
+CREATE INDEX IF NOT EXISTS variants_by_product ON variants (product_id, position);
+
 CREATE TABLE IF NOT EXISTS carts (
     id         TEXT PRIMARY KEY,
     email      TEXT,
@@ -56,9 +72,10 @@ CREATE TABLE IF NOT EXISTS cart_items (
     id               INTEGER PRIMARY KEY AUTOINCREMENT,
     cart_id          TEXT NOT NULL REFERENCES carts(id) ON DELETE CASCADE,
     product_id       TEXT NOT NULL REFERENCES products(id),
+    variant_id       TEXT NOT NULL DEFAULT '',        -- '' in carts from before variants
     quantity         INTEGER NOT NULL CHECK (quantity > 0),
     unit_price_cents INTEGER NOT NULL,
-    UNIQUE (cart_id, product_id)
+    UNIQUE (cart_id, product_id, variant_id)
 );
 
 CREATE TABLE IF NOT EXISTS orders (
@@ -129,8 +146,16 @@ CREATE INDEX IF NOT EXISTS newsletter_signups_by_email
     ON newsletter_signups (email, list_id, consented_ts);
 """
 
+# The cart_items statement alone (``_widen_cart_line_key`` recreates the table from it).
+_CART_ITEMS_ONLY = next(
+    statement + ";"
+    for statement in SCHEMA.split(";")
+    if "TABLE IF NOT EXISTS cart_items" in statement
+)
+
 TABLES = (
     "products",
+    "variants",
     "carts",
     "cart_items",
     "orders",
@@ -144,6 +169,7 @@ TABLES = (
 ADDED_COLUMNS = (
     ("carts", "revision", "INTEGER NOT NULL DEFAULT 0"),
     ("carts", "checkout_revision", "INTEGER"),
+    ("cart_items", "variant_id", "TEXT NOT NULL DEFAULT ''"),
     ("orders", "currency", "TEXT NOT NULL DEFAULT 'USD'"),
     ("orders", "payment_id", "TEXT"),
     ("orders", "paid_at", "TEXT"),
@@ -203,6 +229,7 @@ def init_db(path: str | Path) -> None:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.executescript(SCHEMA)
         _add_missing_columns(conn)
+        _widen_cart_line_key(conn)
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
@@ -226,6 +253,38 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
     try:
         for table, column, declaration in missing():
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _unique_keys(conn: sqlite3.Connection, table: str) -> list[tuple[str, ...]]:
+    keys = []
+    for index in conn.execute(f"PRAGMA index_list({table})").fetchall():
+        if index["unique"] and index["origin"] != "pk":
+            columns = conn.execute(f"PRAGMA index_info({index['name']})").fetchall()
+            keys.append(tuple(column["name"] for column in columns))
+    return keys
+
+
+def _widen_cart_line_key(conn: sqlite3.Connection) -> None:
+    """A cart line was one per product; it is one per product *variant* now. SQLite cannot
+    change a table's UNIQUE constraint, so an older ``cart_items`` is copied into a new one
+    (rows kept, ids kept), inside an IMMEDIATE transaction like ``_add_missing_columns``."""
+    if ("cart_id", "product_id") not in _unique_keys(conn, "cart_items"):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if ("cart_id", "product_id") in _unique_keys(conn, "cart_items"):
+            conn.execute("ALTER TABLE cart_items RENAME TO cart_items_before_variants")
+            conn.execute(_CART_ITEMS_ONLY)
+            conn.execute(
+                "INSERT INTO cart_items (id, cart_id, product_id, variant_id, quantity, "
+                "unit_price_cents) SELECT id, cart_id, product_id, variant_id, quantity, "
+                "unit_price_cents FROM cart_items_before_variants"
+            )
+            conn.execute("DROP TABLE cart_items_before_variants")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -35,7 +35,7 @@ from werkzeug.wrappers import Response
 
 from flask_klaviyo import tracks
 
-from . import carts, catalog, newsletter, payments
+from . import carts, catalog, newsletter, payments, variants
 from .accounts import SESSION_KEY as ACCOUNT_SESSION_KEY
 from .admin import is_admin
 from .carts import Cart, CartError
@@ -88,7 +88,32 @@ def product(product_id: str) -> str:
     found = catalog.get_product(product_id)
     if found is None:
         abort(404, description="That product isn't in our catalog (any more).")
-    return render_template("product.html", product=found)
+    return product_page(found, request.args.get("variant"))
+
+
+def product_page(
+    found: catalog.Product,
+    variant_id: str | None = None,
+    *,
+    notify_error: str | None = None,
+    notify_email: str | None = None,
+) -> str:
+    """The product page; ``variant_id`` preselects a variant (Klaviyo's emails link to one).
+
+    Out-of-stock variants get a "Notify me" form (``back_in_stock.py``), which renders this
+    page again with ``notify_error`` when it refuses."""
+    choices = variants.list_variants(found.id)
+    selected = next((v for v in choices if v.id == variant_id), None)
+    selected = selected or variants.choose_for_cart(choices) or (choices[0] if choices else None)
+    return render_template(
+        "product.html",
+        product=found,
+        variants=choices,
+        selected=selected,
+        sold_out=[v for v in choices if not v.in_stock],
+        notify_error=notify_error,
+        notify_email=notify_email or session.get(CHECKOUT_EMAIL) or session.get("email") or "",
+    )
 
 
 @bp.post("/login")
@@ -126,7 +151,11 @@ def cart() -> str:
 @tracks("Added to Cart")
 def cart_add() -> Response:
     try:
-        cart, added = carts.add_item(request.form.get("product_id"), request.form.get("quantity"))
+        cart, added = carts.add_item(
+            request.form.get("product_id"),
+            request.form.get("quantity"),
+            request.form.get("variant"),
+        )
     except CartError as exc:
         abort(400, description=exc.message)
     klaviyo.context(cart=cart, added_item=added)  # the redirect renders no template
@@ -138,7 +167,11 @@ def cart_add() -> Response:
 def cart_update() -> Response:
     """Change a quantity (0 removes the line). Not a funnel event."""
     try:
-        carts.set_quantity(request.form.get("product_id"), request.form.get("quantity"))
+        carts.set_quantity(
+            request.form.get("product_id"),
+            request.form.get("quantity"),
+            request.form.get("variant") or None,
+        )
     except CartError as exc:
         abort(400, description=exc.message)
     return redirect(url_for("store.cart"), code=303)
@@ -152,7 +185,8 @@ def api_cart() -> dict[str, Any]:
 @bp.post("/api/cart")
 @tracks("Added to Cart")
 def api_cart_add() -> Response | dict[str, Any]:
-    """A headless storefront's add to cart: ``{"product_id": ..., "quantity": ...}``.
+    """A headless storefront's add to cart: ``{"product_id": ..., "quantity": ...}`` (and
+    optionally ``"variant"``: the variant's id; without it, the first one in stock).
 
     ``@tracks`` reads ``cart`` and ``added_item`` from the returned JSON itself.
     """
@@ -165,7 +199,9 @@ def api_cart_add() -> Response | dict[str, Any]:
             '"house-blend", "quantity": 1}',
         )
     try:
-        cart, added = carts.add_item(data.get("product_id"), data.get("quantity", 1))
+        cart, added = carts.add_item(
+            data.get("product_id"), data.get("quantity", 1), data.get("variant")
+        )
     except CartError as exc:
         return json_error(400, exc.code, exc.message)
     return {"cart": cart.to_dict(), "added_item": added.to_dict()}

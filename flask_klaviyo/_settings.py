@@ -188,6 +188,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KLAVIYO_PARK_TTL", 30 * _DAY, c.whole(1, c.SECONDS),
             "seconds an anonymous visitor's events wait, from the last one",
             env_parse=c.as_int, shown="30 days"),
+    Setting("KLAVIYO_CATALOG_MODE", "api", c.matching(r"^(api|feed)\Z", c.NOT_CATALOG_MODE),
+            "how Klaviyo's catalog is filled, never both (Klaviyo's rule): `api` (`catalog "
+            "sync`, `catalog_changed()`) or `feed` (the JSON feed Klaviyo fetches)"),
+    Setting("KLAVIYO_CATALOG_FEED_PATH", "/klaviyo/catalog.json",
+            c.matching(r"^/[^\s?#]*\Z", c.NOT_PATH), "where feed mode serves the catalog feed"),
+    Setting("KLAVIYO_CATALOG_FEED_TOKEN", None, c.or_none(c.matching(r"^\S{16,}\Z",
+            c.NOT_FEED_TOKEN)), "feed mode: the feed needs `?token=` (or the "
+            "`X-Klaviyo-Feed-Token` header) with this value; unset: public", nullable=True),
 )  # fmt: skip
 
 _BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}

@@ -11,11 +11,12 @@ from flask.cli import AppGroup
 from rq import Queue, SimpleWorker, Worker
 
 from ._state import current_state
+from .catalog.report import progress_printer, render_report
 from .delivery import keys
 from .delivery.outbox import Outbox
 from .delivery.parking import Parking
 from .delivery.settings import DeliverySettings, parse_rate_limits
-from .exceptions import KlaviyoSchemaError
+from .exceptions import KlaviyoConfigError, KlaviyoSchemaError
 from .ops import DEFAULT_BACKFILL_AFTER, replay_dead_letters, verify_dedup
 from .privacy import forget
 from .ratelimit import RateLimiter
@@ -24,7 +25,10 @@ __all__ = ["klaviyo_cli"]
 
 klaviyo_cli = AppGroup(
     "klaviyo",
-    help="flask-klaviyo: delivery workers, status, replay of dead letters, verify, forget.",
+    help=(
+        "flask-klaviyo: delivery workers, status, replay of dead letters, verify, forget, "
+        "catalog sync."
+    ),
 )
 
 
@@ -177,3 +181,27 @@ def forget_command(identifier: str) -> None:
         f"anything queued for them in the next {current_app.config['KLAVIYO_FORGET_HOLD']} s "
         "is dropped before sending"
     )
+
+
+catalog_cli = AppGroup("catalog", help="Klaviyo's catalog: sync it with the store's source.")
+klaviyo_cli.add_command(catalog_cli)
+
+
+@catalog_cli.command("sync")
+@click.option("--dry-run", is_flag=True, help="Print the plan; send nothing.")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Work the queue in this process until Klaviyo holds it all (with other workers).",
+)
+def catalog_sync_command(dry_run: bool, wait: bool) -> None:
+    """Reconcile Klaviyo's catalog with the store's @klaviyo.catalog_source (API mode)."""
+    extension = current_state().extension
+    try:
+        with progress_printer() as progress:
+            report = extension.catalog_sync(dry_run=dry_run, wait=wait, progress=progress)
+    except (KlaviyoConfigError, KlaviyoSchemaError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for line in render_report(report):
+        click.echo(line)

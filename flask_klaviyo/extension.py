@@ -15,6 +15,8 @@ from markupsafe import Markup
 
 from . import _settings, bridge, capture, onsite, queueing
 from ._state import EXTENSION_KEY, State, current_state, enabled, tolerate
+from .catalog.feed import feed_blueprint
+from .catalog_api import CatalogAPI
 from .cli import klaviyo_cli
 from .customer_api import CustomerAPI
 from .delivery import (
@@ -72,7 +74,7 @@ def _check_config(app: Flask) -> None:
     _settings.check(app.config)
 
 
-class Klaviyo(CustomerAPI):
+class Klaviyo(CustomerAPI, CatalogAPI):
     """Server-side Klaviyo tracking for a Flask app.
 
     ``Klaviyo(app)`` or ``Klaviyo()`` then ``init_app(app)``; one instance may serve several apps.
@@ -103,6 +105,10 @@ class Klaviyo(CustomerAPI):
             static_url_path="/_klaviyo/static",
         )
         app.register_blueprint(blueprint)
+        if app.config["KLAVIYO_CATALOG_MODE"] == "feed":
+            app.register_blueprint(
+                feed_blueprint(app.config["KLAVIYO_CATALOG_FEED_PATH"], self.catalog_entries)
+            )
         app.jinja_env.globals["klaviyo_bridge"] = self.bridge
         app.after_request(self._after_request)
         app.teardown_request(lambda error: confirm_after_response())

@@ -901,3 +901,37 @@ def test_the_defaults_of_the_newsletter_and_account_settings(app: Flask) -> None
     with app.app_context():
         tables = {row[0] for row in get_db().execute("SELECT name FROM sqlite_master")}
     assert {"accounts", "newsletter_signups"} <= tables
+
+
+def test_a_cart_from_before_variants_keeps_its_lines_and_takes_variants(tmp_path: Path) -> None:
+    """Cart lines were one per product (UNIQUE (cart_id, product_id)); start-up widens the key
+    to the variant, keeping the lines, which still load (with the product's own SKU)."""
+    database = tmp_path / "carts.sqlite3"
+    create_app(store_config(tmp_path / "instance", STORE_DATABASE=str(database)))
+    conn = sqlite3.connect(database)
+    conn.executescript(
+        f"""
+        DROP TABLE cart_items;
+        CREATE TABLE cart_items (id INTEGER PRIMARY KEY AUTOINCREMENT,
+            cart_id TEXT NOT NULL REFERENCES carts(id) ON DELETE CASCADE,
+            product_id TEXT NOT NULL REFERENCES products(id),
+            quantity INTEGER NOT NULL CHECK (quantity > 0),
+            unit_price_cents INTEGER NOT NULL, UNIQUE (cart_id, product_id));
+        INSERT INTO carts (id, status, created_at, updated_at)
+            VALUES ('c1', 'open', '2026-01-01', '2026-01-01');
+        INSERT INTO cart_items (cart_id, product_id, quantity, unit_price_cents)
+            VALUES ('c1', '{PLAIN.id}', 2, {PLAIN.price_cents});
+        """
+    )
+    conn.commit()
+    conn.close()
+    app = create_app(store_config(tmp_path / "instance", STORE_DATABASE=str(database)))
+    client = app.test_client()
+    with client.session_transaction() as stored:
+        stored["cart_id"] = "c1"
+    [old] = client.get("/api/cart").json["cart"]["items"]
+    assert (old["product_id"], old["sku"], old["quantity"]) == (PLAIN.id, PLAIN.sku, 2)
+    added = client.post("/api/cart", json={"product_id": PLAIN.id, "quantity": 1})
+    assert added.status_code == 200
+    assert [i["quantity"] for i in added.json["cart"]["items"]] == [2, 1]  # a line per variant
+    create_app(store_config(tmp_path / "instance", STORE_DATABASE=str(database)))  # idempotent

@@ -4,6 +4,10 @@ Klaviyo accepts such a request with a job id and works on it later; an item can 
 there. The drain schedules a look at the job (an RQ job, so RQ's retries and failed registry
 apply); an unfinished job is looked at again after the kind's delay; a finished one turns every
 error it reports into a dead letter of the operation its pointer names, with Klaviyo's error.
+
+An operation may carry others to queue once Klaviyo has applied it (``payload["then"]``, stored
+entries: a new catalog item's variants). They are queued when its job completes without an error
+for it; a failed operation keeps them in its dead letter, and a replay brings both back.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from . import (
     klaviyo_kinds,  # noqa: F401 - importing it registers Klaviyo's kinds
 )
 from .deadletters import DeadLetters
-from .outbox import FAILURE_TTL, FOLLOW_UP_JOB, JOB_TIMEOUT
+from .operations import Operation
+from .outbox import FAILURE_TTL, FOLLOW_UP_JOB, JOB_TIMEOUT, Outbox
 from .sender import Sender
 from .settings import DeliverySettings
 
@@ -75,7 +80,10 @@ def follow_up_job(
         for operation in operations:
             dead_letters.add(dict(operation), reason="job_unfinished", errors=[error])
         return {"status": status, "look": look, "dead": len(operations)}
-    dead = _dead_items(kind, job_id, attributes.get("errors") or [], operations, dead_letters)
+    failed = _dead_items(kind, job_id, attributes.get("errors") or [], operations, dead_letters)
+    dead = len(failed)
+    if status == "complete":
+        _queue_then(connection, queue_name, operations, failed)
     if status == "cancelled":
         log.warning("klaviyo: %s job %s was cancelled in Klaviyo", kind_name, job_id)
     log.info("klaviyo: %s job %s %s, %d item(s) failed", kind_name, job_id, status, dead)
@@ -94,9 +102,9 @@ def _dead_items(
     errors: Sequence[Any],
     operations: Sequence[Mapping[str, Any]],
     dead_letters: DeadLetters,
-) -> int:
+) -> set[int]:
     """Each error to the operation its pointer names; one the job cannot place is kept with the
-    job id, so no failure is silent."""
+    job id, so no failure is silent. Returns the failed indexes (-1: an error not placed)."""
     assert kind.job is not None
     payloads = [operation.get("payload") or {} for operation in operations]
     by_index: dict[int, list[dict[str, Any]]] = {}
@@ -114,4 +122,18 @@ def _dead_items(
     if unplaced:
         record = {"op": kind.name, "key": None, "payload": {"job_id": job_id}}
         dead_letters.add(record, reason="job_failed", errors=unplaced)
-    return len(by_index) + (1 if unplaced else 0)
+    return set(by_index) | ({-1} if unplaced else set())
+
+
+def _queue_then(
+    connection: Any, queue_name: str, operations: Sequence[Mapping[str, Any]], failed: set[int]
+) -> None:
+    """What the job's applied operations carry for afterwards, into the outbox."""
+    follows = [
+        Operation.from_dict(entry)
+        for index, operation in enumerate(operations)
+        if index not in failed
+        for entry in (operation.get("payload") or {}).get("then") or ()
+    ]
+    if follows:
+        Outbox(connection, queue_name=queue_name).push(follows)

@@ -19,6 +19,11 @@ from .operations import EVENT_KIND
 
 __all__: list[str] = []
 
+# Catalog jobs usually finish within a second or two, and a new item's variants wait for its
+# job: look often (the job GETs have their own rate windows), for up to ten minutes.
+CATALOG_LOOK_DELAY = 1.0
+CATALOG_MAX_LOOKS = 600
+
 
 def _list_relationship(list_id: Any) -> dict[str, Any]:
     return {"list": {"data": {"type": "list", "id": list_id}}}
@@ -103,6 +108,12 @@ def _back_in_stock_body(batch: Sequence[Payload]) -> dict[str, Any]:
             },
         }
     }
+
+
+def _latest(first: Payload, second: Payload) -> dict[str, Any]:
+    """Two changes of one catalog resource waiting together: the later one is the truth (a
+    request with one id twice would be refused)."""
+    return dict(second)
 
 
 def _catalog_body(resource: str, action: str) -> Callable[[Sequence[Payload]], dict[str, Any]]:
@@ -214,10 +225,13 @@ def _register_builtins() -> None:
                     100,
                     body=_catalog_body(resource, action),
                     locate=pointer_index(where),
+                    merge=_latest,  # keyed by the resource's external id
                     job=JobFollowUp(
                         f"/api/{resource}-bulk-{action}-jobs/{{job_id}}",
                         f"get_bulk_{action}_catalog_{plural}_job",
                         pointer_index(where),
+                        delay=CATALOG_LOOK_DELAY,
+                        max_looks=CATALOG_MAX_LOOKS,
                     ),
                 )
             )

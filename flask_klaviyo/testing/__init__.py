@@ -4,13 +4,14 @@
 in-process httpx transport (``fake.transport()``), that answers the Klaviyo endpoints the
 project uses the way Klaviyo does: Create Event, Bulk Create Events, the two client endpoints,
 Create or Update Profile, Update Profile, Bulk Subscribe / Unsubscribe Profiles, Request
-Profile Deletion, Bulk Create Catalog Items and Bulk Import Profiles (asynchronous jobs with
-their GETs). It checks the private key, the ``revision`` header, the content type, the size
-and the JSON:API body (with ``source.pointer`` on every 400), keeps the first event per
-(profile, metric, unique_id), resolves and merges profiles, keeps consent per profile, list
-and channel, deletes profiles on request, keeps a catalog, and can be told to
-throttle, fail, hang or slow down. Tests in this process use its Python API; other processes
-use ``/_fake/*`` and the HTML inspector at ``/``.
+Profile Deletion, Bulk Import Profiles, the catalog (Bulk Create / Update / Delete Catalog
+Items, Variants and Categories: asynchronous jobs with their GETs; Get Catalog Items, Variants
+and Categories, paginated) and Create Back In Stock Subscription. It checks the private key,
+the ``revision`` header, the content type, the size and the JSON:API body (with
+``source.pointer`` on every 400), keeps the first event per (profile, metric, unique_id),
+resolves and merges profiles, keeps consent per profile, list and channel, deletes profiles on
+request, keeps a catalog, and can be told to throttle, fail, hang or slow down. Tests in this
+process use its Python API; other processes use ``/_fake/*`` and the HTML inspector at ``/``.
 
 Run standalone: ``python -m flask_klaviyo.testing --port 5001 --api-key pk_test``.
 
@@ -30,13 +31,20 @@ The package, by concern (data walks one way, top to bottom)::
     subscription_checks.py  the bulk subscribe / unsubscribe body checks
     subscribe.py          Bulk Subscribe Profiles;  unsubscribe.py: Bulk Unsubscribe Profiles
     deletion.py           Request Profile Deletion
-    catalog.py            Bulk Create Catalog Items + its job GET; the catalog
+    catalog_store.py      the catalog: items, variants, categories, cascades, resources
+    catalog_jobs.py       the one model of the catalog bulk jobs and their GETs
+    catalog_items.py      Bulk Create / Update / Delete Catalog Items;  catalog_variants.py,
+                          catalog_categories.py: the same for variants and categories
+    catalog_read.py       Get Catalog Items / Variants / Categories (pagination, include)
+    back_in_stock.py      Create Back In Stock Subscription
     profile_bulk_import.py  Bulk Import Profiles + its job GET and import errors
     registry.py           one entry per endpoint: method, path, handler, rate windows
-    control.py            /_fake/* routes;  inspector.py: the HTML page at /
+    control.py            /_fake/* routes;  inspector.py: the HTML page at / (its catalog
+                          tables: inspector_catalog.py)
     dispatch.py           the request pipeline shared by the server and the transport
     server.py             HTTP framing over a socket;  transport.py: the in-process transport
-    fake.py               FakeKlaviyo: lifecycle and the Python API;  cli.py: main()
+    fake.py               FakeKlaviyo: lifecycle and the Python API (driving.py,
+                          catalog_api.py: its other halves);  cli.py: main()
 """
 
 from __future__ import annotations

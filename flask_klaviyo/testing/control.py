@@ -61,6 +61,14 @@ def _read(fake: FakeKlaviyo, request: Request, name: str) -> Answer | None:
         return json_answer(200, {"email": email, "_kx": fake.exchange_id_for(email)})
     if name == "catalog-items":
         return json_answer(200, fake.catalog_items)
+    if name == "catalog-variants":
+        return json_answer(200, fake.catalog_variants)
+    if name == "catalog-categories":
+        return json_answer(200, fake.catalog_categories)
+    if name == "back-in-stock":
+        return json_answer(200, fake.back_in_stock(request.query.get("variant")))
+    if name == "request-counts":
+        return json_answer(200, fake.request_counts())
     if name == "jobs":
         return json_answer(200, fake.jobs())
     if name == "subscriptions":

@@ -25,9 +25,10 @@ from ._config import (
     DEFAULT_HOST,
     POLL_INTERVAL,
 )
+from .catalog_api import CatalogView
 from .dispatch import answer
 from .driving import Driving
-from .jsonapi import Answer, Request, iso
+from .jsonapi import Answer, Request
 from .profile_checks import EMAIL_PATTERN
 from .server import Server
 from .state import State
@@ -51,9 +52,10 @@ def _loopback_host(host: str) -> str:
     return host
 
 
-class FakeKlaviyo(Driving):
+class FakeKlaviyo(Driving, CatalogView):
     """A local Klaviyo: events, client events, profiles (import, update, bulk jobs), consent
-    (bulk subscribe / unsubscribe), deletion requests and catalog bulk jobs.
+    (bulk subscribe / unsubscribe), deletion requests, the catalog (items, variants,
+    categories: bulk jobs and paginated reads) and back-in-stock subscriptions.
 
     Start it (``with FakeKlaviyo() as fake`` or ``.start()``), point the code under test at
     ``fake.url`` and assert on ``fake.events``. Everything is thread-safe.
@@ -289,21 +291,6 @@ class FakeKlaviyo(Driving):
                     )
                 state.changed.wait(remaining)
 
-    @property
-    def catalog_items(self) -> dict[str, dict[str, Any]]:
-        """The catalog, ``{item id: attributes}``, after every due bulk job completed (a copy)."""
-        state = self.state
-        with state.lock:
-            state.jobs.settle_due()
-            return {
-                identifier: {
-                    **copy.deepcopy(item),
-                    "created": iso(item["created"]),
-                    "updated": iso(item["updated"]),
-                }
-                for identifier, item in state.catalog.items()
-            }
-
     def jobs(self) -> list[dict[str, Any]]:
         """Every bulk job given (type, id, status, counts, errors), oldest first."""
         with self.state.lock:
@@ -311,8 +298,8 @@ class FakeKlaviyo(Driving):
             return copy.deepcopy(self.state.jobs.summary())
 
     def reset(self) -> None:
-        """Forget events, profiles, consent, deletions, catalog, jobs, requests, faults and
-        latency (minted _kx tokens stay valid)."""
+        """Forget events, profiles, consent, deletions, catalog, back-in-stock subscriptions,
+        jobs, requests (and their counts), faults and latency (minted _kx tokens stay valid)."""
         with self.state.lock:
             self.state.clear()
             self.state.latency = 0.0

@@ -15,6 +15,7 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from . import inspector_catalog
 from ._config import INSPECTOR_ROWS
 from .jsonapi import Answer, iso
 
@@ -119,9 +120,13 @@ def render(fake: FakeKlaviyo) -> Answer:
             ("consent records", len(state.subscriptions.records)),
             ("deletions", len(state.deletions)),
             ("catalog items", len(state.catalog)),
+            ("variants", len(state.catalog_variants)),
+            ("categories", len(state.catalog_categories)),
+            ("back-in-stock", len(state.back_in_stock)),
             ("bulk jobs", len(state.jobs.jobs)),
         ]
         profiles = _profile_rows(fake)
+        catalog = inspector_catalog.render(state)
     subscriptions = fake.subscriptions()[-INSPECTOR_ROWS:]
     rows = []
     for event, label in zip(reversed(recent), reversed(labels), strict=True):
@@ -171,7 +176,8 @@ def render(fake: FakeKlaviyo) -> Answer:
         "<code>/_fake/events</code>, <code>/_fake/requests</code>, "
         "<code>/_fake/profiles</code>, <code>/_fake/subscriptions</code>, "
         "<code>/_fake/deletions</code>, <code>/_fake/catalog-items</code>, "
-        "<code>/_fake/jobs</code>.</p>"
+        "<code>/_fake/catalog-variants</code>, <code>/_fake/catalog-categories</code>, "
+        "<code>/_fake/back-in-stock</code>, <code>/_fake/jobs</code>.</p>"
         f"<h2>Events</h2>{table}"
         "<h2>Profiles</h2>"
         + _table(PROFILE_COLUMNS, profiles, "No profiles yet.")
@@ -181,6 +187,7 @@ def render(fake: FakeKlaviyo) -> Answer:
             [[row.get(key) for key in SUBSCRIPTION_KEYS] for row in reversed(subscriptions)],
             "No consent recorded yet.",
         )
+        + catalog
         + f"<script>{SCRIPT}</script></body></html>"
     )
     headers = [

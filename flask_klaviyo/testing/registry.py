@@ -13,9 +13,14 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import (
-    catalog,
+    back_in_stock,
+    catalog_categories,
+    catalog_items,
+    catalog_read,
+    catalog_variants,
     deletion,
     events,
     profile_bulk_import,
@@ -110,20 +115,6 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         PRIVACY,
     ),
     Endpoint(
-        "bulk_create_catalog_items",
-        "POST",
-        "/api/catalog-item-bulk-create-jobs",
-        catalog.create_job,
-        MEDIUM,
-    ),
-    Endpoint(
-        "get_bulk_create_catalog_items_job",
-        "GET",
-        "/api/catalog-item-bulk-create-jobs/{job_id}",
-        catalog.get_job,
-        MEDIUM,
-    ),
-    Endpoint(
         "bulk_import_profiles",
         "POST",
         "/api/profile-bulk-import-jobs",
@@ -144,6 +135,63 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         profile_bulk_import.get_import_errors,
         BULK,
     ),
+)
+
+
+def _catalog_jobs(module: Any, plural: str, short: str, get_limits: dict[str, Windows]) -> tuple:
+    """The six endpoints of one catalog resource: bulk create / update / delete jobs, and the
+    GET of each job (Klaviyo's operation names, e.g. ``get_bulk_delete_catalog_items_job``)."""
+    found = []
+    for action in ("create", "update", "delete"):
+        path = f"/api/catalog-{short}-bulk-{action}-jobs"
+        found.append(
+            Endpoint(
+                f"bulk_{action}_catalog_{plural}",
+                "POST",
+                path,
+                getattr(module, f"{action}_job"),
+                MEDIUM,
+            )
+        )
+        found.append(
+            Endpoint(
+                f"get_bulk_{action}_catalog_{plural}_job",
+                "GET",
+                path + "/{job_id}",
+                getattr(module, f"get_{action}_job"),
+                get_limits.get(action, MEDIUM),
+            )
+        )
+    return tuple(found)
+
+
+CATALOG: tuple[Endpoint, ...] = (
+    *_catalog_jobs(catalog_items, "items", "item", {"delete": FAST}),
+    *_catalog_jobs(catalog_variants, "variants", "variant", {}),
+    *_catalog_jobs(catalog_categories, "categories", "category", {}),
+    Endpoint("get_catalog_items", "GET", "/api/catalog-items", catalog_read.get_items, FAST),
+    Endpoint(
+        "get_catalog_variants", "GET", "/api/catalog-variants", catalog_read.get_variants, FAST
+    ),
+    Endpoint(
+        "get_catalog_categories",
+        "GET",
+        "/api/catalog-categories",
+        catalog_read.get_categories,
+        FAST,
+    ),
+    Endpoint(
+        "create_back_in_stock_subscription",
+        "POST",
+        "/api/back-in-stock-subscriptions",
+        back_in_stock.handle,
+        FAST,
+    ),
+)
+ENDPOINTS += CATALOG
+# The catalog's write requests (what a re-sync with nothing changed must not send).
+CATALOG_WRITES: tuple[str, ...] = tuple(
+    e.name for e in CATALOG if e.method == "POST" and e.name.startswith("bulk_")
 )
 BY_NAME = {endpoint.name: endpoint for endpoint in ENDPOINTS}
 

@@ -7,9 +7,10 @@ their own.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +73,12 @@ class State:
             self.subscriptions.clear()
             self.deletions: list[dict[str, Any]] = []  # what Request Profile Deletion was asked
             self.jobs.clear()
-            self.catalog: dict[str, dict[str, Any]] = {}
+            self.catalog: dict[str, dict[str, Any]] = {}  # items by id (catalog_store.py)
+            self.catalog_variants: dict[str, dict[str, Any]] = {}
+            self.catalog_categories: dict[str, dict[str, Any]] = {}
+            self.catalog_order = itertools.count(1)  # creation order, for pagination cursors
+            self.back_in_stock: list[dict[str, Any]] = []
+            self.endpoint_counts: Counter[str] = Counter()  # every API request, unbounded
             self.catalog_failures: dict[str, ForcedFailure] = {}  # item id or external id
             self.import_failures: dict[str, ForcedFailure] = {}  # a profile identifier
             self.observed.clear()
@@ -108,6 +114,8 @@ class State:
         """One line of the request log (API requests only), counted for the inspector."""
         with self.lock:
             self.request_count += 1
+            if endpoint is not None:
+                self.endpoint_counts[endpoint] += 1
             if status is None or status >= 400:
                 self.rejected += 1
             self.requests.append(

@@ -1,0 +1,310 @@
+"""Catalog items, variants and categories as Klaviyo's catalog holds them: read from the shapes a
+store already has (the events' :class:`~flask_klaviyo.models.Product` coercion plus description,
+publication, inventory and variants), checked before anything is sent, and fingerprinted so an
+unchanged item costs no write.
+
+A check failure is a :class:`~flask_klaviyo.exceptions.KlaviyoSchemaError` whose ``metric`` names
+the item (``catalog item 'SKU-1'``) and whose ``field`` names the field (``variants[2].price``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any
+
+from ..exceptions import KlaviyoSchemaError
+from ..models import Product, is_money
+from ..models.coerce import PRODUCT_ID_NAMES, _category_list, _identifier, _pick
+
+__all__ = [
+    "ITEM_FIELDS",
+    "VARIANT_FIELDS",
+    "CatalogCategory",
+    "CatalogItem",
+    "CatalogVariant",
+    "category_key",
+    "coerce_entry",
+    "compound_id",
+    "fingerprint",
+]
+
+ITEM_FIELDS = ("title", "description", "url", "price", "image_full_url", "published")
+VARIANT_FIELDS = (*ITEM_FIELDS, "sku", "inventory_quantity", "inventory_policy")
+ABSOLUTE_URL = re.compile(r"^https?://[^/\s]+\S*$")
+POLICIES = {"deny": 1, "continue": 2, 0: 0, 1: 1, 2: 2}  # Shopify's words, Klaviyo's numbers
+
+DESCRIPTION_NAMES = ("description", "body", "body_html", "Description")
+PUBLISHED_NAMES = ("published", "is_published", "active", "Published")
+VARIANTS_NAMES = ("variants", "Variants")
+INVENTORY_NAMES = ("inventory_quantity", "inventory", "stock", "InventoryQuantity")
+POLICY_NAMES = ("inventory_policy", "InventoryPolicy")
+VARIANT_ID_NAMES = ("id", "variant_id", "sku", "SKU")
+VARIANT_TITLE_NAMES = ("title", "name", "Title")
+
+
+def compound_id(external_id: str) -> str:
+    """Klaviyo's id of a custom catalog resource: ``$custom:::$default:::<external id>``."""
+    return f"$custom:::$default:::{external_id}"
+
+
+def category_key(name: str) -> str:
+    """A category's external id from its name: ``"Mugs & Cups"`` -> ``"mugs-cups"``."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or name
+
+
+def fingerprint(attributes: Mapping[str, Any], fields: Sequence[str]) -> str:
+    """A digest of what the sync manages (``fields``), the same from the store's side and from
+    what Klaviyo answers: numbers as floats, no value and empty values alike."""
+    canonical = {}
+    for name in fields:
+        value = attributes.get(name)
+        if name == "published" and value is None:
+            value = True  # Klaviyo's default
+        elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+            value = float(value)
+        elif value in ("", [], {}):
+            value = None
+        canonical[name] = value
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class CatalogCategory:
+    """A category; ``id`` is its external id (from the name unless the store gives one)."""
+
+    id: str
+    name: str
+
+    @classmethod
+    def coerce(cls, obj: Any) -> CatalogCategory:
+        if isinstance(obj, CatalogCategory):
+            return obj
+        if isinstance(obj, str):
+            return cls(category_key(obj), obj)
+        name = _pick(obj, ("name", "title"))
+        if not isinstance(name, str) or not name.strip():
+            raise KlaviyoSchemaError("catalog category", "name", f"no name in {obj!r}")
+        given = _identifier(_pick(obj, ("id", "external_id", "slug")))
+        return cls(str(given) if given is not None else category_key(name), name)
+
+    def attributes(self) -> dict[str, Any]:
+        return {"external_id": self.id, "name": self.name}
+
+
+@dataclass(frozen=True)
+class CatalogVariant:
+    """One variant (a size, a colour, a roast); ``id`` is its external id, unique in the catalog
+    (back-in-stock subscriptions name it)."""
+
+    id: str
+    sku: str
+    title: str
+    description: str
+    price: Any
+    inventory_quantity: Any
+    inventory_policy: int
+    url: Any
+    image_url: Any = None
+    published: bool = True
+
+    def attributes(self) -> dict[str, Any]:
+        """Klaviyo's attributes (create: with ``external_id``; None values dropped)."""
+        return {
+            "external_id": self.id,
+            "title": self.title,
+            "description": self.description,
+            "sku": self.sku,
+            "price": _number(self.price),
+            "inventory_quantity": _number(self.inventory_quantity),
+            "inventory_policy": self.inventory_policy,
+            "url": self.url,
+            "image_full_url": self.image_url,
+            "published": self.published,
+        }
+
+
+@dataclass(frozen=True)
+class CatalogItem:
+    """One product of the catalog, with its variants and the categories it is in."""
+
+    id: str
+    title: str
+    description: str
+    price: Any
+    url: Any
+    image_url: Any = None
+    published: bool = True
+    categories: tuple[CatalogCategory, ...] = ()
+    variants: tuple[CatalogVariant, ...] = ()
+    inventory_quantity: Any = None
+    inventory_policy: int = 0
+
+    @classmethod
+    def coerce(cls, obj: Any) -> CatalogItem:
+        """What ``Product.coerce`` reads, plus description, published, inventory, variants."""
+        if isinstance(obj, CatalogItem):
+            return obj
+        try:
+            product = Product.coerce(obj)
+        except KlaviyoSchemaError as exc:  # named as the catalog names it
+            given = _identifier(_pick(obj, PRODUCT_ID_NAMES))
+            subject = "catalog item" if given is None else f"catalog item {str(given)!r}"
+            field = {"name": "title"}.get(exc.field, exc.field)
+            raise KlaviyoSchemaError(subject, field, exc.message) from None
+        source = obj.to_klaviyo_product() if hasattr(obj, "to_klaviyo_product") else obj
+        subject = f"catalog item {product.id!r}"
+        description = _pick(source, DESCRIPTION_NAMES) or ""
+        published = _pick(source, PUBLISHED_NAMES)
+        policy = _policy(_pick(source, POLICY_NAMES), subject, "inventory_policy")
+        item = cls(
+            id=str(product.id),
+            title=product.name,
+            description=description,
+            price=product.price,
+            url=product.url,
+            image_url=product.image_url,
+            published=True if published is None else published,
+            categories=tuple(_categories(obj, product, subject)),
+            inventory_quantity=_pick(source, INVENTORY_NAMES),
+            inventory_policy=policy,
+        )
+        raw_variants = _pick(source, VARIANTS_NAMES) or ()
+        if isinstance(raw_variants, str | bytes) or not isinstance(raw_variants, Iterable):
+            raise KlaviyoSchemaError(subject, "variants", "must be a list of variants")
+        variants = tuple(_variant(v, item, i) for i, v in enumerate(raw_variants))
+        return replace(item, variants=variants)
+
+    def attributes(self) -> dict[str, Any]:
+        return {
+            "external_id": self.id,
+            "title": self.title,
+            "description": self.description,
+            "url": self.url,
+            "price": _number(self.price),
+            "image_full_url": self.image_url,
+            "published": self.published,
+        }
+
+    def stock(self) -> Any:
+        """The item's inventory: its own, else its variants' together (the feed's field)."""
+        if self.inventory_quantity is not None or not self.variants:
+            return self.inventory_quantity
+        return sum(_number(v.inventory_quantity) for v in self.variants)
+
+    def validate(self) -> CatalogItem:
+        """Everything Klaviyo needs and would refuse, checked here; returns self."""
+        subject = f"catalog item {self.id!r}"
+        _check_text(self.title, subject, "title")
+        _check_text(self.description, subject, "description", empty=True)
+        _check_url(self.url, subject, "url")
+        _check_url(self.image_url, subject, "image_url", required=False)
+        _check_amount(self.price, subject, "price")
+        if self.inventory_quantity is not None:
+            _check_amount(self.inventory_quantity, subject, "inventory_quantity")
+        if not isinstance(self.published, bool):
+            raise KlaviyoSchemaError(subject, "published", "must be True or False")
+        seen: set[str] = set()
+        for index, variant in enumerate(self.variants):
+            where = f"variants[{index}]"
+            if variant.id in seen:
+                raise KlaviyoSchemaError(subject, f"{where}.id", f"repeated id {variant.id!r}")
+            seen.add(variant.id)
+            _check_text(variant.title, subject, f"{where}.title")
+            _check_text(variant.sku, subject, f"{where}.sku")
+            _check_url(variant.url, subject, f"{where}.url")
+            _check_url(variant.image_url, subject, f"{where}.image_url", required=False)
+            _check_amount(variant.price, subject, f"{where}.price")
+            _check_amount(variant.inventory_quantity, subject, f"{where}.inventory_quantity")
+        return self
+
+
+def coerce_entry(obj: Any) -> CatalogItem | CatalogCategory:
+    """What a catalog source yields: a category (``CatalogCategory``, or a mapping with
+    ``"type": "category"``) or a product."""
+    if isinstance(obj, CatalogCategory):
+        return obj
+    if isinstance(obj, Mapping) and obj.get("type") == "category":
+        return CatalogCategory.coerce(obj)
+    return CatalogItem.coerce(obj)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _number(value: Any) -> Any:
+    """Decimal to float for JSON (anything else as it is: validation names a bad one)."""
+    return float(value) if isinstance(value, Decimal) else value
+
+
+def _policy(value: Any, subject: str, field: str) -> int:
+    if value is None:
+        return 0
+    key = value.lower() if isinstance(value, str) else value
+    if isinstance(key, bool) or key not in POLICIES:
+        raise KlaviyoSchemaError(
+            subject, field, f"must be 0, 1, 2, 'deny' or 'continue': {value!r}"
+        )
+    return POLICIES[key]
+
+
+def _categories(obj: Any, product: Product, subject: str) -> list[CatalogCategory]:
+    raw = _pick(obj, ("categories", "category", "Categories"))
+    listed = raw if isinstance(raw, list | tuple) else _category_list(raw)
+    found: dict[str, CatalogCategory] = {}
+    for entry in listed:
+        try:
+            category = CatalogCategory.coerce(entry)
+        except KlaviyoSchemaError as exc:
+            raise KlaviyoSchemaError(subject, "categories", exc.message) from None
+        found.setdefault(category.id, category)
+    return list(found.values())
+
+
+def _variant(obj: Any, item: CatalogItem, index: int) -> CatalogVariant:
+    subject = f"catalog item {item.id!r}"
+    variant_id = _identifier(_pick(obj, VARIANT_ID_NAMES))
+    if variant_id is None:
+        raise KlaviyoSchemaError(subject, f"variants[{index}].id", "no variant id or SKU")
+    sku = _pick(obj, ("sku", "SKU"))
+    price = _pick(obj, ("price", "Price"))
+    published = _pick(obj, PUBLISHED_NAMES)
+    return CatalogVariant(
+        id=str(variant_id),
+        sku=str(sku) if sku is not None else str(variant_id),
+        title=_pick(obj, VARIANT_TITLE_NAMES) or item.title,
+        description=_pick(obj, DESCRIPTION_NAMES) or item.description,
+        price=item.price if price is None else price,
+        inventory_quantity=_pick(obj, INVENTORY_NAMES),
+        inventory_policy=_policy(
+            _pick(obj, POLICY_NAMES) or item.inventory_policy, subject, f"variants[{index}].policy"
+        ),
+        url=_pick(obj, ("url", "URL")) or item.url,
+        image_url=_pick(obj, ("image_url", "image", "ImageURL")) or item.image_url,
+        published=item.published if published is None else published,
+    )
+
+
+def _check_text(value: Any, subject: str, field: str, *, empty: bool = False) -> None:
+    if not isinstance(value, str) or (not empty and not value.strip()):
+        raise KlaviyoSchemaError(subject, field, f"must be {'' if empty else 'non-empty '}text")
+
+
+def _check_url(value: Any, subject: str, field: str, *, required: bool = True) -> None:
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or not ABSOLUTE_URL.match(value):
+        raise KlaviyoSchemaError(subject, field, f"must be an absolute http(s) URL, got {value!r}")
+
+
+def _check_amount(value: Any, subject: str, field: str) -> None:
+    if value is None:
+        raise KlaviyoSchemaError(subject, field, "is required")
+    if not is_money(value) or not math.isfinite(float(value)):
+        raise KlaviyoSchemaError(subject, field, f"must be a number, got {value!r}")
+    if value < 0:
+        raise KlaviyoSchemaError(subject, field, f"must not be negative, got {value!r}")

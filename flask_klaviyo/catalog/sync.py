@@ -1,0 +1,188 @@
+"""Running a catalog sync (API mode): read the store's source, check every item, read what
+Klaviyo holds, plan, queue the changes as catalog operations through the pipeline, and (with
+``wait``) work the queue in this process until Klaviyo holds it all.
+
+Categories go first (items name them); with ``wait`` the sync lets their jobs finish before
+queuing items. A new item carries its variants, queued by the job follow-up once the item
+exists. Deletions go last. Failed items are the dead letters the follow-ups keep.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import current_app
+from rq import Queue, SimpleWorker
+
+from .._state import current_state, tolerate
+from ..delivery import keys
+from ..delivery.operations import Operation
+from ..exceptions import KlaviyoConfigError, KlaviyoSchemaError
+from .model import CatalogCategory, CatalogItem, coerce_entry
+from .plan import Plan, plan
+from .remote import forget_items, read_catalog, remember
+
+__all__ = ["SyncReport", "collect", "ensure_api_mode", "run_sync", "wait_applied"]
+
+log = logging.getLogger(__name__)
+
+PUSH_CHUNK = 1000
+Progress = Callable[[int, int], None]  # (operations applied, operations planned)
+
+
+@dataclass
+class SyncReport:
+    """What a sync planned and what became of it."""
+
+    plan: Plan
+    invalid: list[dict[str, str]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    waited: bool = False
+    dry_run: bool = False
+
+
+def ensure_api_mode() -> None:
+    """Klaviyo's one-method rule: a catalog fed by a feed must not be written by the API."""
+    if current_app.config["KLAVIYO_CATALOG_MODE"] != "api":
+        raise KlaviyoConfigError(
+            "KLAVIYO_CATALOG_MODE",
+            "is 'feed': Klaviyo fills a custom catalog from a feed or from the Catalog API, "
+            "never both, so `catalog sync` and catalog_changed() do nothing here; Klaviyo "
+            f"fetches {current_app.config['KLAVIYO_CATALOG_FEED_PATH']} about every 6 hours",
+        )
+
+
+def collect(
+    entries: Iterable[Any],
+) -> tuple[list[CatalogItem], list[CatalogCategory], list[dict[str, str]]]:
+    """The source's valid items and every category, and the invalid ones (strict: the first
+    raises KlaviyoSchemaError naming the item and field; lenient: a dead letter each)."""
+    items: dict[str, CatalogItem] = {}
+    categories: dict[str, CatalogCategory] = {}
+    variant_owner: dict[str, str] = {}
+    invalid: list[dict[str, str]] = []
+    for entry in entries:
+        try:
+            found = coerce_entry(entry)
+            if isinstance(found, CatalogCategory):
+                categories.setdefault(found.id, found)
+                continue
+            found.validate()
+            subject = f"catalog item {found.id!r}"
+            if found.id in items:
+                raise KlaviyoSchemaError(subject, "id", "repeated id in the catalog source")
+            for variant in found.variants:
+                owner = variant_owner.get(variant.id)
+                if owner is not None:
+                    raise KlaviyoSchemaError(
+                        subject, "variants.id", f"{variant.id!r} is also a variant of {owner!r}"
+                    )
+        except KlaviyoSchemaError as exc:
+            record = {"op": "catalog_item_create", "key": None, "payload": {}}
+            invalid.append({"item": exc.metric, "field": exc.field, "message": exc.message})
+            errors = [{"code": "invalid", "detail": str(exc), "pointer": exc.field}]
+            tolerate("%s not sent: %s", exc.metric, exc, record=record, errors=errors,
+                     traceback=False)  # fmt: skip
+            continue
+        items[found.id] = found
+        for variant in found.variants:
+            variant_owner[variant.id] = found.id
+        for category in found.categories:
+            categories.setdefault(category.id, category)
+    return list(items.values()), list(categories.values()), invalid
+
+
+def _push(operations: list[Operation]) -> None:
+    outbox = current_state().outbox
+    for start in range(0, len(operations), PUSH_CHUNK):
+        outbox.push(operations[start : start + PUSH_CHUNK])
+
+
+def _handled(connection: Any) -> int:
+    return int(connection.hget(keys.STATS, "handled") or 0)
+
+
+def run_sync(
+    source: Callable[[], Iterable[Any]],
+    *,
+    dry_run: bool = False,
+    wait: bool = True,
+    timeout: float = 3600.0,
+    progress: Progress | None = None,
+) -> SyncReport:
+    """One reconciliation of Klaviyo's catalog with ``source`` (see the module docstring)."""
+    ensure_api_mode()
+    started = time.monotonic()
+    items, categories, invalid = collect(source())
+    connection = current_state().redis
+    held = read_catalog(connection)
+    keep = [entry["item"].removeprefix("catalog item ").strip("'") for entry in invalid]
+    result = plan(items, categories, held, keep=keep)
+    report = SyncReport(result, invalid, dry_run=dry_run)
+    if dry_run or result.writes() == 0:
+        report.seconds = time.monotonic() - started
+        return report
+    dead_before = {record["id"] for record in current_state().dead_letters.all()}
+    base = _handled(connection)
+    total = result.writes()
+
+    def tick() -> None:
+        if progress is not None:
+            progress(min(total, _handled(connection) - base), total)
+
+    names = {c.id: c.name for c in categories}
+    known = {v.id: i.id for i in items for v in i.variants}
+    remember(connection, result.memberships, names, known)
+    _push(result.first)
+    if wait and result.first:
+        wait_applied(timeout=timeout, tick=tick)
+    _push(result.then)
+    forget_items(connection, result.items.delete, result.variants.delete, result.categories.delete)
+    if wait:
+        wait_applied(timeout=timeout, tick=tick)
+        report.waited = True
+        report.failed = [
+            record
+            for record in current_state().dead_letters.all()
+            if record["id"] not in dead_before
+            and str((record.get("operation") or {}).get("op", "")).startswith("catalog_")
+        ]
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def idle(queue: Queue) -> bool:
+    """Nothing of the queue left: no waiting entry, job, scheduled follow-up or running job."""
+    outbox = current_state().outbox
+    return (
+        outbox.depth() == 0
+        and queue.count == 0
+        and queue.scheduled_job_registry.count == 0
+        and queue.started_job_registry.count == 0
+    )
+
+
+def wait_applied(
+    *, timeout: float = 3600.0, tick: Callable[[], None] | None = None, poll: float = 0.1
+) -> None:
+    """Work the queue in this process (a burst worker beside any others) until it is idle:
+    every operation sent and every Klaviyo job followed up."""
+    connection = current_state().redis
+    queue = Queue(current_app.config["KLAVIYO_QUEUE"], connection=connection)
+    deadline = time.monotonic() + timeout
+    while not idle(queue):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"catalog sync: the queue was still busy after {timeout:g}s")
+        SimpleWorker([queue], connection=connection).work(
+            burst=True, with_scheduler=True, logging_level="WARNING"
+        )
+        if tick is not None:
+            tick()
+        time.sleep(poll)
+    if tick is not None:
+        tick()
