@@ -203,7 +203,7 @@ def main() -> None:
                 "429s",
             ],
             rows,
-        )  # fmt: skip
+        )
     )
     if result["items"] != args.products or result["variants"] != 3 * args.products:
         raise SystemExit("Klaviyo (the stand-in) does not hold the whole catalog")
