@@ -21,6 +21,7 @@ SCRIPTS = (
     "rate_limited_drain",
     "latency",
     "worker_memory",
+    "catalog_sync",
 )
 TIMEOUT = 240.0  # smoke runs take seconds; a worker that never starts is given up after 60 s
 NUMBER = re.compile(r"\d")

@@ -31,7 +31,9 @@ def make_feed_app(make_app: Callable[..., Flask]) -> Callable[..., Flask]:
     return make
 
 
-def test_the_feed_has_klaviyos_fields_and_absolute_urls(make_feed_app: Callable[..., Flask]) -> None:
+def test_the_feed_has_klaviyos_fields_and_absolute_urls(
+    make_feed_app: Callable[..., Flask],
+) -> None:
     response = make_feed_app().test_client().get("/klaviyo/catalog.json")
     assert response.status_code == 200 and response.mimetype == "application/json"
     feed = json.loads(response.data)

@@ -96,7 +96,10 @@ def test_a_full_sync_from_empty_creates_categories_items_and_variants(
     items = fake.catalog_items
     assert sorted(items) == [f"{PREFIX}1", f"{PREFIX}2", f"{PREFIX}3"]
     assert items[f"{PREFIX}1"]["title"] == "Ethiopia Yirgacheffe"
-    assert sorted(items[f"{PREFIX}1"]["categories"]) == [f"{PREFIX}coffee", f"{PREFIX}single-origin"]
+    assert sorted(items[f"{PREFIX}1"]["categories"]) == [
+        f"{PREFIX}coffee",
+        f"{PREFIX}single-origin",
+    ]
     variants = fake.catalog_variants
     assert sorted(variants) == [f"{PREFIX}1-1000", f"{PREFIX}1-250", f"{PREFIX}2-std"]
     assert variants[f"{PREFIX}1-1000"]["inventory_policy"] == 1
@@ -145,7 +148,9 @@ def test_a_variant_price_change_is_one_variant_update(
     assert fake.catalog_variants[f"{PREFIX}1-1000"]["price"] == 49.0
 
 
-def test_a_deleted_product_and_variant_are_deleted(app: Flask, fake: Any, catalog: list[Any]) -> None:
+def test_a_deleted_product_and_variant_are_deleted(
+    app: Flask, fake: Any, catalog: list[Any]
+) -> None:
     sync(app)
     del catalog[2]
     catalog[0]["variants"].pop()
@@ -202,7 +207,8 @@ def test_a_failing_item_becomes_a_dead_letter_and_the_rest_is_applied(
         ({"name": ""}, "title"),
         ({"price": None}, "price"),
         ({"price": -1}, "price"),
-        ({"variants": [{"id": "v", "sku": "V", "inventory_quantity": -2}]}, "variants[0].inventory_quantity"),
+        ({"variants": [{"id": "v", "sku": "V", "inventory_quantity": -2}]},
+         "variants[0].inventory_quantity"),
     ],
 )  # fmt: skip
 def test_an_invalid_product_is_named_by_id_and_field_before_anything_is_sent(
@@ -252,9 +258,7 @@ def test_the_cli_syncs_and_summarises(app: Flask, fake: Any) -> None:
     assert len(fake.catalog_items) == 3
 
 
-def test_feed_mode_refuses_to_sync_and_says_why(
-    make_app: Callable[..., Flask], fake: Any
-) -> None:
+def test_feed_mode_refuses_to_sync_and_says_why(make_app: Callable[..., Flask], fake: Any) -> None:
     app = make_app(fake=fake, KLAVIYO_CATALOG_MODE="feed")
     ext(app).catalog_source(lambda: iter(PRODUCTS))
     result = app.test_cli_runner().invoke(args=["klaviyo", "catalog", "sync"])

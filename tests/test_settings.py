@@ -63,6 +63,9 @@ GOOD_ENV: dict[str, tuple[str, Any]] = {
     "KLAVIYO_ACTIVE_ON_SITE": ("Auto", "auto"),
     "KLAVIYO_SINGLE_OPT_IN_LISTS": ("Y6nRLr, XyZ123", ("Y6nRLr", "XyZ123")),
     "KLAVIYO_FORGET_HOLD": ("86400", 86400),
+    "KLAVIYO_CATALOG_MODE": ("feed", "feed"),
+    "KLAVIYO_CATALOG_FEED_PATH": ("/feeds/catalog.json", "/feeds/catalog.json"),
+    "KLAVIYO_CATALOG_FEED_TOKEN": ("s3cret-feed-token-1234", "s3cret-feed-token-1234"),
 }
 
 # Every key: an environment string it must refuse, naming the key.
@@ -96,6 +99,9 @@ BAD_ENV: dict[str, str] = {
     "KLAVIYO_ACTIVE_ON_SITE": "sometimes",
     "KLAVIYO_SINGLE_OPT_IN_LISTS": " , ",
     "KLAVIYO_FORGET_HOLD": "forever",
+    "KLAVIYO_CATALOG_MODE": "both",
+    "KLAVIYO_CATALOG_FEED_PATH": "feeds/catalog.json",
+    "KLAVIYO_CATALOG_FEED_TOKEN": "short",
 }
 
 
