@@ -102,11 +102,11 @@ class CatalogAPI:
         id, as the catalog has it."""
         if not enabled():
             return None
-        made = queueing.build(
+        return queueing.build_and_enqueue(
             "back in stock",
+            "back_in_stock",
             lambda: _back_in_stock(email, phone_number, variant, tuple(channels)),
         )
-        return None if made is None else queueing.enqueue("back_in_stock", *made)
 
     def catalog_mode(self) -> str:
         return str(current_app.config["KLAVIYO_CATALOG_MODE"])
