@@ -432,3 +432,37 @@ def wait_until() -> Callable[[Callable[[], Any], float, str], None]:
             time.sleep(0.02)
 
     return wait
+
+
+class RecordedCalls:
+    """Methods of an object (the demo store's ``klaviyo``) recorded instead of run: what the
+    store asks of the extension, checked without Redis or a worker. ``answer`` says what a
+    recorded call returns (None unless a subclass says otherwise)."""
+
+    def __init__(self, target: Any, names: Sequence[str]) -> None:
+        self.target = target
+        self.recorded = tuple(names)
+        self.made: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for name in self.recorded:
+            monkeypatch.setattr(self.target, name, self._recorder(name), raising=False)
+
+    def _recorder(self, name: str) -> Callable[..., Any]:
+        def record(*args: Any, **kwargs: Any) -> Any:
+            self.made.append((name, args, kwargs))
+            return self.answer(name, args, kwargs)
+
+        return record
+
+    def answer(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return None
+
+    def of(self, name: str) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+        return [(args, kwargs) for made, args, kwargs in self.made if made == name]
+
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.made]
+
+    def clear(self) -> None:
+        self.made.clear()

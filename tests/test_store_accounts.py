@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from conftest import RecordedCalls
 from flask import Flask
 from flask.testing import FlaskClient
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
@@ -60,41 +61,22 @@ def store_config(instance: Path, **extra: Any) -> dict[str, Any]:
     }
 
 
-class Calls:
+class Calls(RecordedCalls):
     """The extension's customer-data methods, recorded instead of run."""
 
-    def __init__(self) -> None:
-        self.made: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
-        self.status = "subscribed"  # what klaviyo.subscribe answers (the list's opt-in)
+    status = "subscribed"  # what klaviyo.subscribe answers (the list's opt-in)
 
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        for name in ACCOUNT_CALLS:
-            monkeypatch.setattr(klaviyo, name, self._recorder(name), raising=False)
-
-    def _recorder(self, name: str) -> Callable[..., Any]:
-        def record(*args: Any, **kwargs: Any) -> Any:
-            self.made.append((name, args, kwargs))
-            if name == "subscribe":
-                return SimpleNamespace(status=self.status)
-            if name == "identify":
-                return dict(kwargs)
-            return None
-
-        return record
-
-    def of(self, name: str) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
-        return [(args, kwargs) for made, args, kwargs in self.made if made == name]
-
-    def names(self) -> list[str]:
-        return [name for name, _, _ in self.made]
-
-    def clear(self) -> None:
-        self.made.clear()
+    def answer(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if name == "subscribe":
+            return SimpleNamespace(status=self.status)
+        if name == "identify":
+            return dict(kwargs)
+        return None
 
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
-    recorder = Calls()
+    recorder = Calls(klaviyo, ACCOUNT_CALLS)
     recorder.install(monkeypatch)
     return recorder
 

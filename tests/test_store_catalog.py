@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import RecordedCalls
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -57,29 +57,10 @@ def admin(password: str = ADMIN_PASSWORD) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
-class Calls:
-    """The extension's catalog methods, recorded instead of run."""
-
-    def __init__(self) -> None:
-        self.made: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
-
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        for name in CATALOG_CALLS:
-            monkeypatch.setattr(klaviyo, name, self._recorder(name), raising=False)
-
-    def _recorder(self, name: str) -> Callable[..., None]:
-        def record(*args: Any, **kwargs: Any) -> None:
-            self.made.append((name, args, kwargs))
-
-        return record
-
-    def names(self) -> list[str]:
-        return [name for name, _, _ in self.made]
-
-
 @pytest.fixture
-def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
-    recorder = Calls()
+def calls(monkeypatch: pytest.MonkeyPatch) -> RecordedCalls:
+    """The extension's catalog methods, recorded instead of run."""
+    recorder = RecordedCalls(klaviyo, CATALOG_CALLS)
     recorder.install(monkeypatch)
     return recorder
 
@@ -122,7 +103,9 @@ def test_every_product_has_variants_with_unique_skus_and_some_are_sold_out() -> 
     assert all(v.inventory_policy in ("deny", "continue") for v in SEED_VARIANTS)
 
 
-def test_reseeding_keeps_the_stock_the_back_office_set(tmp_path: Path, calls: Calls) -> None:
+def test_reseeding_keeps_the_stock_the_back_office_set(
+    tmp_path: Path, calls: RecordedCalls
+) -> None:
     config = store_config(tmp_path / "instance", KLAVIYO_ENABLED=False)
     first = create_app(config)
     first.test_client().post(
@@ -239,7 +222,7 @@ def test_what_cannot_be_sold_is_refused(client: FlaskClient, body: Any, code: st
 
 
 def test_notify_me_asks_klaviyo_for_a_back_in_stock_subscription(
-    client: FlaskClient, calls: Calls
+    client: FlaskClient, calls: RecordedCalls
 ) -> None:
     form = client.post(f"/products/{SEVERAL}/notify", data={"email": EMAIL, "variant": FILTER})
     assert form.status_code == 303
@@ -261,13 +244,15 @@ def test_notify_me_asks_klaviyo_for_a_back_in_stock_subscription(
 
 
 def test_without_a_variant_the_first_sold_out_one_is_meant(
-    client: FlaskClient, calls: Calls
+    client: FlaskClient, calls: RecordedCalls
 ) -> None:
     assert client.post(f"/products/{SEVERAL}/notify", json={"email": EMAIL}).status_code == 202
     assert calls.made[0][2]["variant"] == FILTER
 
 
-def test_a_known_shopper_need_not_type_their_email(client: FlaskClient, calls: Calls) -> None:
+def test_a_known_shopper_need_not_type_their_email(
+    client: FlaskClient, calls: RecordedCalls
+) -> None:
     client.post("/login", data={"email": EMAIL})
     assert client.post(f"/products/{SOLD_OUT_SINGLE}/notify", data={}).status_code == 303
     assert calls.made[0][2]["email"] == EMAIL
@@ -288,7 +273,7 @@ def test_a_known_shopper_need_not_type_their_email(client: FlaskClient, calls: C
     ],
 )
 def test_notify_me_refusals_ask_nothing_of_klaviyo(
-    client: FlaskClient, calls: Calls, product_id: str, body: Any, status: int, code: str
+    client: FlaskClient, calls: RecordedCalls, product_id: str, body: Any, status: int, code: str
 ) -> None:
     answer = client.post(f"/products/{product_id}/notify", json=body)
     assert answer.status_code == status and answer.json["error"] == code, answer.json
@@ -297,7 +282,7 @@ def test_notify_me_refusals_ask_nothing_of_klaviyo(
 
 
 def test_a_refused_form_shows_the_product_page_with_the_message(
-    client: FlaskClient, calls: Calls
+    client: FlaskClient, calls: RecordedCalls
 ) -> None:
     answer = client.post(f"/products/{SEVERAL}/notify", data={"email": "nope", "variant": FILTER})
     assert answer.status_code == 400 and answer.mimetype == "text/html"
@@ -310,7 +295,7 @@ def test_a_refused_form_shows_the_product_page_with_the_message(
 # -- the back office's stock --------------------------------------------------------------------
 
 
-def test_setting_stock_needs_the_admin(shop: Flask, calls: Calls) -> None:
+def test_setting_stock_needs_the_admin(shop: Flask, calls: RecordedCalls) -> None:
     client = shop.test_client()
     url = f"/admin/products/{SEVERAL}/stock"
     assert client.post(url, data={"variant": FILTER, "quantity": "5"}).status_code == 401
@@ -327,7 +312,7 @@ def test_the_stock_page_is_closed_without_an_admin_password(tmp_path: Path) -> N
     assert app.test_client().get("/admin/products", headers=admin()).status_code == 404
 
 
-def test_a_restock_reaches_klaviyos_catalog(shop: Flask, calls: Calls) -> None:
+def test_a_restock_reaches_klaviyos_catalog(shop: Flask, calls: RecordedCalls) -> None:
     client = shop.test_client()
     listing = page(client.get("/admin/products", headers=admin()))
     form = rf'<input id="stock-{FILTER}" type="number" name="quantity" value="0"'
@@ -359,7 +344,7 @@ def test_a_restock_reaches_klaviyos_catalog(shop: Flask, calls: Calls) -> None:
     assert calls.names() == ["catalog_changed"]
 
 
-def test_a_product_sold_one_way_needs_no_variant(shop: Flask, calls: Calls) -> None:
+def test_a_product_sold_one_way_needs_no_variant(shop: Flask, calls: RecordedCalls) -> None:
     answer = shop.test_client().post(
         f"/admin/products/{SOLD_OUT_SINGLE}/stock", json={"quantity": 3}, headers=admin()
     )
@@ -382,7 +367,7 @@ def test_a_product_sold_one_way_needs_no_variant(shop: Flask, calls: Calls) -> N
     ],
 )
 def test_bad_stock_changes_are_refused(
-    shop: Flask, calls: Calls, product_id: str, body: Any, status: int, code: str
+    shop: Flask, calls: RecordedCalls, product_id: str, body: Any, status: int, code: str
 ) -> None:
     answer = shop.test_client().post(
         f"/admin/products/{product_id}/stock", json=body, headers=admin()
