@@ -80,6 +80,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from .back_in_stock import bp as stock_bp
     from .newsletter import bp as newsletter_bp
     from .password_reset import bp as password_bp
+    from .provider import bp as provider_bp
+    from .shipping import bp as shipping_bp
     from .views import bp
 
     app.register_blueprint(bp)
@@ -89,6 +91,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(newsletter_bp)
     app.register_blueprint(account_bp)
     app.register_blueprint(password_bp)
+    app.register_blueprint(shipping_bp)
+    app.register_blueprint(provider_bp)
     app.register_error_handler(HTTPException, _http_error)
     app.add_template_filter(money)
     return app
