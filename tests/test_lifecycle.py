@@ -324,7 +324,8 @@ def test_shipping_updates_reach_klaviyo_once_per_status(
     for status in SHIPPING_STATUSES:
         answer = ship(client, order_id, status, tracking_number="1Z999", carrier="UPS")
         assert answer.status_code == 200
-        assert answer.json == {"status": "processed", "order_id": order_id, "shipping_status": status}
+        expected = {"status": "processed", "order_id": order_id, "shipping_status": status}
+        assert answer.json == expected
     # the carrier's retry of a status already handled: acknowledged, nothing queued
     again = ship(client, order_id, "delivered", tracking_number="1Z999", carrier="UPS")
     assert again.status_code == 200 and again.json["status"] == "duplicate"
