@@ -7,9 +7,10 @@ from __future__ import annotations
 import logging
 
 import click
+from flask.cli import with_appcontext
 
 from ._state import current_state
-from .exceptions import KlaviyoConfigError, KlaviyoError
+from .exceptions import KlaviyoError
 from .metric_mapping import map_metrics
 
 __all__ = ["map_metrics_command"]
@@ -19,13 +20,14 @@ log = logging.getLogger(__name__)
 
 @click.command("map-metrics")
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@with_appcontext
 def map_metrics_command(dry_run: bool) -> None:
     """Map revenue to Placed Order (and cancelled/refunded sales, ordered product, started
     checkout, added to cart, viewed product to theirs) for Klaviyo's CLV and benchmarks.
     Update Mapped Metric allows 30 updates a day: only mappings that differ are sent."""
     try:
         changes = map_metrics(current_state().redis, dry_run=dry_run)
-    except (KlaviyoConfigError, KlaviyoError, TimeoutError) as exc:
+    except (KlaviyoError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from None
     for change in changes:
         click.echo(change.describe())
