@@ -22,7 +22,7 @@ from datetime import date, datetime
 from typing import Any
 
 from ..exceptions import KlaviyoSchemaError
-from ..models import LineItem, Order, sum_money
+from ..models import LineItem, Order, sum_money, union
 from .model import (
     CANCELED_ORDER,
     DEFAULT_CURRENCY,
@@ -76,9 +76,10 @@ def _order_properties(
 ) -> dict[str, Any]:
     code_key, value_key = discount_keys
     lines = order.items if lines is None else lines
+    # Order's own union rules (they tolerate any value; validation names a wrong one)
     names = [line.product.name for line in lines]
-    categories = list(dict.fromkeys(c for line in lines for c in line.product.categories))
-    brands = list(dict.fromkeys(line.product.brand for line in lines if line.product.brand))
+    categories = union(line.product.categories for line in lines)
+    brands = union([line.product.brand] for line in lines if line.product.brand)
     billing = order.billing_address.to_properties() if order.billing_address else None
     shipping = order.shipping_address.to_properties() if order.shipping_address else None
     return _known(
@@ -163,7 +164,7 @@ def _adjustment(
     if items is None:
         lines = None
     else:
-        if isinstance(items, str | bytes | Mapping):
+        if isinstance(items, str | bytes | Mapping) or not isinstance(items, Iterable):
             raise KlaviyoSchemaError(metric, "items", "must be a list of lines")
         lines = [LineItem.coerce(line) for line in items]
     value = amount
@@ -173,8 +174,8 @@ def _adjustment(
     if lines is not None:
         # An order line is concerned when a given line names its id, or (given without an
         # id) its product.
-        ids = {line.id for line in lines if line.id is not None}
-        products = {line.product.id for line in lines if line.id is None}
+        ids = [line.id for line in lines if line.id is not None]  # lists: ids may be bad input
+        products = [line.product.id for line in lines if line.id is None]
         others = [
             _order_item(line)
             for line in order.items
