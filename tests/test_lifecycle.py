@@ -456,3 +456,73 @@ def _basic(user: str, password: str) -> str:
     import base64
 
     return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+# -- the store's refunds: partial, then the rest ------------------------------------------------
+
+
+def _admin() -> dict[str, str]:
+    return {"Authorization": "Basic " + _basic("admin", ADMIN_PASSWORD)}
+
+
+def test_partial_refunds_in_the_store_reach_klaviyo_numbered(
+    app: Flask, client: FlaskClient, fake: Any, drain: Callable[[Flask], None], openapi: Any
+) -> None:
+    client.post("/api/cart", json={"product_id": "house-blend", "quantity": 2})
+    client.post("/api/cart", json={"product_id": "summit-bottle", "quantity": 1})
+    order = place_order(client)
+    order_id, total = order["order_id"], order["total_cents"]
+    assert pay(client, order).status_code == 200
+    with app.app_context():
+        from example_store.orders import get_order
+
+        stored = get_order(order_id)
+        assert stored is not None
+        bottle = next(line for line in stored.lines if line.product_id == "summit-bottle")
+    url = f"/admin/orders/{order_id}/partial-refund"
+    first = client.post(url, json={"line_ids": [bottle.id], "reason": "Dented"}, headers=_admin())
+    assert first.status_code == 200, first.get_data(as_text=True)
+    assert first.json["sequence"] == 1 and first.json["amount_cents"] == bottle.row_total_cents
+    assert first.json["status"] == "paid"  # partly refunded: still paid
+    second = client.post(url, json={"amount_cents": 150, "reason": "Late"}, headers=_admin())
+    assert second.json["sequence"] == 2 and second.json["status"] == "paid"
+    too_much = client.post(url, json={"amount_cents": total}, headers=_admin())
+    assert too_much.status_code == 400 and too_much.json["error"] == "invalid_amount"
+    # the admin's "Refund" refunds what is left, as the third refund
+    rest = client.post(f"/admin/orders/{order_id}/refund", json={}, headers=_admin())
+    assert rest.status_code == 200 and rest.json["status"] == "refunded"
+    after = client.post(url, json={"amount_cents": 1}, headers=_admin())
+    assert after.status_code == 409
+    drain(app)
+    [placed] = fake.events_for("Placed Order")
+    refunds = fake.events_for("Refunded Order")
+    assert [e["unique_id"] for e in refunds] == [
+        placed["unique_id"],
+        f"{order_id}_refund_2",
+        f"{order_id}_refund_3",
+    ]
+    left = total - bottle.row_total_cents - 150
+    assert [round(e["value"] * 100) for e in refunds] == [bottle.row_total_cents, 150, left]
+    assert sum(round(e["value"] * 100) for e in refunds) == total  # never more than was paid
+    assert refunds[0]["properties"]["ItemNames"] == [bottle.name]
+    assert [i["ProductID"] for i in refunds[0]["properties"]["NotRefundedItems"]] == ["house-blend"]
+    assert refunds[0]["properties"]["Reason"] == "Dented"
+    for request in fake.requests:
+        openapi.validate(request["endpoint"], request["body"])
+
+
+def test_a_full_refund_is_still_one_event_worth_the_total(
+    app: Flask, client: FlaskClient, fake: Any, drain: Callable[[Flask], None]
+) -> None:
+    order = place_order(client)
+    assert pay(client, order).status_code == 200
+    answer = client.post(
+        f"/admin/orders/{order['order_id']}/refund", json={"reason": "x"}, headers=_admin()
+    )
+    assert answer.status_code == 200
+    again = client.post(f"/admin/orders/{order['order_id']}/refund", json={}, headers=_admin())
+    assert again.json["changed"] is False
+    drain(app)
+    [refunded] = fake.events_for("Refunded Order")
+    assert refunded["unique_id"] == order["order_id"]
+    assert refunded["value"] == pytest.approx(order["total_cents"] / 100)
