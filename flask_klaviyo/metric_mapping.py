@@ -35,6 +35,7 @@ from .events.model import (
     STARTED_CHECKOUT,
     VIEWED_PRODUCT,
 )
+from .exceptions import KlaviyoError
 from .ratelimit import RateLimiter
 
 __all__ = [
@@ -211,7 +212,7 @@ def apply(
         call = functools.partial(sender.client.send, "PATCH", path, update_body(change))
         try:
             sender.call(UPDATE_ENDPOINT, call)
-        except Exception as exc:  # reported per mapping; the others still go
+        except (KlaviyoError, TimeoutError) as exc:  # reported per mapping; the others go on
             log.warning("klaviyo: mapping %s failed: %s", change.mapping, exc)
             done.append(replace(change, status="failed", detail=str(exc)[:300]))
             continue

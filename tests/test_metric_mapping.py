@@ -194,3 +194,31 @@ def _get(fake: Any, path: str) -> str:
 
     headers = {"Authorization": "Klaviyo-API-Key pk_test_private_key", "revision": "2026-07-15"}
     return httpx.get(fake.url + path, headers=headers).text
+
+
+def test_a_refused_update_is_reported_and_the_others_still_go(fake: Any) -> None:
+    from flask_klaviyo.client import KlaviyoClient
+    from flask_klaviyo.delivery.sender import Sender
+    from flask_klaviyo.metric_mapping import apply
+
+    track = {
+        "data": {
+            "type": "event",
+            "attributes": {
+                "properties": {},
+                "metric": {"data": {"type": "metric", "attributes": {"name": "Placed Order"}}},
+                "profile": {"data": {"type": "profile", "attributes": {"email": EMAIL}}},
+            },
+        }
+    }
+    with KlaviyoClient("pk_test_private_key", base_url=fake.url) as client:
+        client.create_event(track)
+        changes = [
+            Change("ordered_product", "Ordered Product", "set", metric_id="NoSuch"),
+            Change("revenue", "Placed Order", "set", metric_id=metric_id("Placed Order")),
+            Change("viewed_product", "Viewed Product", "missing"),
+        ]
+        done = apply(changes, Sender(client, None, sleep=lambda _: None))
+    assert [c.status for c in done] == ["failed", "updated", "missing"]
+    assert "does not exist" in (done[0].detail or "")
+    assert "[failed]" in done[0].describe()
