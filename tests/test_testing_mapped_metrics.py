@@ -191,3 +191,30 @@ def test_updates_are_limited_to_one_a_second_and_30_a_day(fake: FakeKlaviyo) -> 
         call(fake, "PATCH", "/api/mapped-metrics/revenue", body).status_code for _ in range(31)
     ]
     assert codes == [200] * 30 + [429]
+
+
+def _response_validator(openapi: Any, operation: str, schema: str) -> Any:
+    from openapi_schema_validator import OAS30Validator, oas30_format_checker
+
+    doc = openapi.document(operation)
+    return OAS30Validator(
+        {"$ref": f"#/components/schemas/{schema}", "components": doc["components"]},
+        format_checker=oas30_format_checker,
+    )
+
+
+def test_the_answers_fit_klaviyos_response_schemas(fake: FakeKlaviyo, openapi: Any) -> None:
+    track(fake, "Placed Order")
+    listing = _response_validator(
+        openapi, "get_mapped_metrics", "GetMappedMetricResponseCollectionCompoundDocument"
+    )
+    listing.validate(call(fake, "GET", "/api/mapped-metrics?include=metric").json())
+    patched = call(
+        fake, "PATCH", "/api/mapped-metrics/revenue", update("revenue", metric_id("Placed Order"))
+    )
+    _response_validator(openapi, "update_mapped_metric", "PatchMappedMetricResponse").validate(
+        patched.json()
+    )
+    document = call(fake, "GET", "/api/mapped-metrics?include=metric").json()
+    listing.validate(document)
+    assert len(document["included"]) == 1
