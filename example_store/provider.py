@@ -69,7 +69,9 @@ def send(order: Any, what: str) -> tuple[int, dict[str, Any]]:
         tracking = f"1Z{order.id.replace('-', '')}"
         body = shipping_body(order.id, what, tracking_number=tracking, carrier=DEMO_CARRIER)
         headers = signed_shipping(secret, body)
-    answer = current_app.test_client().post(path, data=body, headers=headers)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    with app.app_context():  # its own g and database connection, like a separate request
+        answer = app.test_client().post(path, data=body, headers=headers)
     return answer.status_code, answer.get_json(silent=True) or {}
 
 
