@@ -14,6 +14,8 @@ The body::
 in ``webhook_deliveries`` once, in the transaction that queues the event, so a repeat answers 200
 ``duplicate`` and queues nothing (and Klaviyo would keep one event per order and status anyway).
 An order that was never paid (or was canceled) has nothing to ship: 200 ``ignored``, not recorded.
+
+``flask --app example_store carrier deliver ORDER_ID STATUS`` sends one from a shell.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint
+import click
+from flask import Blueprint, Flask, current_app
+from flask.cli import AppGroup
 from werkzeug.wrappers import Response
 
 from flask_klaviyo.events import SHIPPING_STATUSES
@@ -36,7 +40,7 @@ from .http import json_error
 from .orders import get_order
 from .webhook import authenticated_body
 
-__all__ = ["SHIPPABLE", "SHIPPING_PATH", "bp", "shipping_body", "signed_shipping"]
+__all__ = ["SHIPPABLE", "SHIPPING_PATH", "bp", "init_app", "shipping_body", "signed_shipping"]
 
 log = logging.getLogger(__name__)
 
@@ -146,3 +150,30 @@ def shipping() -> Response | tuple[dict[str, Any], int]:
         )
     log.info("shipping: %s is %s", order_id, status)
     return {"status": "processed", "order_id": order_id, "shipping_status": status}, 200
+
+
+# -- flask --app example_store carrier deliver ORDER_ID STATUS ---------------------------------
+
+carrier_cli = AppGroup("carrier", help="The simulated carrier.")
+
+
+@carrier_cli.command("deliver")
+@click.argument("order_id")
+@click.argument("status", type=click.Choice(list(SHIPPING_STATUSES)))
+@click.option("--tracking-number", default=None)
+@click.option("--carrier", "carrier_name", default=None)
+def deliver_command(
+    order_id: str, status: str, tracking_number: str | None, carrier_name: str | None
+) -> None:
+    """Send the carrier's signed webhook for ORDER_ID now (in-process)."""
+    body = shipping_body(order_id, status, tracking_number=tracking_number, carrier=carrier_name)
+    headers = signed_shipping(current_app.config["KLAVIYO_WEBHOOK_SECRET"], body)
+    response = current_app.test_client().post(SHIPPING_PATH, data=body, headers=headers)
+    click.echo(f"{response.status_code} {response.get_data(as_text=True).strip()}")
+    if response.status_code >= 400:
+        raise click.exceptions.Exit(1)
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+    app.cli.add_command(carrier_cli)

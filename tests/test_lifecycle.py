@@ -526,3 +526,20 @@ def test_a_full_refund_is_still_one_event_worth_the_total(
     [refunded] = fake.events_for("Refunded Order")
     assert refunded["unique_id"] == order["order_id"]
     assert refunded["value"] == pytest.approx(order["total_cents"] / 100)
+
+
+def test_the_carrier_cli_sends_a_signed_update(
+    app: Flask, client: FlaskClient, queued: Callable[[Flask], list[dict[str, Any]]]
+) -> None:
+    order = place_order(client)
+    assert pay(client, order).status_code == 200
+    runner = app.test_cli_runner()
+    args = ["carrier", "deliver", order["order_id"], "shipped", "--tracking-number", "1Z5"]
+    first = runner.invoke(args=args)
+    assert first.exit_code == 0, first.output
+    assert '"processed"' in first.output
+    assert '"duplicate"' in runner.invoke(args=args).output
+    [update] = [e for e in queued(app) if e["metric"] == "Shipping Update"]
+    assert update["properties"]["TrackingNumber"] == "1Z5"
+    unknown = runner.invoke(args=["carrier", "deliver", "SP-NOPE", "delivered"])
+    assert unknown.exit_code == 1 and "unknown_order" in unknown.output
