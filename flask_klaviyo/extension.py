@@ -334,6 +334,7 @@ class Klaviyo(CustomerAPI, CatalogAPI):
                 consent_loader=self._consent_loader,
                 connection=lambda: current_state().redis,
                 check=queueing.valid,
+                journal=lambda: current_state().journal,
             )
         except Exception:
             tolerate("identity step failed; anonymous events of this request lost")
