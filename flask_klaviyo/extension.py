@@ -47,6 +47,8 @@ from .identity.resolve import (
 from .identity.rules import needs_identity
 from .identity.settle import identify as identify_visitor
 from .identity.settle import settle
+from .inspect.journal import is_loopback_url
+from .inspect.views import inspector_blueprint
 from .models import Order
 from .profiles import location_of
 
@@ -109,6 +111,14 @@ class Klaviyo(CustomerAPI, CatalogAPI):
             app.register_blueprint(
                 feed_blueprint(app.config["KLAVIYO_CATALOG_FEED_PATH"], self.catalog_entries)
             )
+        if app.config["KLAVIYO_ENABLED"] and app.extensions[EXTENSION_KEY].inspector:
+            app.register_blueprint(inspector_blueprint())  # development only (auto: stand-in)
+            if not is_loopback_url(app.config["KLAVIYO_API_URL"]):
+                log.warning(
+                    "klaviyo: KLAVIYO_INSPECTOR is on against %s: /_klaviyo/inspector shows "
+                    "shoppers' emails and orders; never turn it on in production",
+                    app.config["KLAVIYO_API_URL"],
+                )
         app.jinja_env.globals["klaviyo_bridge"] = self.bridge
         app.after_request(self._after_request)
         app.teardown_request(lambda error: confirm_after_response())
