@@ -48,6 +48,7 @@ from .identity.rules import needs_identity
 from .identity.settle import identify as identify_visitor
 from .identity.settle import settle
 from .inspect.journal import is_loopback_url
+from .inspect.views import PREFIX as INSPECTOR_PREFIX
 from .inspect.views import inspector_blueprint
 from .models import Order
 from .profiles import location_of
@@ -113,6 +114,7 @@ class Klaviyo(CustomerAPI, CatalogAPI):
             )
         if app.config["KLAVIYO_ENABLED"] and app.extensions[EXTENSION_KEY].inspector:
             app.register_blueprint(inspector_blueprint())  # development only (auto: stand-in)
+            app.jinja_env.globals["klaviyo_inspector_url"] = INSPECTOR_PREFIX + "/"
             if not is_loopback_url(app.config["KLAVIYO_API_URL"]):
                 log.warning(
                     "klaviyo: KLAVIYO_INSPECTOR is on against %s: /_klaviyo/inspector shows "

@@ -18,7 +18,7 @@ __all__ = ["render_chart"]
 log = logging.getLogger(__name__)
 
 WIDTH, HEIGHT = 720, 180
-LEFT, BOTTOM, TOP = 36, 22, 8
+LEFT, RIGHT, BOTTOM, TOP = 36, 20, 22, 8
 PALETTE = (
     "#4e79a7",
     "#f28e2b",
@@ -42,10 +42,10 @@ def _bars(
         for _, counts in minutes
     ]
     peak = max((sum(column.values()) for column in columns), default=0) or 1
-    slot = (WIDTH - LEFT) / max(1, len(minutes))
+    slot = (WIDTH - LEFT - RIGHT) / max(1, len(minutes))
     scale = (HEIGHT - BOTTOM - TOP) / peak
     parts = [
-        f'<line x1="{LEFT}" y1="{HEIGHT - BOTTOM}" x2="{WIDTH}" y2="{HEIGHT - BOTTOM}" '
+        f'<line x1="{LEFT}" y1="{HEIGHT - BOTTOM}" x2="{WIDTH - RIGHT}" y2="{HEIGHT - BOTTOM}" '
         'stroke="#999"/>',
         f'<text x="{LEFT - 4}" y="{TOP + 10}" text-anchor="end">{peak}</text>',
         f'<text x="{LEFT - 4}" y="{HEIGHT - BOTTOM}" text-anchor="end">0</text>',

@@ -39,7 +39,7 @@ SCRIPT = (
     "});"
 )
 CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; "
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'; script-src 'sha256-"
     + base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
     + "'"
@@ -73,13 +73,14 @@ def _cell(value: Any) -> str:
     return f"<td>{html.escape('' if value is None else str(value))}</td>"
 
 
-def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], empty: str) -> Markup:
-    """An escaped table (a ``Markup`` cell is kept as it is); ``empty`` when no rows."""
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], empty: str) -> str:
+    """An escaped table as HTML text (a ``Markup`` cell is kept as it is); ``empty`` when no
+    rows. Plain ``str``: joined to other HTML text, a Markup would escape that text."""
     body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
     if not body:
-        return Markup(f"<p class=empty>{html.escape(empty)}</p>")
+        return f"<p class=empty>{html.escape(empty)}</p>"
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    return Markup(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def link(href: str, text: Any) -> Markup:
@@ -141,7 +142,8 @@ def frame(title: str, body: str, *, nav: str = "") -> Response:
     """The page: escaped title, ``body`` (already HTML), the hashed script, strict headers."""
     page = (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+        f'<title>{html.escape(title)}</title><link rel="icon" href="data:,">'
+        f"<style>{STYLE}</style></head><body>"
         f"<nav>{nav}</nav><h1>{html.escape(title)}</h1>{body}"
         f"<script>{SCRIPT}</script></body></html>"
     )

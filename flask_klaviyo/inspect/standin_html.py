@@ -52,7 +52,7 @@ def person_sections(standin: StandIn, linked: set[str]) -> str:
     mine = [s for s in standin.subscriptions if s.get("profile_id") == profile["id"]]
     return (
         f"<h2>Profile in the stand-in: {html.escape(str(profile['id']))}</h2>"
-        + page.details("profile", profile)
+        + str(page.details("profile", profile))
         + f"<h2>Received by the stand-in ({len(events)})</h2>"
         + received_table(events)
         + "<h2>Subscriptions and consent</h2>"

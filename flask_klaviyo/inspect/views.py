@@ -68,7 +68,7 @@ def _order_url(order_id: str) -> str:
     return url_for("klaviyo_inspector.order", order_id=order_id)
 
 
-def _records(records: Iterable[Mapping[str, Any]], empty: str) -> Markup:
+def _records(records: Iterable[Mapping[str, Any]], empty: str) -> str:
     rows = page.record_rows(records, _visitor_url, _order_url)
     return page.table(page.RECORD_COLUMNS, rows, empty)
 
