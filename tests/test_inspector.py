@@ -19,6 +19,7 @@ from flask_klaviyo.delivery import keys
 from flask_klaviyo.delivery.operations import Operation
 from flask_klaviyo.delivery.outbox import Outbox
 from flask_klaviyo.delivery.parking import Parking
+from flask_klaviyo.delivery.settings import DeliverySettings
 from flask_klaviyo.events import custom_event
 from flask_klaviyo.inspect.journal import (
     Journal,
@@ -26,6 +27,7 @@ from flask_klaviyo.inspect.journal import (
     inspector_on,
     is_loopback_url,
 )
+from flask_klaviyo.ops import verify_dedup
 
 EMAIL = "sarah.mason@klaviyo-demo.com"
 INSPECTOR = "/_klaviyo/inspector/"
@@ -231,6 +233,11 @@ def test_the_replay_button_queues_that_dead_letter_again(
     drain(app)
     page = client.get(INSPECTOR).get_data(as_text=True)
     assert "Metric name is not allowed" in texts(page)
+    with app.app_context():
+        dead = [r for r in Journal(app.extensions["klaviyo"].redis).read() if r["stage"] == "dead"]
+    assert [(r["what"], r["status"], r["error"]) for r in dead] == [
+        ("Rejected Metric", 400, "Metric name is not allowed")
+    ]
     form = re.search(r'action="(/_klaviyo/inspector/replay/(\w+))".*?name="token" value="([^"]+)"',
                      page)  # fmt: skip
     assert form is not None
@@ -279,3 +286,27 @@ def test_forcing_it_on_against_klaviyo_warns(
     assert "never turn it on in production" in caplog.text
     page = app.test_client().get(INSPECTOR).get_data(as_text=True)
     assert "Not a local stand-in" in page  # Klaviyo itself is never read
+
+
+def test_dedup_hits_say_which_copy_the_stand_in_kept(
+    make_app: Callable[..., Flask], fake: Any
+) -> None:
+    app = make_app()
+    with app.app_context():
+        report = verify_dedup(
+            DeliverySettings.load(), company_id=fake.company_id, client_url=fake.url, email=EMAIL
+        )
+    assert report["kept"] == 1
+    page = app.test_client().get(INSPECTOR).get_data(as_text=True)
+    hits = page.split("Dedup hits", 1)[1].split("</table>", 1)[0]
+    assert report["unique_id"] in hits
+    assert "<td>create_client_event</td><td>create_event</td>" in hits  # dropped, kept
+
+
+def test_journaled_parking_survives_a_script_flush(redis_client: redis.Redis) -> None:
+    parking = Parking(redis_client, journal=Journal(redis_client))
+    item = event(uid="p1").to_dict()
+    redis_client.script_flush()
+    assert parking.park("anon-2", [item]) == 1
+    assert parking.park("anon-2", [event(uid="p2").to_dict()]) == 2
+    assert [r["unique_id"] for r in Journal(redis_client).read()] == ["p2", "p1"]
