@@ -50,6 +50,7 @@ STYLE = (
     "table{border-collapse:collapse;width:100%}"
     "th,td{border-bottom:1px solid #ddd;padding:.3rem .45rem;text-align:left;"
     "vertical-align:top}th{background:#f5f5f5}code,.mono{font-family:ui-monospace,monospace;"
+    "word-break:break-all;"
     "font-size:12px}nav a{margin-right:1rem}.empty{color:#666}.note{background:#fff8e0;"
     "border:1px solid #e8d48a;padding:.5rem .7rem}.ok{color:#22702c}.bad{color:#a4161a}"
     ".stage-parked{color:#8a5a00}.stage-released{color:#0b5cad}.stage-dead{color:#a4161a}"
