@@ -310,3 +310,10 @@ def test_journaled_parking_survives_a_script_flush(redis_client: redis.Redis) ->
     assert parking.park("anon-2", [item]) == 1
     assert parking.park("anon-2", [event(uid="p2").to_dict()]) == 2
     assert [r["unique_id"] for r in Journal(redis_client).read()] == ["p2", "p1"]
+
+
+def test_the_stand_ins_empty_page_points_at_the_parked_events(fake: Any) -> None:
+    import httpx
+
+    page = httpx.get(fake.url + "/", timeout=5).text
+    assert "No events yet" in page and "parked" in page and "/_klaviyo/inspector" in page
