@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flask import Blueprint, Flask, current_app, g, has_request_context
+from flask import Blueprint, Flask, current_app, g, has_request_context, request
 from flask.signals import before_render_template
 from markupsafe import Markup
 
@@ -48,6 +48,7 @@ from .identity.rules import needs_identity
 from .identity.settle import identify as identify_visitor
 from .identity.settle import settle
 from .inspect.journal import is_loopback_url
+from .inspect.views import BLUEPRINT as INSPECTOR_BLUEPRINT
 from .inspect.views import PREFIX as INSPECTOR_PREFIX
 from .inspect.views import inspector_blueprint
 from .models import Order
@@ -303,6 +304,8 @@ class Klaviyo(CustomerAPI, CatalogAPI):
 
     def _after_request(self, response: Any) -> Any:
         """Queue what this request tracked, once the response exists and only if it succeeded."""
+        if request.blueprint == INSPECTOR_BLUEPRINT:
+            return response  # looking at the inspector is no visit to the store
         if not current_app.config["KLAVIYO_ENABLED"]:
             g.pop(queueing.PENDING_EVENTS, None)
             g.pop(queueing.PENDING_OPERATIONS, None)

@@ -317,3 +317,16 @@ def test_the_stand_ins_empty_page_points_at_the_parked_events(fake: Any) -> None
 
     page = httpx.get(fake.url + "/", timeout=5).text
     assert "No events yet" in page and "parked" in page and "/_klaviyo/inspector" in page
+
+
+def test_looking_at_the_inspector_is_no_visit_to_the_store(
+    make_app: Callable[..., Flask], queued: Callable[[Flask], list[dict[str, Any]]]
+) -> None:
+    app = make_app(identity={"email": EMAIL}, KLAVIYO_ACTIVE_ON_SITE=True)
+    client = app.test_client()
+    assert client.get(INSPECTOR).status_code == 200
+    assert client.get(INSPECTOR + "visitor/" + EMAIL).status_code == 200
+    assert queued(app) == []  # no Active on Site, nothing else
+    assert client.get_cookie("klaviyo_id") is None
+    client.get("/product")  # the store's own page is a visit
+    assert {e["metric"] for e in queued(app)} == {"Active on Site", "Viewed Product"}

@@ -31,18 +31,19 @@ from .journal import Journal
 from .standin import StandIn, read_standin
 from .standin_html import person_sections, received_table, standin_sections
 
-__all__ = ["PREFIX", "inspector_blueprint"]
+__all__ = ["BLUEPRINT", "PREFIX", "inspector_blueprint"]
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/_klaviyo/inspector"
+BLUEPRINT = "klaviyo_inspector"
 REPLAY_SALT = "flask-klaviyo-inspector-replay"
 TOKEN_MAX_AGE = 3600
 RECENT = 150  # journal records on the overview
 
 
 def inspector_blueprint() -> Blueprint:
-    blueprint = Blueprint("klaviyo_inspector", __name__, url_prefix=PREFIX)
+    blueprint = Blueprint(BLUEPRINT, __name__, url_prefix=PREFIX)
     blueprint.before_request(_only_when_on)
     blueprint.add_url_rule("/", "index", index)
     blueprint.add_url_rule("/visitor/<path:who>", "visitor", visitor)
