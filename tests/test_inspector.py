@@ -59,6 +59,8 @@ def event(metric: str = "Viewed Product", uid: str = "u-1", **profile: Any) -> A
         ({"KLAVIYO_API_URL": "https://127.0.0.1.example.com"}, False),
         ({"KLAVIYO_API_URL": "http://127.0.0.1:5001", "KLAVIYO_INSPECTOR": False}, False),
         ({"KLAVIYO_API_URL": "https://a.klaviyo.com", "KLAVIYO_INSPECTOR": True}, True),
+        ({"KLAVIYO_API_URL": "http://127.0.0.1:5001", "KLAVIYO_INSPECTOR": "false"}, False),
+        ({"KLAVIYO_API_URL": "http://127.0.0.1:5001", "KLAVIYO_INSPECTOR": "maybe"}, False),
     ],
 )
 def test_auto_is_on_only_for_a_loopback_stand_in(config: dict[str, Any], on: bool) -> None:

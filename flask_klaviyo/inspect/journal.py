@@ -23,7 +23,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import _settings
 from ..delivery import keys, scripts
+from ..exceptions import KlaviyoConfigError
 
 __all__ = [
     "JOURNAL_MAX",
@@ -62,7 +64,10 @@ def is_loopback_url(url: str) -> bool:
 def inspector_on(config: Mapping[str, Any]) -> bool:
     """``KLAVIYO_INSPECTOR``: ``"auto"`` is on only when ``KLAVIYO_API_URL`` is a loopback
     stand-in, so a production config (Klaviyo's URL) never has it by accident."""
-    value = config.get("KLAVIYO_INSPECTOR", "auto")
+    try:  # a string (config left unchecked while disabled) as the value it spells
+        value = _settings.parse("KLAVIYO_INSPECTOR", config.get("KLAVIYO_INSPECTOR", "auto"))
+    except KlaviyoConfigError:
+        return False
     if value == "auto":
         return is_loopback_url(str(config.get("KLAVIYO_API_URL") or ""))
     return bool(value)
