@@ -176,8 +176,8 @@ class Outbox:
         try:
             return connection.read_response()
         except redis.exceptions.NoScriptError:  # a restarted or flushed Redis: EVAL loads it
-            source = scripts.PUSH if pending.command[1] == self._push_script.sha else None
-            source = source or scripts.PUSH_JOURNALED
+            journaled = pending.command[1] != self._push_script.sha  # the inspector is on
+            source = scripts.PUSH_JOURNALED if journaled else scripts.PUSH
             return self._round_trip(("EVAL", source, *pending.command[2:]))
         except redis.exceptions.ConnectionError:
             connection.disconnect()

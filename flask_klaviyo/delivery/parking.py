@@ -74,7 +74,7 @@ class Parking:
         self.journal.add(pipe, records)
         try:
             return int(pipe.execute()[0])
-        except redis.exceptions.NoScriptError:  # a flushed Redis: the journal went, park again
+        except redis.exceptions.NoScriptError:  # a flushed Redis: journaled; now load and park
             return int(script(keys=cells, args=[*args, *payloads]))
 
     def take(self, anonymous_id: str, *, to: str | None = None) -> list[dict[str, Any]]:
