@@ -143,3 +143,45 @@ def test_a_new_shopper_sees_events_parked_then_released_and_received(
     # The store's pages have no favicon (its templates are not the inspector's): Chromium's
     # 404 for /favicon.ico is left out; any other error counts.
     assert [e for e in errors if not e.endswith("/favicon.ico")] == []
+
+
+def test_the_replay_button_sends_a_dead_letter_again_from_the_browser(
+    browser: Any,
+    store: Flask,
+    fake: Any,
+    drain: Callable[[Flask], None],
+    live_server: Callable[[Flask], contextlib.AbstractContextManager[str]],
+) -> None:
+    errors: list[str] = []
+    with live_server(store) as url:
+        context = browser.new_context()
+        page = context.new_page()
+        page.on("console", lambda msg: msg.type == "error" and errors.append(console(msg)))
+        page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+        try:
+            page.goto(f"{url}/products/{SEED_PRODUCTS[1].id}")
+            page.click("form.add-to-cart button[type=submit]")
+            page.goto(f"{url}/checkout")
+            page.fill("#checkout-email", EMAIL)
+            page.click("form[action$='/checkout/email'] button[type=submit]")
+            page.wait_for_load_state()
+            fake.fail_next(403, code="permission_denied", detail="This key may not send events")
+            drain(store)  # a 403 no retry can fix: every event of the batch is a dead letter
+            assert fake.events == []
+
+            page.goto(f"{url}/_klaviyo/inspector/")
+            assert "This key may not send events" in text(page)
+            buttons = page.locator("button[data-letter]")
+            dead = buttons.count()
+            assert dead >= 2
+            buttons.first.click()
+            page.wait_for_load_state()
+            assert "Replayed: 1 dead letter queued again." in text(page)
+            assert page.locator("button[data-letter]").count() == dead - 1
+            drain(store)
+            assert len(fake.wait_for(1)) == 1  # the replayed one, and only it
+            page.reload()
+            assert "replayed" in text(page)
+        finally:
+            context.close()
+    assert [e for e in errors if not e.endswith("/favicon.ico")] == []
