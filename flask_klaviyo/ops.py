@@ -42,15 +42,19 @@ def replay_dead_letters(
     backfill_after: timedelta = DEFAULT_BACKFILL_AFTER,
     now: datetime | None = None,
     dry_run: bool = False,
+    record_id: str | None = None,
 ) -> ReplayReport:
     """Queue dead-lettered events and operations again (after a fix), idempotently.
 
     Each keeps its ``unique_id``, so a replay of something Klaviyo already has is a no-op there.
-    An event that still fails validation stays a dead letter and is reported.
+    An event that still fails validation stays a dead letter and is reported. ``record_id``:
+    that dead letter only (the inspector's replay button).
     """
     now = now or datetime.now(UTC)
     report = ReplayReport()
     for record in dead_letters.all():
+        if record_id is not None and record["id"] != record_id:
+            continue
         if "operation" in record:  # another kind: re-queued as it was (its key, its payload)
             operation = Operation.from_dict(record["operation"])
             dead_at = datetime.fromtimestamp(float(record.get("dead_at", 0)), UTC)

@@ -11,6 +11,7 @@ __all__ = [
     "CONSUMER_GROUP",
     "DEAD_LETTERS",
     "FORGOTTEN",
+    "JOURNAL",
     "PARKED_COUNTS",
     "PARKED_INDEX",
     "PARKED_PREFIX",
@@ -21,6 +22,7 @@ __all__ = [
     "drain_flag",
     "drains",
     "failing",
+    "journal_minute",
     "outbox_stream",
     "rate_blocked",
     "rate_last",
@@ -62,6 +64,15 @@ DEAD_LETTERS = "klaviyo:dead"  # hash: record id -> dead letter JSON
 PROFILE_IDS = "klaviyo:profile-ids"  # hash: email (lower case) -> Klaviyo's profile id
 FORGOTTEN = "klaviyo:forgotten"  # hash: digest of an identifier -> refused until (unix time)
 STATS = "klaviyo:stats"  # hash: handled count, last Klaviyo error, for `flask klaviyo status`
+
+# The inspector's journal (written only while the inspector is on: dev, the local stand-in).
+JOURNAL = "klaviyo:journal"  # list: what the extension did, newest first, bounded, expiring
+
+
+def journal_minute(minute: int) -> str:
+    """Hash of one minute (unix time // 60): ``stage|metric or kind`` -> how many."""
+    return f"{JOURNAL}:minute:{minute}"
+
 
 # Parked events of anonymous visitors (identity's parking).
 PARKED_PREFIX = "klaviyo:parked:"  # + anonymous id: list of event JSON, oldest first

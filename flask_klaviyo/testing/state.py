@@ -85,6 +85,8 @@ class State:
             self.observed.clear()
             self.enforced.clear()
             self.duplicates = 0
+            # the latest duplicates (metric, unique_id, profile_id, endpoint): dedup hits
+            self.dedup_hits: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED_REQUESTS)
             self.rejected = 0
             self.request_count = 0
             self.accepted = 0
