@@ -78,14 +78,20 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from .admin import bp as admin_bp
     from .admin_stock import bp as admin_stock_bp
     from .back_in_stock import bp as stock_bp
+    from .carrier import bp as shipping_bp
     from .newsletter import bp as newsletter_bp
     from .password_reset import bp as password_bp
+    from .provider import admin_bp as admin_payments_bp
+    from .provider import bp as provider_bp
     from .views import bp
 
     app.register_blueprint(bp)
     app.register_blueprint(stock_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(admin_stock_bp)
+    app.register_blueprint(admin_payments_bp)
+    app.register_blueprint(shipping_bp)
+    app.register_blueprint(provider_bp)
     app.register_blueprint(newsletter_bp)
     app.register_blueprint(account_bp)
     app.register_blueprint(password_bp)

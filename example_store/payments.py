@@ -51,6 +51,7 @@ __all__ = [
     "Delivery",
     "charge",
     "deliver",
+    "deliver_in_process",
     "init_app",
     "new_payment_id",
     "signed_delivery",
@@ -267,11 +268,22 @@ def deliver_command(
             raise click.ClickException("the store did not accept the delivery")
         click.echo(f"{delivery.id}: {status}")
         return
-    body, headers = signed_delivery(secret, delivery)
-    response = current_app.test_client().post(WEBHOOK_PATH, data=body, headers=headers)
-    click.echo(f"{delivery.id}: {response.status_code} {response.get_data(as_text=True).strip()}")
-    if response.status_code >= 400:
+    status, answer = deliver_in_process(delivery)
+    click.echo(f"{delivery.id}: {status} {json.dumps(answer, separators=(',', ':'))}")
+    if status >= 400:
         raise click.exceptions.Exit(1)
+
+
+def deliver_in_process(delivery: Delivery, path: str = WEBHOOK_PATH) -> tuple[int, dict[str, Any]]:
+    """POST ``delivery``, signed, to the store's own webhook through the app itself (no network):
+    what the CLI and the provider page's buttons do. Returns the status and the JSON answer.
+
+    The webhook runs as its own request, exactly as if the provider had called it."""
+    secret = current_app.config["KLAVIYO_WEBHOOK_SECRET"]
+    body, headers = signed_delivery(secret, delivery)
+    response = current_app.test_client().post(path, data=body, headers=headers)
+    answer = response.get_json(silent=True)
+    return response.status_code, answer if isinstance(answer, dict) else {}
 
 
 def init_app(app: Flask) -> None:
