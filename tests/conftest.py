@@ -293,6 +293,47 @@ def live_server() -> Callable[[Flask], contextlib.AbstractContextManager[str]]:
     return serve
 
 
+# -- a real browser -----------------------------------------------------------------------------
+
+CHROMIUM = os.environ.get("KLAVIYO_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def no_browser(reason: str) -> None:
+    reason = f"{reason}; `make test` installs Debian's chromium when apt is usable"
+    if in_ci():
+        pytest.fail(f"CI=true and no browser: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium (Debian's, driven by Playwright) for the test module."""
+    import shutil
+
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        found = shutil.which("chromium")
+        no_browser(f"no Chromium at {CHROMIUM}" + (f" (there is {found})" if found else ""))
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        try:
+            instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        except Exception as exc:  # a broken install: same rule as a missing one
+            no_browser(f"Chromium at {CHROMIUM} did not start: {exc}")
+        yield instance
+        instance.close()
+
+
 # -- worker processes ---------------------------------------------------------------------------
 
 PROCESS_TIMEOUT = 60.0
