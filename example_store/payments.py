@@ -281,7 +281,11 @@ def deliver_in_process(delivery: Delivery, path: str = WEBHOOK_PATH) -> tuple[in
     The webhook runs as its own request, exactly as if the provider had called it."""
     secret = current_app.config["KLAVIYO_WEBHOOK_SECRET"]
     body, headers = signed_delivery(secret, delivery)
-    response = current_app.test_client().post(path, data=body, headers=headers)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    # Its own app context: inside a request, the test client would otherwise share this one's
+    # ``g`` (the database connection, what flask-klaviyo queues for the response).
+    with app.app_context():
+        response = app.test_client().post(path, data=body, headers=headers)
     answer = response.get_json(silent=True)
     return response.status_code, answer if isinstance(answer, dict) else {}
 

@@ -33,7 +33,7 @@ __all__ = ["admin_bp", "bp", "simulate"]
 
 log = logging.getLogger(__name__)
 
-bp = Blueprint("provider", __name__)
+bp = Blueprint("payment_page", __name__)
 admin_bp = Blueprint("admin_payments", __name__, url_prefix="/admin")
 admin_bp.before_request(require_admin)
 
@@ -68,7 +68,7 @@ def simulate(order: Order, outcome: str) -> str:
         payment_id=order.payment_id or payments.new_payment_id(),
     )
     status, answer = payments.deliver_in_process(delivery)
-    log.info("provider: %s for %s answered %s %s", delivery.type, order.id, status, answer)
+    log.info("payment page: %s for %s answered %s %s", delivery.type, order.id, status, answer)
     if status >= 400:
         return f"The store refused {delivery.type} ({status}): {answer.get('message', '')}"
     if answer.get("status") == "processed":
@@ -85,7 +85,7 @@ def payment(order_id: str) -> str:
     order = _visible_order(order_id)
     config = current_app.config
     return render_template(
-        "provider.html",
+        "payment_page.html",
         order=order,
         deliveries=_deliveries(order.id),
         webhook_url=url_for("webhooks.payments", _external=True),
@@ -100,7 +100,7 @@ def pay(order_id: str, outcome: str) -> Response:
         abort(404)
     order = _visible_order(order_id)
     flash(simulate(order, outcome), "info")
-    return redirect(url_for("provider.payment", order_id=order.id), code=303)
+    return redirect(url_for("payment_page.payment", order_id=order.id), code=303)
 
 
 @admin_bp.post("/orders/<order_id>/payment/<outcome>")
