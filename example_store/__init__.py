@@ -15,7 +15,7 @@ from flask import Flask, render_template
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from . import catalog, db, klaviyo_catalog, payments, variants, webhook
+from . import catalog, db, klaviyo_catalog, payments, shipping, variants, webhook
 from .accounts import DEFAULT_RESET_MAX_AGE
 from .extensions import klaviyo
 from .http import json_error, wants_json
@@ -73,6 +73,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     klaviyo.init_app(app)
     payments.init_app(app)
     webhook.init_app(app)
+    shipping.init_app(app)
 
     from .account_views import bp as account_bp
     from .admin import bp as admin_bp
@@ -83,6 +84,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from .password_reset import bp as password_bp
     from .payment_page import admin_bp as admin_payments_bp
     from .payment_page import bp as payment_page_bp
+    from .provider import bp as provider_bp
     from .views import bp
 
     app.register_blueprint(bp)
@@ -95,6 +97,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(newsletter_bp)
     app.register_blueprint(account_bp)
     app.register_blueprint(password_bp)
+    app.register_blueprint(provider_bp)
     app.register_error_handler(HTTPException, _http_error)
     app.add_template_filter(money)
     return app

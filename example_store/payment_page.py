@@ -7,7 +7,7 @@ order (or the admin) may see it; the confirmation page links to it.
 
 While the order waits for its payment, the page has two buttons, "Approve" and "Decline": they
 send ``payment.succeeded`` / ``payment.failed`` the way the provider would (signed, through the
-store's own webhook route, :func:`payments.deliver_in_process`), which is how a demo with
+store's own webhook route, :func:`provider.send`), which is how a demo with
 ``STORE_PAYMENTS_AUTO_CALLBACK`` off gets its orders paid. The back office's buttons
 (``POST /admin/orders/<order_id>/payment/<outcome>``, behind the admin's basic auth) do the same.
 
@@ -27,6 +27,7 @@ from . import payments
 from .admin import is_admin, require_admin
 from .db import get_db
 from .orders import Order, get_order
+from .provider import send
 from .views import SESSION_ORDERS
 
 __all__ = ["admin_bp", "bp", "simulate"]
@@ -59,20 +60,15 @@ def _deliveries(order_id: str) -> list[dict[str, Any]]:
 
 
 def simulate(order: Order, outcome: str) -> str:
-    """Send the provider's webhook for ``order`` now; returns what the store answered, in words."""
-    delivery = payments.Delivery(
-        type=OUTCOMES[outcome],
-        order_id=order.id,
-        amount=order.total_cents,
-        currency=order.currency,
-        payment_id=order.payment_id or payments.new_payment_id(),
-    )
-    status, answer = payments.deliver_in_process(delivery)
-    log.info("payment page: %s for %s answered %s %s", delivery.type, order.id, status, answer)
+    """Send the provider's webhook for ``order`` now (``provider.send``: signed, through the
+    store's own webhook route); returns what the store answered, in words."""
+    kind = OUTCOMES[outcome]
+    status, answer = send(order, kind)
+    log.info("payment page: %s for %s answered %s %s", kind, order.id, status, answer)
     if status >= 400:
-        return f"The store refused {delivery.type} ({status}): {answer.get('message', '')}"
+        return f"The store refused {kind} ({status}): {answer.get('message', '')}"
     if answer.get("status") == "processed":
-        return f"The store accepted {delivery.type}: order {order.id} is now {_words(answer)}."
+        return f"The store accepted {kind}: order {order.id} is now {_words(answer)}."
     return f"The store answered {status} but changed nothing (order {_words(answer)})."
 
 

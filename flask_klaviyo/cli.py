@@ -17,6 +17,7 @@ from .delivery.outbox import Outbox
 from .delivery.parking import Parking
 from .delivery.settings import DeliverySettings, parse_rate_limits
 from .exceptions import KlaviyoConfigError, KlaviyoSchemaError
+from .map_metrics_cli import map_metrics_command
 from .ops import DEFAULT_BACKFILL_AFTER, replay_dead_letters, verify_dedup
 from .privacy import forget
 from .ratelimit import RateLimiter
@@ -185,6 +186,7 @@ def forget_command(identifier: str) -> None:
 
 catalog_cli = AppGroup("catalog", help="Klaviyo's catalog: sync it with the store's source.")
 klaviyo_cli.add_command(catalog_cli)
+klaviyo_cli.add_command(map_metrics_command)
 
 
 @catalog_cli.command("sync")

@@ -47,6 +47,7 @@ from .identity.resolve import (
 from .identity.rules import needs_identity
 from .identity.settle import identify as identify_visitor
 from .identity.settle import settle
+from .lifecycle_api import LifecycleAPI
 from .models import Order
 from .profiles import location_of
 
@@ -74,7 +75,7 @@ def _check_config(app: Flask) -> None:
     _settings.check(app.config)
 
 
-class Klaviyo(CustomerAPI, CatalogAPI):
+class Klaviyo(CustomerAPI, CatalogAPI, LifecycleAPI):
     """Server-side Klaviyo tracking for a Flask app.
 
     ``Klaviyo(app)`` or ``Klaviyo()`` then ``init_app(app)``; one instance may serve several apps.
@@ -192,7 +193,8 @@ class Klaviyo(CustomerAPI, CatalogAPI):
         profile: Mapping[str, Any] | None = None,
         **properties: Any,
     ) -> Event | None:
-        """Canceled Order, with the same unique_id as its Placed Order (so CLV nets it out)."""
+        """Canceled Order, with the same unique_id as its Placed Order (so CLV nets it out);
+        partial: ``items=``, ``amount=``, ``sequence=`` (:mod:`.events.orders`)."""
         return self._order_event(canceled_order, order, profile, reason=reason, **properties)
 
     def order_refunded(
@@ -203,7 +205,8 @@ class Klaviyo(CustomerAPI, CatalogAPI):
         profile: Mapping[str, Any] | None = None,
         **properties: Any,
     ) -> Event | None:
-        """Refunded Order, with the same unique_id as its Placed Order (so CLV nets it out)."""
+        """Refunded Order, with the same unique_id as its Placed Order (so CLV nets it out);
+        partial: ``items=``, ``amount=``, ``sequence=`` (:mod:`.events.orders`)."""
         return self._order_event(refunded_order, order, profile, reason=reason, **properties)
 
     def enqueue(

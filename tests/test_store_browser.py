@@ -466,11 +466,9 @@ def test_the_back_office_pays_fulfils_ships_cancels_refunds_and_restocks(
     assert "now paid" in act(canceled, "Succeeded")
     assert "fulfilled" in act(shipped, "Fulfill")
     shot(page, "admin-orders-desktop")
-    # TODO(shipping): the carrier webhook (POST /webhooks/shipping) is another change; until
-    # it is merged the button says there is nothing to call and sends nothing.
     row(shipped).get_by_label(f"Shipping status of {shipped}").select_option("out_for_delivery")
     shipping = act(shipped, "Send shipping update")
-    assert "Out for delivery sent" in shipping or "no carrier webhook" in shipping
+    assert f"Out for delivery sent for {shipped}: the store answered processed" in shipping
     assert "refunded" in act(shipped, "Refund", "Arrived cracked")
     assert "canceled" in act(canceled, "Cancel", "Out of stock")
     assert row(declined).locator(".badge").inner_text() == "payment failed"
@@ -493,8 +491,12 @@ def test_the_back_office_pays_fulfils_ships_cancels_refunds_and_restocks(
             "Fulfilled Order": 1,
             "Refunded Order": 1,
             "Canceled Order": 1,
+            "Failed Payment": 1,
+            "Shipping Update": 1,
         }
     )
+    [update] = store.fake.events_for("Shipping Update", email="ship@shop.test")
+    assert update["properties"]["UpdateType"] == "Out for delivery"
     [refund] = store.fake.events_for("Refunded Order", email="ship@shop.test")
     assert refund["properties"]["Reason"] == "Arrived cracked"
     [cancel] = store.fake.events_for("Canceled Order", email="cancel@shop.test")

@@ -78,6 +78,7 @@ class State:
             self.catalog_categories: dict[str, dict[str, Any]] = {}
             self.catalog_order = itertools.count(1)  # creation order, for pagination cursors
             self.back_in_stock: list[dict[str, Any]] = []
+            self.mapped_metrics: dict[str, dict[str, Any]] = {}  # mapped_metrics.py
             self.endpoint_counts: Counter[str] = Counter()  # every API request, unbounded
             self.catalog_failures: dict[str, ForcedFailure] = {}  # item id or external id
             self.import_failures: dict[str, ForcedFailure] = {}  # a profile identifier
