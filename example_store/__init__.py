@@ -79,8 +79,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from .admin import bp as admin_bp
     from .admin_stock import bp as admin_stock_bp
     from .back_in_stock import bp as stock_bp
+    from .carrier import bp as shipping_bp
     from .newsletter import bp as newsletter_bp
     from .password_reset import bp as password_bp
+    from .payment_page import admin_bp as admin_payments_bp
+    from .payment_page import bp as payment_page_bp
     from .provider import bp as provider_bp
     from .views import bp
 
@@ -88,6 +91,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(stock_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(admin_stock_bp)
+    app.register_blueprint(admin_payments_bp)
+    app.register_blueprint(shipping_bp)
+    app.register_blueprint(payment_page_bp)
     app.register_blueprint(newsletter_bp)
     app.register_blueprint(account_bp)
     app.register_blueprint(password_bp)
