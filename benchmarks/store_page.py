@@ -1,0 +1,218 @@
+"""What tracking adds to the demo store's real product page, side by side in one run.
+
+A logged-in shopper (the store's session plus flask-klaviyo's signed identity cookie, as
+``POST /login`` leaves them) opens ``/products/gooseneck-kettle`` with ``KLAVIYO_PUBLIC_API_KEY``
+set, so the bridge identifies the shopper and loads klaviyo.js. Variants, interleaved so machine
+noise hits them alike (one app per variant, built by ``example_store.create_app``):
+
+  untracked         ``KLAVIYO_ENABLED=False`` (the same page, cookies and template)
+  tracked           tracking on: Viewed Product built, validated, pushed; bridge; identity
+then the breakdown, one part switched off at a time (tracking still on):
+  - identity cookie the shopper sends no signed identity cookie (nothing to verify)
+  - bridge          ``klaviyo_bridge()`` renders the inert blob (no data, no scripts)
+  - event           the view without ``@tracks`` (no event: no build, validation or push)
+  hooks only        all three off: what the request hooks cost with nothing to do
+
+    .venv/bin/python benchmarks/store_page.py [--requests 1000] [--rounds 5] [--smoke]
+
+Prints p50/p99 per variant (rounds pooled), the added p50 over untracked, and each round's added
+p50 (median; min-max); then the pieces timed alone (µs per call). Checks that every tracked page
+queued its Viewed Product and that the page names the shopper in the bridge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from _support import parse_args, percentile, table
+from flask import Flask
+from flask.testing import FlaskClient
+from markupsafe import Markup
+
+from example_store import create_app
+from flask_klaviyo import bridge
+from flask_klaviyo.embedded import embedded_redis_url, stop_embedded_redis
+from flask_klaviyo.identity import cookies
+
+PUBLIC_KEY = "AbC123"
+SHOPPER = "sarah.mason@klaviyo-demo.com"
+PAGE = "/products/gooseneck-kettle"
+SECRET = "bench-secret-key"
+
+# name -> (tracking on, identity cookie sent, bridge on, @tracks on)
+VARIANTS: dict[str, tuple[bool, bool, bool, bool]] = {
+    "untracked": (False, True, True, True),
+    "tracked": (True, True, True, True),
+    "- identity cookie": (True, False, True, True),
+    "- bridge": (True, True, False, True),
+    "- event": (True, True, True, False),
+    "hooks only": (True, False, False, False),
+}
+
+
+def make_app(folder: Path, redis_url: str, *, enabled: bool, bridge_on: bool, event: bool) -> Flask:
+    """The demo store as ``make run`` builds it, with tracking on or off."""
+    app = create_app(
+        {
+            "instance_path": str(folder),
+            "SECRET_KEY": SECRET,
+            "KLAVIYO_ENABLED": enabled,
+            "KLAVIYO_STRICT": False,
+            "KLAVIYO_REDIS_URL": redis_url,
+            "KLAVIYO_PRIVATE_API_KEY": "pk_bench_key",
+            "KLAVIYO_PUBLIC_API_KEY": PUBLIC_KEY,
+            "KLAVIYO_API_URL": "http://127.0.0.1:9",  # no worker runs: nothing is sent
+        }
+    )
+    if not bridge_on:
+        inert = Markup(bridge._blob(bridge.INERT))
+        app.jinja_env.globals["klaviyo_bridge"] = lambda: inert
+    if not event:
+        view = app.view_functions["store.product"]
+        app.view_functions["store.product"] = view.__wrapped__  # the view without @tracks
+    return app
+
+
+def shopper_cookies(app: Flask) -> dict[str, str]:
+    """What a browser holds after signing in: the session and the signed identity cookie."""
+    client = app.test_client()
+    response = client.post("/login", data={"email": SHOPPER}, headers={"Referer": PAGE})
+    assert response.status_code == 303, response.status
+    held = {cookie.key: cookie.value for cookie in client._cookies.values()}
+    assert app.config["KLAVIYO_COOKIE_NAME"] in held, held
+    return held
+
+
+def client_for(app: Flask, held: dict[str, str], *, identity_cookie: bool) -> FlaskClient:
+    client = app.test_client()
+    for key, value in held.items():
+        if identity_cookie or key != app.config["KLAVIYO_COOKIE_NAME"]:
+            client.set_cookie(key, value)
+    return client
+
+
+def check_page(client: FlaskClient, tracked: bool) -> None:
+    body = client.get(PAGE).get_data(as_text=True)
+    assert "Gooseneck Kettle" in body
+    identified = f'"identify": {{"email": "{SHOPPER}"}}' in body
+    assert identified is tracked, "the bridge identifies the shopper only when tracked"
+
+
+def per_call_us(func: Callable[[], Any], n: int) -> float:
+    """Median of 5 batches of ``n`` calls, µs per call."""
+    batches = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(n):
+            func()
+        batches.append((time.perf_counter() - start) / n * 1e6)
+    return statistics.median(batches)
+
+
+def pieces(app: Flask, held: dict[str, str], n: int) -> list[list[str]]:
+    """The identity cookie's and the bridge's costs, each timed alone in a request context."""
+    token = held[app.config["KLAVIYO_COOKIE_NAME"]]
+    extension = app.extensions["klaviyo"].extension
+    rows = []
+    name = app.config["KLAVIYO_COOKIE_NAME"]
+    with app.test_request_context(PAGE, headers={"Cookie": f"{name}={token}"}):
+        state = cookies.read_token(token)
+        assert state is not None
+        rows.append(["verify the signed cookie", per_call_us(lambda: cookies.read_token(token), n)])
+        rows.append(["sign the cookie", per_call_us(lambda: cookies.sign(state[0]), n)])
+        rows.append(["render the bridge", per_call_us(extension.bridge, n)])
+    return [[name, f"{us:.1f}"] for name, us in rows]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1000, help="per variant and round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=50, help="requests per variant, unmeasured")
+    args = parse_args(parser, smoke={"requests": 20, "rounds": 2, "warmup": 5})
+
+    folder = Path(tempfile.mkdtemp(prefix="klaviyo-bench-store-"))
+    redis_url = embedded_redis_url(folder)
+    try:
+        apps: dict[str, Flask] = {}
+        clients: dict[str, FlaskClient] = {}
+        for n, (name, (enabled, _, bridge_on, event)) in enumerate(VARIANTS.items()):
+            apps[name] = make_app(
+                folder / str(n), redis_url, enabled=enabled, bridge_on=bridge_on, event=event
+            )
+        held = shopper_cookies(apps["tracked"])
+        for name, (_, identity, _, _) in VARIANTS.items():
+            clients[name] = client_for(apps[name], held, identity_cookie=identity)
+        check_page(clients["tracked"], True)
+        check_page(clients["untracked"], False)
+        state = apps["tracked"].extensions["klaviyo"]
+        with apps["tracked"].app_context():
+            queued_before = len(state.outbox.waiting())
+
+        names = list(VARIANTS)
+        for _ in range(args.warmup):
+            for name in names:
+                clients[name].get(PAGE)
+        rounds: list[dict[str, list[float]]] = []
+        for _ in range(args.rounds):
+            samples: dict[str, list[float]] = {name: [] for name in names}
+            for _ in range(args.requests):
+                for name in names:
+                    start = time.perf_counter()
+                    response = clients[name].get(PAGE)
+                    samples[name].append((time.perf_counter() - start) * 1000)
+                    assert response.status_code == 200, (name, response.status)
+            rounds.append(samples)
+        with apps["tracked"].app_context():
+            viewed = [e for e in state.outbox.waiting() if e.get("metric") == "Viewed Product"]
+        # every tracked page (and the cookie-less and bridge-less ones, same store) queued its event
+        expected = 3 * (args.warmup + args.rounds * args.requests)
+        assert len(viewed) - queued_before >= expected, (len(viewed), queued_before, expected)
+        report(rounds, args.requests)
+        print()
+        print("the pieces alone (µs per call, in a request context)")
+        print(table(["piece", "µs"], pieces(apps["tracked"], held, 200 if args.smoke else 2000)))
+    finally:
+        stop_embedded_redis(folder)
+
+
+def report(rounds: list[dict[str, list[float]]], n: int) -> None:
+    pooled = {name: [x for r in rounds for x in r[name]] for name in rounds[0]}
+    base = statistics.median(pooled["untracked"])
+    print(
+        f"demo store product page, logged-in shopper, {len(rounds)} rounds x {n} requests per "
+        "variant (ms; Flask test client, embedded Redis)"
+    )
+    rows = []
+    for name, values in pooled.items():
+        p50 = statistics.median(values)
+        added = sorted(
+            statistics.median(r[name]) - statistics.median(r["untracked"]) for r in rounds
+        )
+        spread = (
+            "-"
+            if name == "untracked"
+            else f"{statistics.median(added):.3f}; {added[0]:.3f}-{added[-1]:.3f}"
+        )
+        rows.append(
+            [
+                name,
+                f"{p50:.3f}",
+                f"{percentile(values, 0.99):.3f}",
+                f"{p50 - base:.3f}",
+                f"{p50 / base:.2f}",
+                spread,
+            ]
+        )
+    headers = ["variant", "p50", "p99", "added p50", "x untracked"]
+    print(table([*headers, "added p50 per round (median; min-max)"], rows))
+
+
+if __name__ == "__main__":
+    main()
