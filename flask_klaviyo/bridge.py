@@ -47,6 +47,7 @@ __all__ = [
     "KLAVIYO_JS_LOADED",
     "bridge_data",
     "identify_payload",
+    "keep_private",
     "klaviyo_js_url",
     "render",
     "share_profile",
@@ -126,6 +127,22 @@ def bridge_data(extension: Klaviyo, *, consent: bool | None = None) -> dict[str,
     if "identify" in data or (share and any(e.get("profile") for e in events)):
         g._klaviyo_personal_page = True  # a shared cache must not serve this page to others
     return data
+
+
+def keep_private(response: Any) -> None:
+    """The page names its visitor: no shared cache may keep it (``Cache-Control: private``,
+    ``Vary: Cookie``). Set as plain headers when the view set none (most pages): Werkzeug's
+    header objects cost more than the rest of the bridge."""
+    headers = response.headers
+    if "Cache-Control" in headers:
+        response.cache_control.public = False
+        response.cache_control.private = True
+    else:
+        headers["Cache-Control"] = "private"
+    if "Vary" in headers:
+        response.vary.add("Cookie")
+    else:
+        headers["Vary"] = "Cookie"
 
 
 _json = json.JSONEncoder().encode  # json.dumps' own defaults, built once

@@ -432,3 +432,22 @@ def test_a_page_that_names_the_visitor_is_private_to_caches(redis_url: str, tmp_
     who.clear()
     stranger = app.test_client().get("/page")
     assert not stranger.cache_control.private
+
+
+def test_a_personal_page_keeps_the_views_own_cache_headers_but_never_public(
+    redis_url: str, tmp_path: Any
+) -> None:
+    app = Flask(__name__, instance_path=str(tmp_path))
+    app.config.update(SECRET_KEY="s", KLAVIYO_REDIS_URL=redis_url, KLAVIYO_PUBLIC_API_KEY="AbC123")
+    klaviyo = Klaviyo(app)
+    klaviyo.identity_loader(lambda: {"email": "sarah.mason@klaviyo-demo.com"})
+
+    @app.get("/page")
+    def page() -> Any:
+        body = render_template_string("<p>hi</p>{{ klaviyo_bridge() }}")
+        return body, {"Cache-Control": "public, max-age=60", "Vary": "Accept-Encoding"}
+
+    known = app.test_client().get("/page")
+    assert known.cache_control.private and not known.cache_control.public
+    assert known.cache_control.max_age == 60
+    assert set(known.vary) == {"Accept-Encoding", "Cookie"}
