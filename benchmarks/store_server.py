@@ -35,10 +35,13 @@ import httpx
 import redis
 from _support import VENV_BIN, median, parse_args, table
 
+import flask_klaviyo
 from flask_klaviyo.delivery import keys
 from flask_klaviyo.embedded import embedded_redis_url, stop_embedded_redis
 
-ROOT = Path(__file__).resolve().parents[1]
+# The checkout whose flask_klaviyo this script imported (PYTHONPATH may name another one, to
+# compare two commits): gunicorn runs there, as it puts its working directory first on sys.path.
+ROOT = Path(flask_klaviyo.__file__).resolve().parents[1]
 LOAD = Path(__file__).resolve().parent / "_load.py"
 PAGE = "/products/gooseneck-kettle"
 SHOPPER = "sarah.mason@klaviyo-demo.com"

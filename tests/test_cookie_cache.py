@@ -64,7 +64,8 @@ def test_what_a_caller_changes_is_not_remembered(app: Flask) -> None:
 @pytest.mark.parametrize(
     "tamper",
     [
-        lambda raw: raw[:-1] + ("A" if raw[-1] != "A" else "B"),  # the signature
+        # the signature (not its last character: base64's padding bits may not change it)
+        lambda raw: raw[:-5] + ("A" if raw[-5] != "A" else "B") + raw[-4:],
         lambda raw: raw[:5] + ("x" if raw[5] != "x" else "y") + raw[6:],  # the payload
         lambda raw: raw.rsplit(".", 1)[0],  # no signature
         lambda raw: token({"p": {"email": "mallory@shop.test"}}, key="not-our-key"),
