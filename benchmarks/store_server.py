@@ -133,11 +133,11 @@ def check_page(server: Gunicorn, cookie: str, tracked: bool) -> None:
     assert identified is tracked, "the bridge identifies the shopper only when tracked"
 
 
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
 
 def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
     return float(value) * _UNITS[unit]
 
 
@@ -158,8 +158,8 @@ def load_wrk(url: str, cookie: str, concurrency: int, duration: float) -> dict[s
         # a sync worker closes each connection after answering: reads that find it closed are
         # wrk's bookkeeping, not failures; connect errors and timeouts are
         "errors": int(errors.group(1)) + int(errors.group(4)) if errors else 0,
-        "p50_ms": _ms(re.search(r"50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
-        "p99_ms": _ms(re.search(r"99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
+        "p99_ms": _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
     }
 
 
@@ -217,6 +217,8 @@ def main() -> None:
     if client == "wrk" and args.duration < 1:
         load = load_python  # wrk's duration is whole seconds
 
+    # SIGTERM (a timeout) still stops the servers and Redis: the finally below runs.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     folder = Path(tempfile.mkdtemp(prefix="klaviyo-bench-server-"))
     redis_url = embedded_redis_url(folder)
     servers: dict[str, Gunicorn] = {}
@@ -242,12 +244,14 @@ def main() -> None:
             for name in VARIANTS:
                 time.sleep(SETTLE)  # the pushes of the last pages served reach Redis
                 before = outbox_length(connection)
-                cpu_before = cpu_seconds(pids[name])
+                cpu_before, redis_before = cpu_seconds(pids[name]), cpu_seconds([redis_pid])
                 found = load(servers[name].url + PAGE, cookie, args.concurrency, args.duration)
                 time.sleep(SETTLE)
                 queued = outbox_length(connection) - before
                 served = found["requests"] - found["non_2xx"]
                 found["cpu_ms"] = (cpu_seconds(pids[name]) - cpu_before) * 1000 / max(1, served)
+                redis_ms = (cpu_seconds([redis_pid]) - redis_before) * 1000 / max(1, served)
+                found["redis_ms"] = redis_ms
                 if name == "tracked":
                     assert queued >= served, f"{served} tracked pages, {queued} events queued"
                 else:
@@ -283,11 +287,12 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace, c
                 f"{median([r['p50_ms'] for r in results[name]]):.2f}",
                 f"{median([r['p99_ms'] for r in results[name]]):.2f}",
                 f"{median([r['cpu_ms'] for r in results[name]]):.2f}",
+                f"{median([r['redis_ms'] for r in results[name]]):.2f}",
                 sum(r["errors"] for r in results[name]),
             ]
         )
     headers = ["server", "req/s", "per round (min-max)", "x untracked", "p50 ms", "p99 ms"]
-    print(table([*headers, "CPU ms per page", "errors"], rows))
+    print(table([*headers, "CPU ms per page", "of which Redis", "errors"], rows))
     print(
         "CPU ms per page: the server's processes (gunicorn's master and workers; plus Redis for "
         "the tracked one) per page served, which a busy machine inflates less than req/s"
