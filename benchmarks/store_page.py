@@ -23,7 +23,10 @@ queued its Viewed Product and that the page names the shopper in the bridge.
 from __future__ import annotations
 
 import argparse
+import shutil
+import signal
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -167,6 +170,8 @@ def pieces(app: Flask, held: dict[str, str], n: int) -> list[list[str]]:
 
 
 def main() -> None:
+    # SIGTERM (a timeout) still stops the embedded Redis: the finally below runs.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000, help="per variant and round")
     parser.add_argument("--rounds", type=int, default=5)
@@ -220,6 +225,7 @@ def main() -> None:
             print(f"  {label}: {us}")
     finally:
         stop_embedded_redis(folder)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def report(
