@@ -168,6 +168,7 @@ def _klaviyo_js_tag(base: str, company_id: str) -> str:
     return f'<script async src="{escape(klaviyo_js_url(base, company_id))}"></script>'
 
 
+MAX_SCRIPT_ROOTS = 8  # script roots remembered per app; others build the tag each time
 # app -> script root -> the bridge's script tag (url_for once, not on every page)
 _script_tags: weakref.WeakKeyDictionary[Flask, dict[str, str]] = weakref.WeakKeyDictionary()
 
@@ -180,7 +181,9 @@ def _bridge_script_tag(app: Flask) -> str:
     tag = tags.get(root)
     if tag is None:
         script = url_for("klaviyo.static", filename="klaviyo-bridge.js")
-        tag = tags[root] = f'<script src="{escape(script)}"></script>'
+        tag = f'<script src="{escape(script)}"></script>'
+        if len(tags) < MAX_SCRIPT_ROOTS:  # a proxy's prefix header is the client's to choose
+            tags[root] = tag
     return tag
 
 
