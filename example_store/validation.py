@@ -25,6 +25,7 @@ __all__ = [
     "clean_phone",
     "is_yes",
     "storable",
+    "unreadable_text",
     "valid_email",
 ]
 
@@ -81,6 +82,29 @@ def storable(value: Any) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def unreadable_text(value: Any, where: str = "the body", depth: int = 0) -> str | None:
+    """Where in parsed JSON a string (or an object's key) is not storable, or None: JSON may
+    carry lone surrogates anywhere, so the whole value is walked (bounded depth: deeper is
+    Python's own limit on parsing)."""
+    if isinstance(value, str):
+        return None if storable(value) else where
+    if depth > 100:
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not storable(key):
+                return f"a field name in {where}"
+            found = unreadable_text(item, f"{key!r}" if depth == 0 else where, depth + 1)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            found = unreadable_text(item, where, depth + 1)
+            if found is not None:
+                return found
+    return None
 
 
 def _text(value: Any) -> str:
