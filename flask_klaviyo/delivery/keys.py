@@ -11,6 +11,7 @@ __all__ = [
     "CONSUMER_GROUP",
     "DEAD_LETTERS",
     "FORGOTTEN",
+    "HANDLED_MINUTE_TTL",
     "PARKED_COUNTS",
     "PARKED_INDEX",
     "PARKED_PREFIX",
@@ -21,6 +22,7 @@ __all__ = [
     "drain_flag",
     "drains",
     "failing",
+    "handled_minute",
     "outbox_stream",
     "rate_blocked",
     "rate_last",
@@ -61,7 +63,15 @@ def failing(stream: str) -> str:
 DEAD_LETTERS = "klaviyo:dead"  # hash: record id -> dead letter JSON
 PROFILE_IDS = "klaviyo:profile-ids"  # hash: email (lower case) -> Klaviyo's profile id
 FORGOTTEN = "klaviyo:forgotten"  # hash: digest of an identifier -> refused until (unix time)
-STATS = "klaviyo:stats"  # hash: handled count, last Klaviyo error, for `flask klaviyo status`
+# hash: handled count, 429s, last Klaviyo error (and when), for `flask klaviyo status`
+STATS = "klaviyo:stats"
+HANDLED_MINUTE_TTL = 3600  # seconds a per-minute count is kept
+
+
+def handled_minute(minute: int) -> str:
+    """Operations handled (delivered or dead-lettered) in one minute (unix time // 60)."""
+    return f"klaviyo:handled:{minute}"
+
 
 # Parked events of anonymous visitors (identity's parking).
 PARKED_PREFIX = "klaviyo:parked:"  # + anonymous id: list of event JSON, oldest first
