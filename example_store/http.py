@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 from flask import abort, jsonify, request, url_for
 from werkzeug.wrappers import Response
 
-from .validation import unreadable_text
+from .validation import unreadable_field
 
 __all__ = [
     "JSON_PATH_PREFIXES",
@@ -49,18 +49,22 @@ def refuse_unreadable_json() -> Response | None:
     raw bytes (bounded) to check their signature first."""
     if not request.is_json or request.path.startswith("/webhooks/"):
         return None
+    fields: dict[str, str] = {}
     try:
         data = request.get_json(silent=True)
     except RecursionError:  # nested deeper than Python parses (silent=True catches ValueError)
         code, message = "invalid_json", "the JSON is nested too deeply to read"
     else:
-        where = unreadable_text(data)
-        if where is None:
+        field = unreadable_field(data)
+        if field is None:
             return None
         code = "invalid_text"
+        where = repr(field) if field else "the body"
         message = f"{where} is not valid Unicode text (a lone surrogate such as \\ud800)"
+        if field:
+            fields[field] = "This has characters we can't read: please type it again."
     if wants_json():
-        return json_error(400, code, message)
+        return json_error(400, code, message, fields=fields)
     abort(400, description=message)
 
 

@@ -25,7 +25,7 @@ __all__ = [
     "clean_phone",
     "is_yes",
     "storable",
-    "unreadable_text",
+    "unreadable_field",
     "valid_email",
 ]
 
@@ -84,27 +84,30 @@ def storable(value: Any) -> bool:
     return True
 
 
-def unreadable_text(value: Any, where: str = "the body", depth: int = 0) -> str | None:
-    """Where in parsed JSON a string (or an object's key) is not storable, or None: JSON may
-    carry lone surrogates anywhere, so the whole value is walked (bounded depth: deeper is
-    Python's own limit on parsing)."""
-    if isinstance(value, str):
-        return None if storable(value) else where
-    if depth > 100:
-        return None
+def unreadable_field(value: Any) -> str | None:
+    """The top-level field of parsed JSON whose text (at any depth) is not storable, "" when
+    the body itself holds such text (a bare string, a list, a field's name), None when all of
+    it is storable. JSON may carry lone surrogates anywhere, so the whole value is walked."""
     if isinstance(value, dict):
         for key, item in value.items():
             if not storable(key):
-                return f"a field name in {where}"
-            found = unreadable_text(item, f"{key!r}" if depth == 0 else where, depth + 1)
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for item in value:
-            found = unreadable_text(item, where, depth + 1)
-            if found is not None:
-                return found
-    return None
+                return ""
+            if _unreadable(item):
+                return str(key)
+        return None
+    return "" if _unreadable(value) else None
+
+
+def _unreadable(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return not storable(value)
+    if depth > 100:  # deeper than this, Python's own parser has refused the body already
+        return False
+    if isinstance(value, dict):
+        return any(not storable(k) or _unreadable(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_unreadable(item, depth + 1) for item in value)
+    return False
 
 
 def _text(value: Any) -> str:

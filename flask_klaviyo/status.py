@@ -32,7 +32,7 @@ __all__ = ["Status", "Thresholds", "gather", "problems", "render"]
 
 log = logging.getLogger(__name__)
 
-SCAN_LIMIT = 20_000  # outbox entries / dead letters read to break them down (the rest counted)
+SCAN_LIMIT = 10_000  # outbox entries / dead letters read to break them down (the rest counted)
 
 
 @dataclass(frozen=True)

@@ -269,6 +269,9 @@ def owner(rule: Rule) -> str:
     return "admin" if rule.rule.startswith("/admin") else "shopper"
 
 
+ORDER = {"id": "unknown"}  # the shopper's order, once placed (a real /orders/<id> path)
+
+
 def build_path(rule: Rule, junk: str | None = None) -> str:
     """The rule's path with every parameter ``junk`` (URL-encoded already), or a real value."""
     path = rule.rule
@@ -276,9 +279,6 @@ def build_path(rule: Rule, junk: str | None = None) -> str:
         real = {"product_id": PRODUCT, "order_id": ORDER["id"], "action": "fulfill"}.get(name, "x")
         path = path.replace(f"<{name}>", junk if junk is not None else real)
     return path
-
-
-ORDER = {"id": "unknown"}
 
 
 def json_body(body: Any) -> bytes:
@@ -353,11 +353,17 @@ def crawl(store: Flask, personas: dict[str, Persona]) -> dict[str, Any]:
 
         row = get_db().execute("SELECT id FROM orders LIMIT 1").fetchone()
     ORDER["id"] = row["id"]
-    fields = {}
+    fields, query_fields = {}, {}
     for rule, method in body_rules(store):
         persona = personas[owner(rule)]
         fields[(rule.rule, method)] = fields_read(store, persona, method, build_path(rule))
-    return {"fields": fields}
+    plain = {k: v for k, v in VALID.items() if isinstance(v, str | int)}
+    for rule, method in crawled_rules(store):
+        if method == "GET":
+            READ.clear()
+            send(store, personas[owner(rule)], method, f"{build_path(rule)}?{urlencode(plain)}")
+            query_fields[rule.rule] = sorted(READ & set(VALID))
+    return {"fields": fields, "query_fields": query_fields}
 
 
 # -- the crawl --------------------------------------------------------------------------------
@@ -366,7 +372,7 @@ def crawl(store: Flask, personas: dict[str, Persona]) -> dict[str, Any]:
 def test_the_crawl_covers_every_route_and_finds_their_fields(
     store: Flask, crawl: dict[str, Any]
 ) -> None:
-    """The URL map is the list; the probe finds what each form reads."""
+    """The URL map is the list; the probes find what each form and query string is read for."""
     paths = {rule.rule for rule, _ in crawled_rules(store)}
     for expected in ("/", "/api/cart", "/admin/orders", "/webhooks/payments", "/account"):
         assert expected in paths
@@ -375,6 +381,8 @@ def test_the_crawl_covers_every_route_and_finds_their_fields(
     assert fields[("/api/cart", "POST")] == ["product_id", "quantity", "variant"]
     assert {"email", "password", "first_name"} <= set(fields[("/account/register", "POST")])
     assert "reason" in fields[("/admin/orders/<order_id>/<action>", "POST")]
+    assert crawl["query_fields"]["/"] == ["category"]
+    assert crawl["query_fields"]["/products/<product_id>"] == ["variant"]
 
 
 def test_junk_paths_and_query_strings_are_never_a_server_error(
@@ -391,7 +399,8 @@ def test_junk_paths_and_query_strings_are_never_a_server_error(
             raw = value if isinstance(value, bytes) else value.encode()
             if len(raw) > len(LONG_URL_PART):
                 raw = LONG_URL_PART.encode()
-            query = "&".join(f"{name}={quote(raw)}" for name in ("category", "variant", "next"))
+            names = {"next", *crawl["query_fields"].get(rule.rule, ())}  # what it reads, and more
+            query = "&".join(f"{name}={quote(raw)}" for name in sorted(names))
             accept = JSON if turn % 2 else None
             send(store, who[(index + turn) % 3], method, f"{path}?{query}", accept=accept)
 
