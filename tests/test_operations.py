@@ -59,6 +59,7 @@ def test_replay_after_a_fix_delivers_once_and_backfills_old_events(
     done = runner.invoke(args=["klaviyo", "replay"])
     assert done.exit_code == 0, done.output
     assert "requeued 3 event(s) (1 as backfill)" in done.output
+    assert "replay: 3 of 3 dead letters" in done.output  # progress: a plain line, not a TTY
     assert DeadLetters(redis_client).count() == 0
     drain(app)
     by_id = {e["unique_id"]: e for e in fake.events}
