@@ -37,8 +37,10 @@ from werkzeug.security import generate_password_hash
 
 from example_store import accounts, create_app
 from example_store.variants import SEED_VARIANTS
+from flask_klaviyo.webhooks import SIGNATURE_HEADER, sign
 
 ADMIN_PASSWORD = "crawl-admin-password"
+WEBHOOK_SECRET = "whsec_crawl"
 SHOPPER = "crawler@shop-test.com"
 SHOPPER_PASSWORD = "correct horse battery"
 PRODUCT = "house-blend"
@@ -66,6 +68,11 @@ VALID: dict[str, Any] = {
     "country_code": "us",
     "shipping_address": {"city": "Boston", "country_code": "us"},
     "category": "Coffee",
+    # a payment provider's delivery (every body the crawl sends is signed, so the webhook
+    # gets past its signature check to the payload's own checks)
+    "id": "evt_crawl",
+    "type": "payment.succeeded",
+    "data": {"order_id": "SP-UNKNOWN", "amount": 1750, "currency": "USD"},
 }
 
 HUGE = "x" * 300_000
@@ -231,6 +238,7 @@ def _store(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Flask
             "KLAVIYO_PRIVATE_API_KEY": "pk_test_private_key",
             "STORE_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "STORE_PAYMENTS_AUTO_CALLBACK": False,
+            "KLAVIYO_WEBHOOK_SECRET": WEBHOOK_SECRET,
         }
     )
     app.config["PROPAGATE_EXCEPTIONS"] = False  # an exception answers 500, as in production
@@ -323,6 +331,8 @@ def send(
     accept: str | None = None,
 ) -> None:
     headers = dict(persona.headers)
+    if body is not None:
+        headers[SIGNATURE_HEADER] = sign(WEBHOOK_SECRET, body)
     if content_type is not None:
         headers["Content-Type"] = content_type
     if accept is not None:
@@ -353,6 +363,7 @@ def crawl(store: Flask, personas: dict[str, Persona]) -> dict[str, Any]:
 
         row = get_db().execute("SELECT id FROM orders LIMIT 1").fetchone()
     ORDER["id"] = row["id"]
+    VALID["data"] = {**VALID["data"], "order_id": row["id"]}  # the provider's word on it
     fields, query_fields = {}, {}
     for rule, method in body_rules(store):
         persona = personas[owner(rule)]
@@ -381,6 +392,10 @@ def test_the_crawl_covers_every_route_and_finds_their_fields(
     assert fields[("/api/cart", "POST")] == ["product_id", "quantity", "variant"]
     assert {"email", "password", "first_name"} <= set(fields[("/account/register", "POST")])
     assert "reason" in fields[("/admin/orders/<order_id>/<action>", "POST")]
+    body = json_body({**VALID, "id": "evt_covers"})
+    signed = {SIGNATURE_HEADER: sign(WEBHOOK_SECRET, body), "Content-Type": JSON}
+    delivery = store.test_client().post("/webhooks/payments", data=body, headers=signed)
+    assert delivery.status_code == 200, delivery.json  # signed: the payload's checks are reached
     assert crawl["query_fields"]["/"] == ["category"]
     assert crawl["query_fields"]["/products/<product_id>"] == ["variant"]
 
