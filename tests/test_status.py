@@ -315,3 +315,27 @@ def test_rq_info_and_status_see_the_queue_and_a_real_rq_worker(
     assert [w["name"] for w in as_json(app)["workers"]] == ["rq-on-klaviyo"]
     gone = status(app, "--check", "--max-heartbeat-age", "1")
     assert gone.exit_code == 1 and "PROBLEM: no worker on queue 'klaviyo'" in gone.output
+
+
+def test_the_counters_ride_on_the_drains_own_pipeline(redis_client: redis.Redis) -> None:
+    """A batch's counters are commands queued on the pipeline that acknowledges it: no round
+    trip of their own; a tally already recorded is not recorded twice."""
+    from flask_klaviyo.delivery.stats import SenderMarks, read_counters, record_batch
+
+    class Tallies:  # what a Sender exposes
+        throttled = 2
+        last_error = "Klaviyo answered 429: throttled"
+        last_error_at = 1_800_000_000.0
+
+    marks = SenderMarks()
+    pipe = redis_client.pipeline(transaction=False)
+    record_batch(pipe, 5, Tallies(), marks)
+    assert len(pipe.command_stack) == 5  # incrby + expire, handled, throttled, last error
+    pipe.execute()
+    again = redis_client.pipeline(transaction=False)
+    record_batch(again, 1, Tallies(), marks)
+    assert len(again.command_stack) == 3  # only the new count: the tallies were recorded
+    again.execute()
+    counters = read_counters(redis_client)
+    assert (counters.handled, counters.throttled) == (6, 2)
+    assert counters.last_error == Tallies.last_error and sum(counters.per_minute) == 6
