@@ -121,6 +121,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             app.config.update(
                 SECRET_KEY="bench", KLAVIYO_REDIS_URL=redis_url, KLAVIYO_API_URL=stand_in.url,
                 KLAVIYO_PRIVATE_API_KEY=API_KEY, KLAVIYO_RATE_LIMITS=json.dumps(limits),
+                KLAVIYO_INSPECTOR=False,  # as in production
             )  # fmt: skip
             klaviyo = Klaviyo(app)
             klaviyo.catalog_source(lambda: products(count))

@@ -16,6 +16,7 @@ from .delivery import kinds
 from .delivery.outbox import Outbox
 from .delivery.settings import DeliverySettings, parse_rate_limits
 from .exceptions import KlaviyoConfigError, KlaviyoSchemaError
+from .map_metrics_cli import map_metrics_command
 from .ops import DEFAULT_BACKFILL_AFTER, replay_dead_letters, verify_dedup
 from .privacy import forget
 from .progress import progress
@@ -230,6 +231,7 @@ def forget_command(identifier: str) -> None:
 
 catalog_cli = AppGroup("catalog", help="Klaviyo's catalog: sync it with the store's source.")
 klaviyo_cli.add_command(catalog_cli)
+klaviyo_cli.add_command(map_metrics_command)
 
 
 @catalog_cli.command("sync")

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flask import Blueprint, Flask, current_app, g, has_request_context
+from flask import Blueprint, Flask, current_app, g, has_request_context, request
 from flask.signals import before_render_template
 from markupsafe import Markup
 
@@ -47,6 +47,11 @@ from .identity.resolve import (
 from .identity.rules import needs_identity
 from .identity.settle import identify as identify_visitor
 from .identity.settle import settle
+from .inspect.journal import is_loopback_url
+from .inspect.views import BLUEPRINT as INSPECTOR_BLUEPRINT
+from .inspect.views import PREFIX as INSPECTOR_PREFIX
+from .inspect.views import inspector_blueprint
+from .lifecycle_api import LifecycleAPI
 from .models import Order
 from .profiles import location_of
 
@@ -74,7 +79,7 @@ def _check_config(app: Flask) -> None:
     _settings.check(app.config)
 
 
-class Klaviyo(CustomerAPI, CatalogAPI):
+class Klaviyo(CustomerAPI, CatalogAPI, LifecycleAPI):
     """Server-side Klaviyo tracking for a Flask app.
 
     ``Klaviyo(app)`` or ``Klaviyo()`` then ``init_app(app)``; one instance may serve several apps.
@@ -109,6 +114,15 @@ class Klaviyo(CustomerAPI, CatalogAPI):
             app.register_blueprint(
                 feed_blueprint(app.config["KLAVIYO_CATALOG_FEED_PATH"], self.catalog_entries)
             )
+        if app.config["KLAVIYO_ENABLED"] and app.extensions[EXTENSION_KEY].inspector:
+            app.register_blueprint(inspector_blueprint())  # development only (auto: stand-in)
+            app.jinja_env.globals["klaviyo_inspector_url"] = INSPECTOR_PREFIX + "/"
+            if not is_loopback_url(app.config["KLAVIYO_API_URL"]):
+                log.warning(
+                    "klaviyo: KLAVIYO_INSPECTOR is on against %s: /_klaviyo/inspector shows "
+                    "shoppers' emails and orders; never turn it on in production",
+                    app.config["KLAVIYO_API_URL"],
+                )
         app.jinja_env.globals["klaviyo_bridge"] = self.bridge
         app.after_request(self._after_request)
         app.teardown_request(lambda error: confirm_after_response())
@@ -192,7 +206,8 @@ class Klaviyo(CustomerAPI, CatalogAPI):
         profile: Mapping[str, Any] | None = None,
         **properties: Any,
     ) -> Event | None:
-        """Canceled Order, with the same unique_id as its Placed Order (so CLV nets it out)."""
+        """Canceled Order, with the same unique_id as its Placed Order (so CLV nets it out);
+        partial: ``items=``, ``amount=``, ``sequence=`` (:mod:`.events.orders`)."""
         return self._order_event(canceled_order, order, profile, reason=reason, **properties)
 
     def order_refunded(
@@ -203,7 +218,8 @@ class Klaviyo(CustomerAPI, CatalogAPI):
         profile: Mapping[str, Any] | None = None,
         **properties: Any,
     ) -> Event | None:
-        """Refunded Order, with the same unique_id as its Placed Order (so CLV nets it out)."""
+        """Refunded Order, with the same unique_id as its Placed Order (so CLV nets it out);
+        partial: ``items=``, ``amount=``, ``sequence=`` (:mod:`.events.orders`)."""
         return self._order_event(refunded_order, order, profile, reason=reason, **properties)
 
     def enqueue(
@@ -291,6 +307,8 @@ class Klaviyo(CustomerAPI, CatalogAPI):
 
     def _after_request(self, response: Any) -> Any:
         """Queue what this request tracked, once the response exists and only if it succeeded."""
+        if request.blueprint == INSPECTOR_BLUEPRINT:
+            return response  # looking at the inspector is no visit to the store
         if not current_app.config["KLAVIYO_ENABLED"]:
             g.pop(queueing.PENDING_EVENTS, None)
             g.pop(queueing.PENDING_OPERATIONS, None)
@@ -334,6 +352,7 @@ class Klaviyo(CustomerAPI, CatalogAPI):
                 consent_loader=self._consent_loader,
                 connection=lambda: current_state().redis,
                 check=queueing.valid,
+                journal=lambda: current_state().journal,
             )
         except Exception:
             tolerate("identity step failed; anonymous events of this request lost")

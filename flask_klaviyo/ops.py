@@ -44,16 +44,18 @@ def replay_dead_letters(
     now: datetime | None = None,
     dry_run: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    record_id: str | None = None,
 ) -> ReplayReport:
     """Queue dead-lettered events and operations again (after a fix), idempotently.
 
     Each keeps its ``unique_id``, so a replay of something Klaviyo already has is a no-op there.
-    An event that still fails validation stays a dead letter and is reported. ``progress``
-    is called with (records looked at, records in all) as it goes.
+    An event that still fails validation stays a dead letter and is reported. ``record_id``:
+    that dead letter only (the inspector's replay button). ``progress`` is called with (records
+    looked at, records in all) as it goes.
     """
     now = now or datetime.now(UTC)
     report = ReplayReport()
-    records = dead_letters.all()
+    records = [r for r in dead_letters.all() if record_id is None or r["id"] == record_id]
     for number, record in enumerate(records):
         if progress is not None:
             progress(number, len(records))

@@ -24,6 +24,7 @@ from typing import Any
 
 from .._settings import MAX_DRAIN_BATCH
 from ..exceptions import KlaviyoAPIError, KlaviyoDeliveryError
+from ..inspect.journal import Journal, delivery_records
 from ..ratelimit import RateLimiter
 from . import (
     keys,
@@ -194,7 +195,11 @@ class Drain:
         )
         self.held: list[bytes] = []  # entry ids taken and not yet acknowledged
         self.touched = time.monotonic()
-        self.in_flight: tuple[Future[dict[str, int]], list[bytes]] | None = None
+        # the batch being sent: its result, its entry ids, its items (for the journal)
+        self.in_flight: tuple[Future[dict[str, int]], list[bytes], list[Any]] | None = None
+        self.journal = Journal(connection) if settings.inspector else None  # dev only
+        if self.journal is not None:
+            self.sender.answers, self.sender.deaths = [], []
         self.delivered = 0
         self.helpers = 0
         self.marks = SenderMarks()  # what of the sender's tallies status has been told
@@ -227,7 +232,7 @@ class Drain:
                         items = [json.loads(r) for r in raw]
                         self.finish_send()
                         future = pool.submit(dispatch, self.sender, items, [len(r) for r in raw])
-                        self.in_flight = (future, ids)
+                        self.in_flight = (future, ids, items)
                 finally:
                     self.finish_send()
         finally:
@@ -251,7 +256,7 @@ class Drain:
         (delivered or dead-lettered). A failure leaves them pending, to be reclaimed."""
         if self.in_flight is None:
             return
-        future, ids = self.in_flight
+        future, ids, items = self.in_flight
         self.in_flight = None
         try:
             future.result()
@@ -267,10 +272,19 @@ class Drain:
         pipe.xdel(self.stream, *ids)
         pipe.hdel(keys.failing(self.stream), *ids)  # first failures of entries now delivered
         record_batch(pipe, len(ids), self.sender, self.marks)  # status's counters, same trip
+        if self.journal is not None:  # the inspector's record rides on the acknowledgement
+            self.journal.add(pipe, self.journal_records(items))
         pipe.execute()
         self.delivered += len(ids)
         done = set(ids)
         self.held = [entry_id for entry_id in self.held if entry_id not in done]
+
+    def journal_records(self, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """``sent`` (Klaviyo's answer) or ``dead`` (its error) per item; notes start afresh."""
+        sender = self.sender
+        answers, deaths = sender.answers or [], sender.deaths or []
+        sender.answers, sender.deaths = [], []
+        return delivery_records(items, answers, deaths)
 
     def follow_up_jobs(self) -> None:
         """Schedule a look at each asynchronous job Klaviyo accepted from this drain."""

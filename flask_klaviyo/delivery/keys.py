@@ -12,6 +12,7 @@ __all__ = [
     "DEAD_LETTERS",
     "FORGOTTEN",
     "HANDLED_MINUTE_TTL",
+    "JOURNAL",
     "PARKED_COUNTS",
     "PARKED_INDEX",
     "PARKED_PREFIX",
@@ -23,6 +24,7 @@ __all__ = [
     "drains",
     "failing",
     "handled_minute",
+    "journal_minute",
     "outbox_stream",
     "rate_blocked",
     "rate_last",
@@ -71,6 +73,15 @@ HANDLED_MINUTE_TTL = 3600  # seconds a per-minute count is kept
 def handled_minute(minute: int) -> str:
     """Operations handled (delivered or dead-lettered) in one minute (unix time // 60)."""
     return f"klaviyo:handled:{minute}"
+
+
+# The inspector's journal (written only while the inspector is on: dev, the local stand-in).
+JOURNAL = "klaviyo:journal"  # list: what the extension did, newest first, bounded, expiring
+
+
+def journal_minute(minute: int) -> str:
+    """Hash of one minute (unix time // 60): ``stage|metric or kind`` -> how many."""
+    return f"{JOURNAL}:minute:{minute}"
 
 
 # Parked events of anonymous visitors (identity's parking).
