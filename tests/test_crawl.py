@@ -239,6 +239,7 @@ def _store(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Flask
             "STORE_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "STORE_PAYMENTS_AUTO_CALLBACK": False,
             "KLAVIYO_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "KLAVIYO_INSPECTOR": True,  # its pages are routes of the demo store too
         }
     )
     app.config["PROPAGATE_EXCEPTIONS"] = False  # an exception answers 500, as in production
@@ -385,8 +386,8 @@ def test_the_crawl_covers_every_route_and_finds_their_fields(
 ) -> None:
     """The URL map is the list; the probes find what each form and query string is read for."""
     paths = {rule.rule for rule, _ in crawled_rules(store)}
-    for expected in ("/", "/api/cart", "/admin/orders", "/webhooks/payments", "/account"):
-        assert expected in paths
+    expected = {"/", "/api/cart", "/admin/orders", "/webhooks/payments", "/_klaviyo/inspector/"}
+    assert expected <= paths
     assert len(paths) >= 25
     fields = crawl["fields"]
     assert fields[("/api/cart", "POST")] == ["product_id", "quantity", "variant"]
