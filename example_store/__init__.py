@@ -18,7 +18,7 @@ from werkzeug.wrappers import Response
 from . import catalog, db, klaviyo_catalog, payments, shipping, variants, webhook
 from .accounts import DEFAULT_RESET_MAX_AGE
 from .extensions import klaviyo
-from .http import json_error, wants_json
+from .http import json_error, refuse_unreadable_json, wants_json
 from .newsletter import DEFAULT_LIST_ID
 from .settings import (
     derived_webhook_secret,
@@ -98,6 +98,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(account_bp)
     app.register_blueprint(password_bp)
     app.register_blueprint(provider_bp)
+    app.before_request(refuse_unreadable_json)  # one rule for every JSON body
     app.register_error_handler(HTTPException, _http_error)
     app.add_template_filter(money)
     return app

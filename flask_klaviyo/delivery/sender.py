@@ -77,6 +77,8 @@ class Sender:
         self.dead = 0
         self.requests = 0
         self.throttled = 0  # 429s answered to this sender (each waited out, then retried)
+        self.last_error: str | None = None  # Klaviyo's last error answer (or the transport's)
+        self.last_error_at: float | None = None
         self.jobs: list[FollowUp] = []  # asynchronous jobs Klaviyo accepted, to follow up
         # Redis, for kinds that remember what Klaviyo answered (profile ids)
         self.connection = dead_letters.connection if dead_letters is not None else None
@@ -130,6 +132,7 @@ class Sender:
                 self.requests += 1
                 result = call()
             except KlaviyoDeliveryError as exc:
+                self.last_error, self.last_error_at = str(exc), time.time()
                 if self.answers is not None and isinstance(exc, KlaviyoAPIError):
                     self.answers.append((endpoint, exc.status_code))
                 if isinstance(exc, KlaviyoRateLimited) and throttled < THROTTLED_MAX:
