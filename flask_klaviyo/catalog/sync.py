@@ -10,6 +10,7 @@ exists. Deletions go last. Failed items are the dead letters the follow-ups keep
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,10 +18,13 @@ from typing import Any
 
 from flask import current_app
 from rq import Queue, SimpleWorker
+from rq.scheduler import RQScheduler
 
 from .._state import current_state, tolerate
 from ..delivery import keys
+from ..delivery.followup import Follower
 from ..delivery.operations import Operation
+from ..delivery.settings import DeliverySettings
 from ..exceptions import KlaviyoConfigError, KlaviyoSchemaError
 from .model import CatalogCategory, CatalogItem, coerce_entry
 from .plan import Plan, plan
@@ -167,22 +171,56 @@ def idle(queue: Queue) -> bool:
     return queue.scheduled_job_registry.count <= reclaiming
 
 
+def _follow(follower: Follower, stop: threading.Event) -> None:
+    """The follower's thread: look at catalog jobs as they become due, until told to stop."""
+    while not stop.is_set():
+        try:
+            wait = follower.step()
+        except Exception:  # the scheduled follow-ups remain: nothing is lost, only time
+            log.exception("klaviyo: looking at catalog jobs early failed; left to the workers")
+            wait = 1.0
+        stop.wait(max(wait, 0.002))
+
+
 def wait_applied(
-    *, timeout: float = 3600.0, tick: Callable[[], None] | None = None, poll: float = 0.1
+    *, timeout: float = 3600.0, tick: Callable[[], None] | None = None, poll: float = 0.05
 ) -> None:
-    """Work the queue in this process (a burst worker beside any others) until it is idle:
-    every operation sent and every Klaviyo job followed up."""
+    """Work the queue in this process until it is idle: every operation sent and every Klaviyo
+    job followed up.
+
+    A thread looks at the catalog jobs as soon as Klaviyo should have finished them (a
+    :class:`Follower`), so the next step (a new item's variants) is queued without waiting for
+    RQ's scheduler. Queued jobs are run by a burst worker here, beside any running workers,
+    started only when a job waits (or a scheduled one is due: the scheduler's part)."""
     connection = current_state().redis
     queue = Queue(current_app.config["KLAVIYO_QUEUE"], connection=connection)
+    follower = Follower(
+        connection, DeliverySettings.load(), queue.name, lambda kind: kind.startswith("catalog_")
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=_follow, args=(follower, stop), name="klaviyo-follow")
+    thread.daemon = True
+    thread.start()
     deadline = time.monotonic() + timeout
-    while not idle(queue):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"catalog sync: the queue was still busy after {timeout:g}s")
-        SimpleWorker([queue], connection=connection).work(
-            burst=True, with_scheduler=True, logging_level="WARNING"
-        )
-        if tick is not None:
-            tick()
-        time.sleep(poll)
+    try:
+        while not idle(queue):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"catalog sync: the queue was still busy after {timeout:g}s")
+            # Scheduled jobs due and no scheduler of a running worker to move them: ours does.
+            due = bool(
+                queue.scheduled_job_registry.get_jobs_to_schedule(int(time.time()), 1)
+            ) and not connection.exists(RQScheduler.get_locking_key(queue.name))
+            if queue.count or due:
+                SimpleWorker([queue], connection=connection).work(
+                    burst=True, with_scheduler=due, logging_level="WARNING"
+                )
+            if tick is not None:
+                tick()
+            time.sleep(poll)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    log.info("klaviyo: %d early look(s) at catalog jobs, %d applied", follower.looks,
+             follower.applied)  # fmt: skip
     if tick is not None:
         tick()

@@ -21,6 +21,7 @@ __all__ = [
     "drain_flag",
     "drains",
     "failing",
+    "followed_up",
     "outbox_stream",
     "rate_blocked",
     "rate_last",
@@ -55,6 +56,12 @@ def drains(queue: str) -> str:
 def failing(stream: str) -> str:
     """Hash beside an outbox stream: entry id -> when a drain first gave up on it."""
     return f"{stream}:failing"
+
+
+def followed_up(job_id: str) -> str:
+    """Set (for a day) once a Klaviyo job's outcome was applied: the scheduled follow-up and an
+    eager one (a waiting catalog sync) apply it once between them."""
+    return f"klaviyo:followed-up:{job_id}"
 
 
 # -- shared by every queue ----------------------------------------------------------------------
