@@ -9,6 +9,7 @@ exists. Deletions go last. Failed items are the dead letters the follow-ups keep
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -27,10 +28,10 @@ from ..delivery.operations import Operation
 from ..delivery.settings import DeliverySettings
 from ..exceptions import KlaviyoConfigError, KlaviyoSchemaError
 from .model import CatalogCategory, CatalogItem, coerce_entry
-from .plan import Plan, plan
+from .plan import Plan, plan, plan_categories, plan_items
 from .remote import forget_items, read_catalog, remember
 
-__all__ = ["SyncReport", "collect", "ensure_api_mode", "run_sync", "wait_applied"]
+__all__ = ["Applier", "SyncReport", "collect", "ensure_api_mode", "run_sync", "wait_applied"]
 
 log = logging.getLogger(__name__)
 
@@ -126,36 +127,44 @@ def run_sync(
     connection = current_state().redis
     held = read_catalog(connection)
     keep = [entry["item"].removeprefix("catalog item ").strip("'") for entry in invalid]
-    result = plan(items, categories, held, keep=keep)
-    report = SyncReport(result, invalid, dry_run=dry_run)
-    if dry_run or result.writes() == 0:
+    if dry_run:
+        report = SyncReport(plan(items, categories, held, keep=keep), invalid, dry_run=True)
         report.seconds = time.monotonic() - started
         return report
+    result = plan_categories(categories, held)
+    report = SyncReport(result, invalid)
     dead_before = {record["id"] for record in current_state().dead_letters.all()}
     base = _handled(connection)
-    total = result.writes()
+    with Applier(timeout=timeout) if wait else contextlib.nullcontext() as applier:
+        _push(result.first)  # Klaviyo works on the categories while the items are planned
+        plan_items(result, items, held, keep=keep)
+        if result.writes() == 0:
+            report.seconds = time.monotonic() - started
+            return report
+        total = result.writes()
 
-    def tick() -> None:
-        if progress is not None:
-            progress(min(total, _handled(connection) - base), total)
+        def tick() -> None:
+            if progress is not None:
+                progress(min(total, _handled(connection) - base), total)
 
-    names = {c.id: c.name for c in categories}
-    known = {v.id: i.id for i in items for v in i.variants}
-    remember(connection, result.memberships, names, known)
-    _push(result.first)
-    if wait and result.first:
-        wait_applied(timeout=timeout, tick=tick)
-    _push(result.then)
-    forget_items(connection, result.items.delete, result.variants.delete, result.categories.delete)
-    if wait:
-        wait_applied(timeout=timeout, tick=tick)
-        report.waited = True
-        report.failed = [
-            record
-            for record in current_state().dead_letters.all()
-            if record["id"] not in dead_before
-            and str((record.get("operation") or {}).get("op", "")).startswith("catalog_")
-        ]
+        if applier is not None and result.first:
+            applier.wait(tick)
+        _push(result.then)
+        names = {c.id: c.name for c in categories}
+        known = {v.id: i.id for i in items for v in i.variants}
+        remember(connection, result.memberships, names, known)
+        forget_items(
+            connection, result.items.delete, result.variants.delete, result.categories.delete
+        )
+        if applier is not None:
+            applier.wait(tick)
+            report.waited = True
+            report.failed = [
+                record
+                for record in current_state().dead_letters.all()
+                if record["id"] not in dead_before
+                and str((record.get("operation") or {}).get("op", "")).startswith("catalog_")
+            ]
     report.seconds = time.monotonic() - started
     return report
 
@@ -182,30 +191,50 @@ def _follow(follower: Follower, stop: threading.Event) -> None:
         stop.wait(max(wait, 0.002))
 
 
-def wait_applied(
-    *, timeout: float = 3600.0, tick: Callable[[], None] | None = None, poll: float = 0.05
-) -> None:
-    """Work the queue in this process until it is idle: every operation sent and every Klaviyo
-    job followed up.
+class Applier:
+    """Works the queue in this process until it is idle: every operation sent and every
+    Klaviyo job followed up.
 
-    A thread looks at the catalog jobs as soon as Klaviyo should have finished them (a
-    :class:`Follower`), so the next step (a new item's variants) is queued without waiting for
-    RQ's scheduler. Queued jobs are run by a burst worker here, beside any running workers,
-    started only when a job waits (or a scheduled one is due: the scheduler's part)."""
-    connection = current_state().redis
-    queue = Queue(current_app.config["KLAVIYO_QUEUE"], connection=connection)
-    follower = Follower(
-        connection, DeliverySettings.load(), queue.name, lambda kind: kind.startswith("catalog_")
-    )
-    stop = threading.Event()
-    thread = threading.Thread(target=_follow, args=(follower, stop), name="klaviyo-follow")
-    thread.daemon = True
-    thread.start()
-    deadline = time.monotonic() + timeout
-    try:
+    While open, a thread looks at the catalog jobs as soon as Klaviyo should have finished them
+    (a :class:`Follower`), so the next step (a new item's variants) is queued without waiting
+    for RQ's scheduler. :meth:`wait` runs queued jobs in a burst worker here, beside any running
+    workers, started only when a job waits (or a scheduled one is due and no running worker's
+    scheduler is there to move it)."""
+
+    def __init__(self, *, timeout: float = 3600.0, poll: float = 0.05) -> None:
+        self.connection = current_state().redis
+        self.queue = Queue(current_app.config["KLAVIYO_QUEUE"], connection=self.connection)
+        self.timeout = timeout
+        self.poll = poll
+        self.follower = Follower(
+            self.connection,
+            DeliverySettings.load(),
+            self.queue.name,
+            lambda kind: kind.startswith("catalog_"),
+        )
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=_follow, args=(self.follower, self.stop))
+        self.thread.name = "klaviyo-follow"
+        self.thread.daemon = True
+
+    def __enter__(self) -> Applier:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        log.info("klaviyo: %d early look(s) at catalog jobs, %d applied", self.follower.looks,
+                 self.follower.applied)  # fmt: skip
+
+    def wait(self, tick: Callable[[], None] | None = None) -> None:
+        queue, connection = self.queue, self.connection
+        deadline = time.monotonic() + self.timeout
         while not idle(queue):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"catalog sync: the queue was still busy after {timeout:g}s")
+                raise TimeoutError(
+                    f"catalog sync: the queue was still busy after {self.timeout:g}s"
+                )
             # Scheduled jobs due and no scheduler of a running worker to move them: ours does.
             due = bool(
                 queue.scheduled_job_registry.get_jobs_to_schedule(int(time.time()), 1)
@@ -216,11 +245,14 @@ def wait_applied(
                 )
             if tick is not None:
                 tick()
-            time.sleep(poll)
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-    log.info("klaviyo: %d early look(s) at catalog jobs, %d applied", follower.looks,
-             follower.applied)  # fmt: skip
-    if tick is not None:
-        tick()
+            time.sleep(self.poll)
+        if tick is not None:
+            tick()
+
+
+def wait_applied(
+    *, timeout: float = 3600.0, tick: Callable[[], None] | None = None, poll: float = 0.05
+) -> None:
+    """Work the queue in this process until it is idle (see :class:`Applier`)."""
+    with Applier(timeout=timeout, poll=poll) as applier:
+        applier.wait(tick)
