@@ -23,7 +23,7 @@ from rq.scheduler import RQScheduler
 
 from .._state import current_state, tolerate
 from ..delivery import keys
-from ..delivery.followup import Follower
+from ..delivery.follower import Follower
 from ..delivery.operations import Operation
 from ..delivery.settings import DeliverySettings
 from ..exceptions import KlaviyoConfigError, KlaviyoSchemaError
@@ -224,6 +224,7 @@ class Applier:
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join(timeout=30)
+        self.follower.close()
         log.info("klaviyo: %d early look(s) at catalog jobs, %d applied", self.follower.looks,
                  self.follower.applied)  # fmt: skip
 

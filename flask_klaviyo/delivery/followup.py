@@ -9,25 +9,22 @@ An operation may carry others to queue once Klaviyo has applied it (``payload["t
 entries: a new catalog item's variants). They are queued when its job completes without an error
 for it; a failed operation keeps them in its dead letter, and a replay brings both back.
 
-A process that waits for the outcome (a catalog sync) runs a :class:`Follower` beside the
-scheduled looks: it looks at the scheduled jobs as soon as Klaviyo is expected to have finished
-them (learned from the jobs Klaviyo reports finished), instead of after RQ's scheduler. The
-outcome is applied once between the two (a marker per Klaviyo job, ``keys.followed_up``).
+The drain schedules one look (one RQ job) for all the jobs of one send, and keeps their
+operations in Redis as JSON meanwhile. A process that waits for the outcome (a catalog sync)
+may look sooner (:mod:`.follower`); the outcome is applied once between them (a marker per
+Klaviyo job, ``keys.followed_up``).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
-import statistics
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from rq import Queue
-from rq.job import Job
 
 from ..exceptions import ErrorDetail
 from ..ratelimit import RateLimiter
@@ -42,12 +39,117 @@ from .outbox import FAILURE_TTL, FOLLOW_UP_JOB, JOB_TIMEOUT, Outbox
 from .sender import Sender
 from .settings import DeliverySettings
 
-__all__ = ["FINISHED", "Follower", "follow_up_job"]
+__all__ = [
+    "FINISHED",
+    "FOLLOW_UP_BATCH_JOB",
+    "apply_outcome",
+    "claim",
+    "follow_up_batch",
+    "follow_up_job",
+    "job_attributes",
+    "load_operations",
+    "schedule_follow_ups",
+]
 
 log = logging.getLogger(__name__)
 
 FINISHED = frozenset(("complete", "cancelled"))
 FOLLOWED_TTL = 86400  # the applied-once marker outlives any follow-up of its job
+FOLLOW_UP_BATCH_JOB = "flask_klaviyo.jobs.follow_up_batch"  # stored in queued jobs: keep stable
+
+
+def schedule_follow_ups(
+    connection: Any, queue: Queue, jobs: Sequence[tuple[str, str, Sequence[Mapping[str, Any]]]]
+) -> None:
+    """One scheduled look at every Klaviyo job a drain's send was answered with (``(kind, job
+    id, operations)``): the operations are kept in Redis as JSON beside it (an RQ job's
+    arguments are pickled and compressed: slow for thousands of payloads), one RQ job for all."""
+    if not jobs:
+        return
+    pipe = connection.pipeline(transaction=False)
+    for _, job_id, operations in jobs:
+        pipe.set(keys.follow_up_operations(job_id), _dumps(operations), ex=FOLLOWED_TTL)
+    pipe.execute()
+    delay = min(_spec(kind).delay for kind, _, _ in jobs)
+    _enqueue_batch(queue, [[kind, job_id] for kind, job_id, _ in jobs], 1, delay)
+
+
+def _dumps(operations: Sequence[Mapping[str, Any]]) -> str:
+    return json.dumps(list(operations), separators=(",", ":"), default=str)
+
+
+def load_operations(connection: Any, job_id: str) -> list[dict[str, Any]] | None:
+    """The operations a Klaviyo job was sent with (None once its outcome was applied)."""
+    raw = connection.get(keys.follow_up_operations(job_id))
+    return None if raw is None else json.loads(raw)
+
+
+def _spec(kind_name: str) -> kinds.JobFollowUp:
+    spec = kinds.get(kind_name).job
+    if spec is None:
+        raise LookupError(f"operation kind {kind_name!r} has no asynchronous job to follow up")
+    return spec
+
+
+def _enqueue_batch(queue: Queue, pending: list[list[str]], look: int, delay: float) -> None:
+    queue.enqueue_in(
+        timedelta(seconds=delay),
+        FOLLOW_UP_BATCH_JOB,
+        queue.name,
+        pending,
+        look,
+        job_timeout=JOB_TIMEOUT,
+        failure_ttl=FAILURE_TTL,
+        result_ttl=600,
+        description=f"follow up {len(pending)} klaviyo job(s), look {look}",
+    )
+
+
+def follow_up_batch(
+    connection: Any,
+    settings: DeliverySettings,
+    queue_name: str,
+    pending: Sequence[Sequence[str]],
+    look: int,
+) -> dict[str, Any]:
+    """Look once at each ``[kind, job id]`` not followed up yet; the unfinished ones are looked
+    at again in one job after the shortest of their kinds' delays, or, past a kind's
+    ``max_looks``, their operations become dead letters (``job_unfinished``)."""
+    limiter = RateLimiter(connection, limits=kinds.rate_limits(settings.rate_limits))
+    dead_letters = DeadLetters(connection)
+    sender = Sender(settings.client(), dead_letters, limiter=limiter)
+    unfinished: list[list[str]] = []
+    counts = {"finished": 0, "dead": 0, "followed": 0}
+    for kind_name, job_id in pending:
+        kind = kinds.get(kind_name)
+        spec = _spec(kind_name)
+        if connection.exists(keys.followed_up(job_id)):
+            counts["followed"] += 1
+            continue
+        path = spec.path.format(job_id=job_id)
+        answer = sender.call(spec.endpoint, functools.partial(sender.client.send, "GET", path))
+        attributes = job_attributes(answer.data)
+        status = str(attributes.get("status") or "")
+        operations = load_operations(connection, job_id) or []
+        if status not in FINISHED:
+            if look < spec.max_looks:
+                unfinished.append([kind_name, job_id])
+                continue
+            if claim(connection, job_id):
+                error = {"code": "job_unfinished", "detail": f"job {job_id} still {status!r}"}
+                for operation in operations:
+                    dead_letters.add(dict(operation), reason="job_unfinished", errors=[error])
+                counts["dead"] += len(operations)
+            continue
+        if claim(connection, job_id):
+            counts["dead"] += apply_outcome(
+                connection, queue_name, kind, job_id, attributes, operations, dead_letters
+            )
+            counts["finished"] += 1
+    if unfinished:
+        delay = min(_spec(kind).delay for kind, _ in unfinished)
+        _enqueue_batch(Queue(queue_name, connection=connection), unfinished, look + 1, delay)
+    return {**counts, "unfinished": len(unfinished), "look": look}
 
 
 def follow_up_job(
@@ -71,7 +173,7 @@ def follow_up_job(
     sender = Sender(settings.client(), dead_letters, limiter=limiter)
     path = spec.path.format(job_id=job_id)
     answer = sender.call(spec.endpoint, functools.partial(sender.client.send, "GET", path))
-    attributes = _attributes(answer.data)
+    attributes = job_attributes(answer.data)
     status = str(attributes.get("status") or "")
     if status not in FINISHED:
         if look < spec.max_looks:
@@ -119,13 +221,15 @@ def apply_outcome(
     failed = _dead_items(kind, job_id, attributes.get("errors") or [], operations, dead_letters)
     if status == "complete":
         _queue_then(connection, queue_name, operations, failed)
+    connection.delete(keys.follow_up_operations(job_id))
     if status == "cancelled":
         log.warning("klaviyo: %s job %s was cancelled in Klaviyo", kind.name, job_id)
     log.info("klaviyo: %s job %s %s, %d item(s) failed", kind.name, job_id, status, len(failed))
     return len(failed)
 
 
-def _attributes(answer: Any) -> Mapping[str, Any]:
+def job_attributes(answer: Any) -> Mapping[str, Any]:
+    """The attributes of Klaviyo's answer to a GET of a job ({} when it has none)."""
     data = answer.get("data") if isinstance(answer, Mapping) else None
     attributes = data.get("attributes") if isinstance(data, Mapping) else None
     return attributes if isinstance(attributes, Mapping) else {}
@@ -172,138 +276,3 @@ def _queue_then(
     ]
     if follows:
         Outbox(connection, queue_name=queue_name).push(follows)
-
-
-@dataclass
-class _Watched:
-    """A scheduled follow-up the follower looks at early."""
-
-    kind: kinds.Kind
-    job_id: str
-    operations: Sequence[Mapping[str, Any]]
-    due: float  # time.time() of the next look
-    gap: float = 0.0  # the last wait between looks at this job
-
-
-def _timestamp(value: Any) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-class Follower:
-    """Looks at the queue's scheduled follow-ups (of the kinds ``wanted`` accepts) when their
-    Klaviyo job should be done: at first ``FIRST_LOOK`` after the follow-up was scheduled, then
-    after the median time Klaviyo took for the jobs of that kind it already finished; an
-    unfinished job is looked at again after twice the last wait (at least ``MIN_GAP``, at most
-    the kind's own delay). Every GET goes through the shared limiter. A finished job's outcome
-    is applied here (once: :func:`claim`) and its scheduled follow-up removed."""
-
-    FIRST_LOOK = 0.05
-    MIN_GAP = 0.05
-    MAX_IDLE = 0.05  # the longest sleep between two scans of the scheduled registry
-    SAMPLES = 20
-
-    def __init__(
-        self,
-        connection: Any,
-        settings: DeliverySettings,
-        queue_name: str,
-        wanted: Callable[[str], bool] = lambda kind: True,
-    ) -> None:
-        self.connection = connection
-        self.queue_name = queue_name
-        self.registry = Queue(queue_name, connection=connection).scheduled_job_registry
-        self.wanted = wanted
-        self.dead_letters = DeadLetters(connection)
-        limiter = RateLimiter(connection, limits=kinds.rate_limits(settings.rate_limits))
-        self.sender = Sender(settings.client(), self.dead_letters, limiter=limiter)
-        self.watched: dict[str, _Watched | None] = {}  # RQ job id -> what it follows up
-        self.took: dict[str, list[float]] = {}  # kind -> seconds Klaviyo took, latest last
-        self.looks = 0
-        self.applied = 0
-
-    def step(self) -> float:
-        """Look at every watched job that is due; returns the seconds until the next one."""
-        self._scan()
-        now = time.time()
-        for rq_id, watched in list(self.watched.items()):
-            if watched is not None and watched.due <= now:
-                self._look(rq_id, watched)
-        dues = [w.due for w in self.watched.values() if w is not None]
-        return min([self.MAX_IDLE, *(due - time.time() for due in dues)])
-
-    def _scan(self) -> None:
-        ids = set(self.registry.get_job_ids())
-        for gone in set(self.watched) - ids:  # ran (or was removed) elsewhere
-            del self.watched[gone]
-        new = [rq_id for rq_id in ids if rq_id not in self.watched]
-        for rq_id, job in zip(new, Job.fetch_many(new, connection=self.connection), strict=True):
-            self.watched[rq_id] = self._watch(job)
-
-    def _watch(self, job: Job | None) -> _Watched | None:
-        if job is None or job.func_name != FOLLOW_UP_JOB or len(job.args) < 4:
-            return None
-        queue_name, kind_name, job_id, operations = job.args[:4]
-        if queue_name != self.queue_name or not self.wanted(kind_name):
-            return None
-        try:
-            kind = kinds.get(kind_name)
-        except LookupError:
-            return None
-        if kind.job is None:
-            return None
-        since = job.created_at.timestamp() if job.created_at is not None else time.time()
-        took = self.took.get(kind_name)
-        wait = statistics.median(took) if took else self.FIRST_LOOK
-        return _Watched(kind, job_id, operations, since + wait, gap=wait)
-
-    def _look(self, rq_id: str, watched: _Watched) -> None:
-        spec = watched.kind.job
-        assert spec is not None
-        if self.connection.exists(keys.followed_up(watched.job_id)):
-            self._forget(rq_id)
-            return
-        path = spec.path.format(job_id=watched.job_id)
-        try:
-            answer = self.sender.call(
-                spec.endpoint, functools.partial(self.sender.client.send, "GET", path)
-            )
-        except Exception as exc:  # the scheduled follow-up is still there to do it
-            log.info("klaviyo: eager look at job %s failed (%s); left to the worker", rq_id, exc)
-            self.watched[rq_id] = None
-            return
-        self.looks += 1
-        attributes = _attributes(answer.data)
-        if str(attributes.get("status") or "") not in FINISHED:
-            watched.gap = min(max(2 * watched.gap, self.MIN_GAP), spec.delay or self.MIN_GAP)
-            watched.due = time.time() + watched.gap
-            return
-        started = _timestamp(attributes.get("created_at"))
-        ended = _timestamp(attributes.get("completed_at"))
-        if started is not None and ended is not None and ended >= started:
-            took = self.took.setdefault(watched.kind.name, [])
-            took.append(ended - started)
-            del took[: -self.SAMPLES]
-        if claim(self.connection, watched.job_id):
-            apply_outcome(
-                self.connection,
-                self.queue_name,
-                watched.kind,
-                watched.job_id,
-                attributes,
-                watched.operations,
-                self.dead_letters,
-            )
-            self.applied += 1
-        self._forget(rq_id)
-
-    def _forget(self, rq_id: str) -> None:
-        """The scheduled follow-up is not needed any more (if the scheduler moved it to the
-        queue meanwhile, it finds the marker and returns without a look)."""
-        self.watched.pop(rq_id, None)
-        if self.registry.remove(rq_id):
-            self.connection.delete(Job.key_for(rq_id))

@@ -21,6 +21,7 @@ __all__ = [
     "drain_flag",
     "drains",
     "failing",
+    "follow_up_operations",
     "followed_up",
     "outbox_stream",
     "rate_blocked",
@@ -62,6 +63,11 @@ def followed_up(job_id: str) -> str:
     """Set (for a day) once a Klaviyo job's outcome was applied: the scheduled follow-up and an
     eager one (a waiting catalog sync) apply it once between them."""
     return f"klaviyo:followed-up:{job_id}"
+
+
+def follow_up_operations(job_id: str) -> str:
+    """The operations a Klaviyo job was sent with (JSON), kept until its outcome is applied."""
+    return f"klaviyo:follow-up-operations:{job_id}"
 
 
 # -- shared by every queue ----------------------------------------------------------------------
