@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
-from rq import Queue, SimpleWorker
+from rq import Queue, SimpleWorker, Worker
 from rq.scheduler import RQScheduler
 
 from .._state import current_state, tolerate
@@ -197,9 +197,11 @@ class Applier:
 
     While open, a thread looks at the catalog jobs as soon as Klaviyo should have finished them
     (a :class:`Follower`), so the next step (a new item's variants) is queued without waiting
-    for RQ's scheduler. :meth:`wait` runs queued jobs in a burst worker here, beside any running
-    workers, started only when a job waits (or a scheduled one is due and no running worker's
-    scheduler is there to move it)."""
+    for RQ's scheduler. :meth:`wait` runs queued jobs in a burst worker here when no worker is
+    running, when a job has waited ``help_after`` seconds (the running ones are busy), or when
+    a scheduled job is due and no running worker's scheduler is there to move it."""
+
+    help_after = 2.0  # seconds a queued job waits for a running worker before this one runs it
 
     def __init__(self, *, timeout: float = 3600.0, poll: float = 0.05) -> None:
         self.connection = current_state().redis
@@ -231,6 +233,7 @@ class Applier:
     def wait(self, tick: Callable[[], None] | None = None) -> None:
         queue, connection = self.queue, self.connection
         deadline = time.monotonic() + self.timeout
+        waiting_since: float | None = None
         while not idle(queue):
             if time.monotonic() > deadline:
                 raise TimeoutError(
@@ -240,10 +243,18 @@ class Applier:
             due = bool(
                 queue.scheduled_job_registry.get_jobs_to_schedule(int(time.time()), 1)
             ) and not connection.exists(RQScheduler.get_locking_key(queue.name))
-            if queue.count or due:
+            if queue.count and waiting_since is None:
+                waiting_since = time.monotonic()
+            elif not queue.count:
+                waiting_since = None
+            # Running workers take the queue's jobs; this process does when there are none,
+            # or when a job has waited long (they are all busy), or for the scheduler's part.
+            stuck = waiting_since is not None and time.monotonic() - waiting_since > self.help_after
+            if due or stuck or (queue.count and not Worker.count(queue=queue)):
                 SimpleWorker([queue], connection=connection).work(
                     burst=True, with_scheduler=due, logging_level="WARNING"
                 )
+                waiting_since = None
             if tick is not None:
                 tick()
             time.sleep(self.poll)

@@ -79,6 +79,7 @@ class Follower:
     MAX_IDLE = 0.05  # the longest sleep between two scans of the scheduled registry
     SAMPLES = 20
     PARALLEL = 8
+    LEASE = 5.0  # seconds a scheduled follow-up watched here is kept from falling due
 
     def __init__(
         self,
@@ -98,6 +99,7 @@ class Follower:
         self.watched: dict[str, _Watched] = {}  # Klaviyo job id -> when to look
         self.took: dict[str, list[float]] = {}  # kind -> seconds Klaviyo took, latest last
         self.pool = ThreadPoolExecutor(self.PARALLEL, thread_name_prefix="klaviyo-look")
+        self.held_until = 0.0
         self.looks = 0
         self.applied = 0
 
@@ -125,6 +127,29 @@ class Follower:
             self.scheduled[rq_id] = {w.job_id for w in found} if found else None
             for watched in found:
                 self.watched.setdefault(watched.job_id, watched)
+        now = time.time()
+        if now >= self.held_until - self.LEASE / 2:  # renew every lease
+            self._hold([rq_id for rq_id, left in self.scheduled.items() if left])
+            self.held_until = now + self.LEASE
+        else:
+            self._hold([rq_id for rq_id in new if self.scheduled.get(rq_id)])
+
+    def _hold(self, rq_ids: list[str]) -> None:
+        """Keep the scheduler off the follow-ups being looked at here: each is due ``LEASE``
+        seconds from now, renewed while this follower runs (if it stops, they fall due and
+        the workers do what is left). Only ones not due yet are moved (``XX``, ``GT``): one
+        the scheduler may be moving to the queue right now is left alone."""
+        if not rq_ids:
+            return
+        now = time.time()
+        scores = self.connection.zmscore(self.registry.key, rq_ids)
+        later = {
+            rq_id: now + self.LEASE
+            for rq_id, score in zip(rq_ids, scores, strict=True)
+            if score is not None and score > now + 0.2
+        }
+        if later:
+            self.connection.zadd(self.registry.key, later, xx=True, gt=True)
 
     def _watch(self, rq_id: str, job: Job | None) -> list[_Watched]:
         """The Klaviyo jobs a scheduled follow-up would look at (none: not one of ours)."""
