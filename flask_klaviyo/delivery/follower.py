@@ -34,6 +34,7 @@ from .followup import (
     claim,
     job_attributes,
     load_operations,
+    needs_operations,
 )
 from .outbox import FOLLOW_UP_JOB
 from .sender import Sender
@@ -54,6 +55,7 @@ class _Watched:
     operations: Sequence[Mapping[str, Any]] | None  # None: kept in Redis (a batch's)
     due: float  # time.time() of the next look
     gap: float = 0.0  # the last wait between looks at this job
+    carries: bool = True  # an operation carries others to queue afterwards
 
 
 def _timestamp(value: Any) -> float | None:
@@ -156,14 +158,14 @@ class Follower:
         if job is None or not job.args or job.args[0] != self.queue_name:
             return []
         if job.func_name == FOLLOW_UP_BATCH_JOB and len(job.args) >= 2:
-            pairs = [(kind, job_id, None) for kind, job_id in job.args[1]]
+            pairs = [(e[0], e[1], None, bool(e[2]) if len(e) > 2 else True) for e in job.args[1]]
         elif job.func_name == FOLLOW_UP_JOB and len(job.args) >= 4:
-            pairs = [(job.args[1], job.args[2], job.args[3])]
+            pairs = [(job.args[1], job.args[2], job.args[3], True)]
         else:
             return []
         since = job.created_at.timestamp() if job.created_at is not None else time.time()
         found = []
-        for kind_name, job_id, operations in pairs:
+        for kind_name, job_id, operations, carries in pairs:
             if not self.wanted(kind_name):
                 return []  # a follow-up with jobs of other kinds is left to the workers
             try:
@@ -174,7 +176,9 @@ class Follower:
                 return []
             took = self.took.get(kind_name)
             wait = statistics.median(took) if took else self.FIRST_LOOK
-            found.append(_Watched(kind, job_id, rq_id, operations, since + wait, gap=wait))
+            found.append(
+                _Watched(kind, job_id, rq_id, operations, since + wait, gap=wait, carries=carries)
+            )
         return found
 
     def _look(self, watched: _Watched) -> Mapping[str, Any] | None:
@@ -194,15 +198,15 @@ class Follower:
                 self.connection, watched.job_id
             ):
                 operations = watched.operations
-                if operations is None:
-                    operations = load_operations(self.connection, watched.job_id) or []
+                if operations is None and needs_operations(attributes, watched.carries):
+                    operations = load_operations(self.connection, watched.job_id)
                 apply_outcome(
                     self.connection,
                     self.queue_name,
                     watched.kind,
                     watched.job_id,
                     attributes,
-                    operations,
+                    operations or [],
                     self.dead_letters,
                 )
                 self.applied += 1

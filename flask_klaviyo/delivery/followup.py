@@ -48,6 +48,7 @@ __all__ = [
     "follow_up_job",
     "job_attributes",
     "load_operations",
+    "needs_operations",
     "schedule_follow_ups",
 ]
 
@@ -63,7 +64,8 @@ def schedule_follow_ups(
 ) -> None:
     """One scheduled look at every Klaviyo job a drain's send was answered with (``(kind, job
     id, operations)``): the operations are kept in Redis as JSON beside it (an RQ job's
-    arguments are pickled and compressed: slow for thousands of payloads), one RQ job for all."""
+    arguments are pickled and compressed: slow for thousands of payloads), one RQ job for all,
+    given ``[kind, job id, 1 if an operation carries others for afterwards else 0]``."""
     if not jobs:
         return
     pipe = connection.pipeline(transaction=False)
@@ -71,7 +73,11 @@ def schedule_follow_ups(
         pipe.set(keys.follow_up_operations(job_id), _dumps(operations), ex=FOLLOWED_TTL)
     pipe.execute()
     delay = min(_spec(kind).delay for kind, _, _ in jobs)
-    _enqueue_batch(queue, [[kind, job_id] for kind, job_id, _ in jobs], 1, delay)
+    pending = [
+        [kind, job_id, int(any((op.get("payload") or {}).get("then") for op in operations))]
+        for kind, job_id, operations in jobs
+    ]
+    _enqueue_batch(queue, pending, 1, delay)
 
 
 def _dumps(operations: Sequence[Mapping[str, Any]]) -> str:
@@ -82,6 +88,14 @@ def load_operations(connection: Any, job_id: str) -> list[dict[str, Any]] | None
     """The operations a Klaviyo job was sent with (None once its outcome was applied)."""
     raw = connection.get(keys.follow_up_operations(job_id))
     return None if raw is None else json.loads(raw)
+
+
+def needs_operations(attributes: Mapping[str, Any], carries: bool) -> bool:
+    """Whether applying a finished job's outcome needs its operations: errors to place, or
+    operations to queue afterwards (``carries``) from a complete job."""
+    if attributes.get("errors"):
+        return True
+    return carries and str(attributes.get("status") or "") == "complete"
 
 
 def _spec(kind_name: str) -> kinds.JobFollowUp:
@@ -120,7 +134,7 @@ def follow_up_batch(
     sender = Sender(settings.client(), dead_letters, limiter=limiter)
     unfinished: list[list[str]] = []
     counts = {"finished": 0, "dead": 0, "followed": 0}
-    for kind_name, job_id in pending:
+    for kind_name, job_id, *rest in pending:
         kind = kinds.get(kind_name)
         spec = _spec(kind_name)
         if connection.exists(keys.followed_up(job_id)):
@@ -130,16 +144,17 @@ def follow_up_batch(
         answer = sender.call(spec.endpoint, functools.partial(sender.client.send, "GET", path))
         attributes = job_attributes(answer.data)
         status = str(attributes.get("status") or "")
+        if status not in FINISHED and look < spec.max_looks:
+            unfinished.append([kind_name, job_id, *rest])
+            continue
         operations = load_operations(connection, job_id) or []
         if status not in FINISHED:
-            if look < spec.max_looks:
-                unfinished.append([kind_name, job_id])
-                continue
             if claim(connection, job_id):
                 error = {"code": "job_unfinished", "detail": f"job {job_id} still {status!r}"}
                 for operation in operations:
                     dead_letters.add(dict(operation), reason="job_unfinished", errors=[error])
                 counts["dead"] += len(operations)
+                connection.delete(keys.follow_up_operations(job_id))
             continue
         if claim(connection, job_id):
             counts["dead"] += apply_outcome(
@@ -147,7 +162,7 @@ def follow_up_batch(
             )
             counts["finished"] += 1
     if unfinished:
-        delay = min(_spec(kind).delay for kind, _ in unfinished)
+        delay = min(_spec(entry[0]).delay for entry in unfinished)
         _enqueue_batch(Queue(queue_name, connection=connection), unfinished, look + 1, delay)
     return {**counts, "unfinished": len(unfinished), "look": look}
 
