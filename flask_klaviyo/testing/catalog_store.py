@@ -161,15 +161,23 @@ def items_of(state: State, category: str) -> list[str]:
 
 
 def resource(
-    record: dict[str, Any], kind: str, base_url: str, *, state: State | None = None
+    record: dict[str, Any],
+    kind: str,
+    base_url: str,
+    *,
+    state: State | None = None,
+    fields: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """A stored item, variant or category as Klaviyo's ``*ResponseObjectResource``.
 
     With ``state``, the relationships too: an item's ``variants`` and ``categories``, a
-    variant's ``item``, a category's ``items`` (ids and links).
+    variant's ``item``, a category's ``items`` (ids and links). ``fields``: only these
+    attributes (a sparse fieldset), else all.
     """
     attributes = {key: _copy(record.get(key)) for key in FIELDS[kind]}
     attributes.update(created=iso(record["created"]), updated=iso(record["updated"]))
+    if fields is not None:
+        attributes = {key: value for key, value in attributes.items() if key in fields}
     here = f"{base_url}/api/{COLLECTIONS[kind]}/{record['id']}"
     shown: dict[str, Any] = {"type": kind, "id": record["id"], "attributes": attributes}
     if state is not None:
