@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ from ..delivery.operations import Operation
 from ..delivery.settings import DeliverySettings
 from ..exceptions import KlaviyoConfigError, KlaviyoSchemaError
 from .model import CatalogCategory, CatalogItem, coerce_entry
-from .plan import Plan, plan, plan_categories, plan_items
+from .plan import Held, Plan, plan, plan_categories, plan_items
 from .remote import forget_items, read_catalog, remember
 
 __all__ = ["Applier", "SyncReport", "collect", "ensure_api_mode", "run_sync", "wait_applied"]
@@ -102,6 +103,10 @@ def collect(
     return list(items.values()), list(categories.values()), invalid
 
 
+class _Abandoned(Exception):
+    """Reading Klaviyo's catalog is no longer wanted."""
+
+
 def _push(operations: list[Operation]) -> None:
     outbox = current_state().outbox
     for start in range(0, len(operations), PUSH_CHUNK):
@@ -123,9 +128,28 @@ def run_sync(
     """One reconciliation of Klaviyo's catalog with ``source`` (see the module docstring)."""
     ensure_api_mode()
     started = time.monotonic()
-    items, categories, invalid = collect(source())
     connection = current_state().redis
-    held = read_catalog(connection)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    abandon = threading.Event()
+
+    def page_read(count: int) -> None:
+        if abandon.is_set():  # the source was refused (strict): stop reading
+            raise _Abandoned
+
+    def read() -> Held:
+        with app.app_context():
+            return read_catalog(connection, progress=page_read)
+
+    # Klaviyo's answers are awaited while the source is read and checked here.
+    with ThreadPoolExecutor(1, thread_name_prefix="klaviyo-catalog-read") as pool:
+        reading = pool.submit(read)
+        try:
+            items, categories, invalid = collect(source())
+        except BaseException:
+            abandon.set()
+            raise
+        held = reading.result()
     keep = [entry["item"].removeprefix("catalog item ").strip("'") for entry in invalid]
     if dry_run:
         report = SyncReport(plan(items, categories, held, keep=keep), invalid, dry_run=True)
