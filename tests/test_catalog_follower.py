@@ -142,3 +142,27 @@ def test_the_follower_applies_an_outcome_once_and_the_scheduled_look_then_does_n
     assert dead["operation"]["payload"]["then"][0]["key"] == "B-v"  # kept for a replay
     waiting = app.extensions["klaviyo"].outbox.waiting()
     assert [entry["key"] for entry in waiting] == ["A-v"]  # only the created item's variant
+
+
+def test_a_look_that_fails_is_tried_again_later_without_holding_up_the_batch(
+    app: Flask, fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("flask_klaviyo.delivery.sender.BACKOFF_BASE", 0.001)
+    monkeypatch.setattr("flask_klaviyo.delivery.sender.IN_JOB_ATTEMPTS", 4)
+    queue = send_items(app, fake, ["A"])
+    queue = send_items(app, fake, ["B"])
+    pending = []
+    for rq_id in queue.scheduled_job_registry.get_job_ids():
+        pending += Job.fetch(rq_id, connection=queue.connection).args[1]
+        queue.scheduled_job_registry.remove(rq_id, delete_job=True)
+    assert len(pending) == 2  # two sends, two Klaviyo jobs
+    time.sleep(0.1)
+    fake.fail_next(503, count=4, detail="Klaviyo is busy.")  # every attempt of the first look
+    with app.app_context():
+        settings = DeliverySettings.load()
+        first = follow_up_batch(queue.connection, settings, queue.name, pending[:1], 1)
+        assert first["unfinished"] == 1  # looked at again later, nothing lost
+        both = follow_up_batch(queue.connection, settings, queue.name, pending, 2)
+    assert both["finished"] == 2
+    waiting = app.extensions["klaviyo"].outbox.waiting()
+    assert sorted(entry["key"] for entry in waiting) == ["A-v", "B-v"]

@@ -26,7 +26,7 @@ from typing import Any
 
 from rq import Queue
 
-from ..exceptions import ErrorDetail
+from ..exceptions import ErrorDetail, KlaviyoDeliveryError
 from ..ratelimit import RateLimiter
 from . import (
     keys,
@@ -141,9 +141,14 @@ def follow_up_batch(
             counts["followed"] += 1
             continue
         path = spec.path.format(job_id=job_id)
-        answer = sender.call(spec.endpoint, functools.partial(sender.client.send, "GET", path))
-        attributes = job_attributes(answer.data)
-        status = str(attributes.get("status") or "")
+        try:
+            answer = sender.call(spec.endpoint, functools.partial(sender.client.send, "GET", path))
+        except KlaviyoDeliveryError as exc:  # the others of the batch are still looked at
+            log.warning("klaviyo: looking at %s job %s failed: %s", kind_name, job_id, exc)
+            attributes, status = {}, f"not looked at: {exc}"[:200]
+        else:
+            attributes = job_attributes(answer.data)
+            status = str(attributes.get("status") or "")
         if status not in FINISHED and look < spec.max_looks:
             unfinished.append([kind_name, job_id, *rest])
             continue
