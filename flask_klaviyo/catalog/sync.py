@@ -157,14 +157,18 @@ def run_sync(
         return report
     result = plan_categories(categories, held)
     report = SyncReport(result, invalid)
-    dead_before = {record["id"] for record in current_state().dead_letters.all()}
-    base = _handled(connection)
+
+    def before() -> tuple[set[str], int]:  # the dead letters and handled count before writing
+        return {r["id"] for r in current_state().dead_letters.all()}, _handled(connection)
+
     with Applier(timeout=timeout) if wait else contextlib.nullcontext() as applier:
+        first = before() if result.first else None
         _push(result.first)  # Klaviyo works on the categories while the items are planned
         plan_items(result, items, held, keep=keep)
-        if result.writes() == 0:
+        if result.writes() == 0:  # nothing changed: reads only
             report.seconds = time.monotonic() - started
             return report
+        dead_before, base = first or before()
         total = result.writes()
 
         def tick() -> None:
