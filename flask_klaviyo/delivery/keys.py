@@ -23,6 +23,8 @@ __all__ = [
     "drain_flag",
     "drains",
     "failing",
+    "follow_up_operations",
+    "followed_up",
     "handled_minute",
     "journal_minute",
     "outbox_stream",
@@ -59,6 +61,17 @@ def drains(queue: str) -> str:
 def failing(stream: str) -> str:
     """Hash beside an outbox stream: entry id -> when a drain first gave up on it."""
     return f"{stream}:failing"
+
+
+def followed_up(job_id: str) -> str:
+    """Set (for a day) once a Klaviyo job's outcome was applied: the scheduled follow-up and an
+    eager one (a waiting catalog sync) apply it once between them."""
+    return f"klaviyo:followed-up:{job_id}"
+
+
+def follow_up_operations(job_id: str) -> str:
+    """The operations a Klaviyo job was sent with (JSON), kept until its outcome is applied."""
+    return f"klaviyo:follow-up-operations:{job_id}"
 
 
 # -- shared by every queue ----------------------------------------------------------------------
