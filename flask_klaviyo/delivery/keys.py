@@ -8,6 +8,7 @@ treat them as a stored format.
 from __future__ import annotations
 
 __all__ = [
+    "BACKFILL_PREFIX",
     "CONSUMER_GROUP",
     "DEAD_LETTERS",
     "FORGOTTEN",
@@ -18,6 +19,8 @@ __all__ = [
     "PROFILE_IDS",
     "RATE_PREFIX",
     "STATS",
+    "backfill_checkpoint",
+    "backfill_rejected",
     "drain_flag",
     "drains",
     "failing",
@@ -62,6 +65,20 @@ DEAD_LETTERS = "klaviyo:dead"  # hash: record id -> dead letter JSON
 PROFILE_IDS = "klaviyo:profile-ids"  # hash: email (lower case) -> Klaviyo's profile id
 FORGOTTEN = "klaviyo:forgotten"  # hash: digest of an identifier -> refused until (unix time)
 STATS = "klaviyo:stats"  # hash: handled count, last Klaviyo error, for `flask klaviyo status`
+
+# Historical backfills (``flask klaviyo backfill``): one checkpoint per backfill, by name.
+BACKFILL_PREFIX = "klaviyo:backfill:"
+
+
+def backfill_checkpoint(name: str) -> str:
+    """Hash: ``position`` (records done), counters (sent per metric or kind, rejected)."""
+    return f"{BACKFILL_PREFIX}{name}"
+
+
+def backfill_rejected(name: str) -> str:
+    """List beside a checkpoint: the first rejected records, ``{"line", "reason"}`` JSON."""
+    return f"{BACKFILL_PREFIX}{name}:rejected"
+
 
 # Parked events of anonymous visitors (identity's parking).
 PARKED_PREFIX = "klaviyo:parked:"  # + anonymous id: list of event JSON, oldest first

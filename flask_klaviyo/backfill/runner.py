@@ -1,0 +1,211 @@
+"""Running a backfill: records in, checked and built one by one, queued in large chunks at the
+pace the workers deliver them, the checkpoint moved with every chunk.
+
+Memory stays flat on both sides: records are streamed (never the whole file), a chunk holds
+about ``CHUNK`` entries, and before each chunk the run waits while the outbox holds more than
+``HIGH_WATER`` entries, until it is down to ``LOW_WATER`` (Redis never holds the whole history;
+the workers are never idle for want of work). With no worker listening to the queue, the run
+works the queue in this process while it waits, so a demo store needs nothing else running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import current_app
+from rq import Queue, SimpleWorker, Worker
+
+from .._state import current_state
+from ..catalog.sync import idle
+from ..delivery.operations import Operation
+from ..events import Event
+from ..exceptions import KlaviyoSchemaError
+from ..progress import Progress
+from .checkpoint import KEEP_REJECTED, Checkpoint, Saved
+from .reader import Malformed, Numbered
+
+__all__ = ["CHUNK", "HIGH_WATER", "LOW_WATER", "BackfillReport", "run_backfill"]
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1000  # entries per push (one round trip): about 1 MB of order events
+HIGH_WATER = 20_000  # outbox entries above which the run waits for the workers
+LOW_WATER = 10_000  # ... until the outbox is down to this (~4 s of work at Klaviyo's rate)
+POLL = 0.1  # seconds between looks at the outbox while waiting
+SAMPLES = 20  # what a dry run shows, record by record
+ONCE_TTL = 24 * 3600  # the checkpoint of an unnamed run, if it never ends
+
+Item = Event | Operation
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode  # built once
+Convert = Callable[[Any], list[Item]]
+Source = Callable[[int], Iterator[Numbered]]  # records after a position, numbered
+
+
+@dataclass
+class BackfillReport:
+    """What a run did, and what the checkpoint says earlier runs did."""
+
+    kind: str
+    checkpoint: str | None
+    dry_run: bool = False
+    records: int = 0  # records read by this run
+    skipped: int = 0  # records an earlier run already queued (the checkpoint)
+    sent: dict[str, int] = field(default_factory=dict)  # by metric or operation kind
+    rejected: int = 0
+    rejected_lines: list[dict[str, Any]] = field(default_factory=list)  # {"line", "reason"}
+    earlier: Saved | None = None  # the checkpoint as this run found it
+    samples: list[str] = field(default_factory=list)
+    dead: list[dict[str, Any]] = field(default_factory=list)  # refused by Klaviyo (waited)
+    waited: bool = False
+    seconds: float = 0.0
+
+    @property
+    def sent_total(self) -> int:
+        return sum(self.sent.values())
+
+
+def _describe(number: int, items: list[Item]) -> str:
+    counts: dict[str, int] = {}
+    for item in items:
+        name = item.metric if isinstance(item, Event) else item.kind
+        counts[name] = counts.get(name, 0) + 1
+    first = items[0]
+    about = first.unique_id if isinstance(first, Event) else first.key
+    listed = ", ".join(f"{name} x{n}" if n > 1 else name for name, n in counts.items())
+    return f"line {number}: {about}: {listed}"
+
+
+def _listening(queue: Queue) -> bool:
+    return Worker.count(connection=queue.connection, queue=queue) > 0
+
+
+def _work_here(queue: Queue) -> None:
+    """Deliver what waits, in this process (no worker runs for the queue)."""
+    SimpleWorker([queue], connection=queue.connection).work(
+        burst=True, with_scheduler=True, logging_level="WARNING"
+    )
+
+
+def _wait_for_room(queue: Queue, checkpoint: Checkpoint, high: int, low: int) -> None:
+    outbox = checkpoint.outbox
+    if outbox.depth() < high:
+        return
+    while outbox.depth() > low:
+        if _listening(queue):
+            time.sleep(POLL)
+        else:
+            _work_here(queue)
+
+
+def run_backfill(
+    kind: str,
+    source: Source,
+    convert: Convert,
+    *,
+    checkpoint: str | None,
+    total: int | None = None,
+    dry_run: bool = False,
+    restart: bool = False,
+    wait: bool = False,
+    progress: Progress | None = None,
+    high_water: int = HIGH_WATER,
+    low_water: int = LOW_WATER,
+) -> BackfillReport:
+    """One backfill run (see the module docstring); ``checkpoint`` None: not resumable."""
+    started = time.monotonic()
+    state = current_state()
+    queue = Queue(current_app.config["KLAVIYO_QUEUE"], connection=state.redis)
+    # Without a name the run is not resumable: its checkpoint is its own, dropped at the end.
+    saved = Checkpoint(state.outbox, checkpoint or f"{kind}:once:{uuid.uuid4().hex}")
+    if restart and not dry_run:
+        saved.reset()
+    earlier = saved.load() if checkpoint is not None else Saved()
+    report = BackfillReport(kind, checkpoint, dry_run=dry_run, earlier=earlier)
+    after = 0 if dry_run else earlier.position
+    report.skipped = after
+    dead_before = {record["id"] for record in state.dead_letters.all()} if wait else set()
+    if not dry_run:
+        saved.start(expire=None if checkpoint else ONCE_TTL)
+    entries: list[str] = []
+    sent: dict[str, int] = {}
+    rejected: list[dict[str, Any]] = []
+    position = after
+
+    def flush() -> None:
+        nonlocal entries, sent, rejected
+        if not dry_run and (entries or rejected):
+            if entries:
+                _wait_for_room(queue, saved, high_water, low_water)
+            saved.push(position, entries, sent, rejected)
+        for name, count in sent.items():
+            report.sent[name] = report.sent.get(name, 0) + count
+        entries, sent, rejected = [], {}, []
+
+    for number, record in source(after):
+        report.records += 1
+        position = number
+        try:
+            if isinstance(record, Malformed):
+                raise ValueError(record.reason)
+            items = convert(record)
+        except (KlaviyoSchemaError, ValueError, TypeError) as exc:
+            reason = {"line": number, "reason": str(exc)}
+            rejected.append(reason)
+            report.rejected += 1
+            if len(report.rejected_lines) < KEEP_REJECTED:
+                report.rejected_lines.append(reason)
+            continue
+        if dry_run and len(report.samples) < SAMPLES:
+            report.samples.append(_describe(number, items))
+        for item in items:
+            name = item.metric if isinstance(item, Event) else item.kind
+            sent[name] = sent.get(name, 0) + 1
+            if not dry_run:
+                entries.append(_compact_json(item.to_dict()))
+        if len(entries) >= CHUNK or (dry_run and report.records % CHUNK == 0):
+            flush()
+            if progress is not None:
+                progress(number, total)
+    flush()
+    if progress is not None:
+        progress(position, total)
+    if not dry_run and checkpoint is not None:
+        saved.finish()
+    elif not dry_run:
+        saved.reset()
+    if wait and not dry_run:
+        wait_delivered(queue)
+        report.waited = True
+        report.dead = [
+            record
+            for record in state.dead_letters.all()
+            if record["id"] not in dead_before and _is_backfill(record)
+        ]
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _is_backfill(record: dict[str, Any]) -> bool:
+    if "event" in record:
+        return bool(record["event"].get("backfill"))
+    return str((record.get("operation") or {}).get("op")) in ("bulk_import_profiles", "subscribe")
+
+
+def wait_delivered(queue: Queue, *, timeout: float = 24 * 3600.0) -> None:
+    """Until the queue is idle: every entry sent, every Klaviyo job followed up (by the
+    workers, or here when none listens)."""
+    deadline = time.monotonic() + timeout
+    while not idle(queue):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"backfill: the queue was still busy after {timeout:g}s")
+        if _listening(queue):
+            time.sleep(POLL)
+        else:
+            _work_here(queue)
+            time.sleep(POLL)
