@@ -60,9 +60,11 @@ def profile_operations(
             raise KlaviyoSchemaError(
                 "subscription", field, "a consent needs the list it was given for (--list-id)"
             )
+        # Both identifiers on each: a subscription applied before the (asynchronous) import
+        # must land on the same profile, not make a second one holding only the phone number.
         subscription, subscription_key = subscribe_payload(
-            email=attributes.get("email") if channel == "email" else None,
-            phone_number=attributes.get("phone_number") if channel == "sms" else None,
+            email=attributes.get("email"),
+            phone_number=attributes.get("phone_number"),
             list_id=target,
             channels=(channel,),
             source=source,
