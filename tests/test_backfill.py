@@ -293,3 +293,36 @@ def test_consent_without_a_list_is_rejected_with_the_reason(app: Flask, tmp_path
                 path.open("w"))  # fmt: skip
     result = invoke(app, "profiles", str(path), "--dry-run")
     assert "line 1: subscription: email_consent_at: a consent needs the list" in result.output
+
+
+def test_the_store_writes_a_year_of_history_from_its_catalog(tmp_path: Path) -> None:
+    from example_store import create_app
+    from example_store.catalog import SEED_PRODUCTS
+    from flask_klaviyo.backfill.orders import order_events
+    from flask_klaviyo.backfill.profiles import profile_operations
+
+    store = create_app(
+        {"instance_path": str(tmp_path / "instance"), "SECRET_KEY": "s", "TESTING": True,
+         "KLAVIYO_ENABLED": False}
+    )  # fmt: skip
+    out, people = tmp_path / "orders.jsonl", tmp_path / "customers.jsonl"
+    args = ["store", "history", "--orders", "300", "-o", str(out), "--profiles", str(people)]
+    result = store.test_cli_runner().invoke(args=args)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 300 and len({r["id"] for r in records}) == 300
+    skus = {p.sku for p in SEED_PRODUCTS}
+    assert all(line["sku"] in skus for r in records for line in r["lines"])
+    times = [datetime.fromisoformat(r["placed_at"]) for r in records]
+    assert times == sorted(times) and (times[-1] - times[0]).days >= 360
+    assert all(any(key in r for r in records) for key in STATUS_TIMES.values())
+    for record in records:  # every one a valid backfill
+        assert all(event.backfill for event in order_events(record))
+    customers_written = [json.loads(line) for line in people.read_text().splitlines()]
+    assert len(customers_written) == 100
+    assert any("email_consent_at" in c for c in customers_written)
+    for customer in customers_written:
+        profile_operations(customer, list_id=LIST_ID)
+    again = store.test_cli_runner().invoke(args=["store", "history", "--orders", "300"])
+    first = json.loads(again.output.splitlines()[0])
+    assert (first["email"], first["lines"]) == (records[0]["email"], records[0]["lines"])
