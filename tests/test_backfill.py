@@ -326,3 +326,23 @@ def test_the_store_writes_a_year_of_history_from_its_catalog(tmp_path: Path) -> 
     again = store.test_cli_runner().invoke(args=["store", "history", "--orders", "300"])
     first = json.loads(again.output.splitlines()[0])
     assert (first["email"], first["lines"]) == (records[0]["email"], records[0]["lines"])
+
+
+def test_the_reader_numbers_lines_and_names_a_file_by_its_start(tmp_path: Path) -> None:
+    from flask_klaviyo.backfill.reader import Malformed, count_lines, fingerprint, read_jsonl
+
+    path = tmp_path / "h.jsonl"
+    path.write_text('{"a": 1}\n\n"text"\n{"b": 2}')  # no newline at the end
+    assert count_lines(path) == 4
+    assert list(read_jsonl(path)) == [
+        (1, {"a": 1}),
+        (3, Malformed("not a JSON object but str")),
+        (4, {"b": 2}),
+    ]
+    assert list(read_jsonl(path, after=3)) == [(4, {"b": 2})]
+    name = fingerprint("orders", path)
+    with path.open("a") as handle:
+        handle.write('\n{"c": 3}\n')  # the file grew: the same backfill, resumed
+    assert fingerprint("orders", path) == name != fingerprint("profiles", path)
+    path.write_text('{"z": 0}\n')  # another file at the same path: another backfill
+    assert fingerprint("orders", path) != name

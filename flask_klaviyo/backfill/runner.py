@@ -150,6 +150,7 @@ def run_backfill(
     for number, record in source(after):
         report.records += 1
         position = number
+        items: list[Item] = []
         try:
             if isinstance(record, Malformed):
                 raise ValueError(record.reason)
@@ -160,15 +161,14 @@ def run_backfill(
             report.rejected += 1
             if len(report.rejected_lines) < KEEP_REJECTED:
                 report.rejected_lines.append(reason)
-            continue
-        if dry_run and len(report.samples) < SAMPLES:
+        if dry_run and items and len(report.samples) < SAMPLES:
             report.samples.append(_describe(number, items))
         for item in items:
             name = item.metric if isinstance(item, Event) else item.kind
             sent[name] = sent.get(name, 0) + 1
             if not dry_run:
                 entries.append(_compact_json(item.to_dict()))
-        if len(entries) >= CHUNK or (dry_run and report.records % CHUNK == 0):
+        if len(entries) >= CHUNK or len(rejected) >= CHUNK or report.records % CHUNK == 0:
             flush()
             if progress is not None:
                 progress(number, total)
