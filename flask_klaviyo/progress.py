@@ -41,8 +41,9 @@ def progress_printer(label: str, plain: str) -> Iterator[Progress]:
             return
         state["done"] = done
         now = time.monotonic()
-        if now - state["last"] >= PLAIN_EVERY or (total is not None and done >= total):
-            state["last"] = now
+        finished = total is not None and done >= total and state.get("printed") != done
+        if now - state["last"] >= PLAIN_EVERY or finished:
+            state["last"], state["printed"] = now, done
             click.echo(
                 plain.format(
                     done=done,

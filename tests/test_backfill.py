@@ -346,3 +346,71 @@ def test_the_reader_numbers_lines_and_names_a_file_by_its_start(tmp_path: Path) 
     assert fingerprint("orders", path) == name != fingerprint("profiles", path)
     path.write_text('{"z": 0}\n')  # another file at the same path: another backfill
     assert fingerprint("orders", path) != name
+
+
+def test_working_the_queue_here_gives_ctrl_c_back(app: Flask) -> None:
+    """RQ's worker installs its own SIGINT handler; a later Ctrl-C must still stop the run."""
+    import signal
+
+    from rq import Queue
+
+    before = signal.getsignal(signal.SIGINT)
+    with app.app_context():
+        queue = Queue("klaviyo", connection=app.extensions["klaviyo"].redis)
+        runner._work_here(queue)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.slow
+def test_a_real_ctrl_c_then_a_rerun_delivers_everything_once(
+    app: Flask, fake: Any, tmp_path: Path, redis_client: Any, redis_url: str
+) -> None:
+    """The command as a process, interrupted by SIGINT mid-file, then run again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "orders.jsonl"
+    records = history(path, 4000)
+    app_file = tmp_path / "shop.py"
+    app_file.write_text(
+        "import os\nfrom flask import Flask\nfrom flask_klaviyo import Klaviyo\n"
+        "app = Flask(__name__)\napp.config['SECRET_KEY'] = 's'\n"
+        "app.config.update({k: v for k, v in os.environ.items() if k.startswith('KLAVIYO_')})\n"
+        "Klaviyo(app)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
+    env.update(
+        KLAVIYO_REDIS_URL=redis_url, KLAVIYO_API_URL=fake.url,
+        KLAVIYO_PRIVATE_API_KEY=app.config["KLAVIYO_PRIVATE_API_KEY"],
+        PYTHONPATH=os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")])),
+    )  # fmt: skip
+    command = [sys.executable, "-m", "flask", "--app", str(app_file), "klaviyo", "backfill",
+               "orders", str(path)]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+
+    def position() -> int:
+        found = [
+            key
+            for key in redis_client.keys(keys.BACKFILL_PREFIX + "orders:*")
+            if not key.endswith(b":rejected")
+        ]
+        return int(redis_client.hget(found[0], "position") or 0) if found else 0
+
+    while position() == 0:  # until the first chunk is queued
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output
+    result = invoke(app, "orders", str(path))
+    assert result.exit_code == 0, result.output
+    skipped = int(result.output.split("skipped: ")[1].split()[0].replace(",", ""))
+    assert 0 < skipped < len(records)
+    total = expected_events(records)
+    assert fake.stats()["accepted"] == total
+    assert fake.duplicates == 0 and sent_count(fake) == total

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -86,10 +88,26 @@ def _listening(queue: Queue) -> bool:
 
 
 def _work_here(queue: Queue) -> None:
-    """Deliver what waits, in this process (no worker runs for the queue)."""
-    SimpleWorker([queue], connection=queue.connection).work(
-        burst=True, with_scheduler=True, logging_level="WARNING"
-    )
+    """Deliver what waits, in this process (no worker runs for the queue).
+
+    RQ's worker takes over SIGINT and SIGTERM for its warm shutdown and leaves its handlers
+    installed: they are put back, and a Ctrl-C it received (it let the drain finish, so
+    nothing is held) becomes the KeyboardInterrupt the command reports. Off the main thread
+    (no signals there) the run only waits for the workers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        log.warning("klaviyo: backfill waits for a worker on queue %r (none listens)", queue.name)
+        time.sleep(1.0)
+        return
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    worker = SimpleWorker([queue], connection=queue.connection)
+    try:
+        worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+    if getattr(worker, "_shutdown_requested_date", None) is not None:
+        raise KeyboardInterrupt
 
 
 def _wait_for_room(queue: Queue, checkpoint: Checkpoint, high: int, low: int) -> None:
