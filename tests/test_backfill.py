@@ -4,6 +4,7 @@ and the Python API, the real pipeline (outbox, drain in this process), the stand
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -414,3 +415,36 @@ def test_a_real_ctrl_c_then_a_rerun_delivers_everything_once(
     total = expected_events(records)
     assert fake.stats()["accepted"] == total
     assert fake.duplicates == 0 and sent_count(fake) == total
+
+
+def test_a_drain_that_died_mid_run_does_not_stall_the_rerun(
+    make_app: Callable[..., Flask], fake: Any, redis_client: Any
+) -> None:
+    """A Ctrl-C (or SIGKILL) during a drain leaves entries held by a dead consumer, its job in
+    RQ's started registry and no drain scheduled: the wait reclaims and delivers them."""
+    from rq import Queue
+
+    app = make_app(fake=fake, KLAVIYO_RECLAIM_AFTER=0.5)
+    records = list(orders(200, seed=4))
+    klaviyo = app.extensions["klaviyo"].extension
+    with app.app_context():
+        klaviyo.backfill_orders(records, checkpoint="died")  # queued, not delivered
+        outbox = app.extensions["klaviyo"].outbox
+        queue = Queue("klaviyo", connection=redis_client)
+        outbox.ensure_group()
+        redis_client.xreadgroup(keys.CONSUMER_GROUP, "dead-drain", {outbox.stream: ">"}, count=500)
+        job = queue.enqueue("flask_klaviyo.jobs.drain", "klaviyo")
+        job.worker_name = "gone"
+        job.save()
+        queue.remove(job)
+        registry = queue.started_job_registry  # as a worker that died leaves it:
+        redis_client.zadd(registry.key, {f"{job.id}:lost-execution": time.time() + 600})
+        assert registry.get_job_ids() == [job.id]
+        redis_client.delete(outbox.flag)
+        for pending in queue.get_job_ids():
+            queue.remove(pending)
+        started = time.monotonic()
+        report = klaviyo.backfill_orders(records, checkpoint="died", wait=True)
+    assert report.skipped == 200 and report.sent_total == 0
+    assert time.monotonic() - started < 60  # not the dead job's 600 s timeout
+    assert fake.stats()["accepted"] == expected_events(records) and fake.duplicates == 0

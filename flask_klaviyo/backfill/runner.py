@@ -22,10 +22,12 @@ from typing import Any
 
 from flask import current_app
 from rq import Queue, SimpleWorker, Worker
+from rq.job import Job
 
 from .._state import current_state
-from ..catalog.sync import idle
+from ..delivery import keys
 from ..delivery.operations import Operation
+from ..delivery.outbox import DRAIN_FLAG_TTL, Outbox
 from ..events import Event
 from ..exceptions import KlaviyoSchemaError
 from ..progress import Progress
@@ -87,6 +89,14 @@ def _listening(queue: Queue) -> bool:
     return Worker.count(connection=queue.connection, queue=queue) > 0
 
 
+class _HereWorker(SimpleWorker):
+    """A burst worker in this process without RQ's pubsub thread (remote commands to a worker
+    that lives a few seconds): stopping that thread can wait out its 60 s poll."""
+
+    def subscribe(self) -> None:
+        return None
+
+
 def _work_here(queue: Queue) -> None:
     """Deliver what waits, in this process (no worker runs for the queue).
 
@@ -100,7 +110,7 @@ def _work_here(queue: Queue) -> None:
         time.sleep(1.0)
         return
     handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    worker = SimpleWorker([queue], connection=queue.connection)
+    worker = _HereWorker([queue], connection=queue.connection)
     try:
         worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
     finally:
@@ -110,11 +120,20 @@ def _work_here(queue: Queue) -> None:
         raise KeyboardInterrupt
 
 
+def _ensure_drain(outbox: Outbox) -> None:
+    """Entries wait and no drain is scheduled or running (its flag lapsed: a run or a worker
+    was stopped mid-drain, and nothing new arrives to schedule one): schedule one, as a
+    starting worker does. An extra one is harmless (the consumer group gives each entry once)."""
+    if outbox.depth() and outbox.connection.set(outbox.flag, "1", nx=True, ex=DRAIN_FLAG_TTL):
+        outbox.enqueue_drain()
+
+
 def _wait_for_room(queue: Queue, checkpoint: Checkpoint, high: int, low: int) -> None:
     outbox = checkpoint.outbox
     if outbox.depth() < high:
         return
     while outbox.depth() > low:
+        _ensure_drain(outbox)
         if _listening(queue):
             time.sleep(POLL)
         else:
@@ -215,11 +234,38 @@ def _is_backfill(record: dict[str, Any]) -> bool:
     return str((record.get("operation") or {}).get("op")) in ("bulk_import_profiles", "subscribe")
 
 
+def _running(queue: Queue) -> int:
+    """Jobs started by a worker that is still alive. A worker that died (a Ctrl-C at the wrong
+    moment, SIGKILL) leaves its job in RQ's started registry until the job's timeout, with
+    nothing running it: its entries are reclaimed from the outbox, so it is no reason to wait."""
+    ids = queue.started_job_registry.get_job_ids()
+    if not ids:
+        return 0
+    connection = queue.connection
+    running = 0
+    for job in Job.fetch_many(ids, connection=connection):
+        name = job.worker_name if job is not None else None
+        if name is None or connection.exists(Worker.redis_worker_namespace_prefix + name):
+            running += 1
+    return running
+
+
+def idle(queue: Queue) -> bool:
+    """Nothing of the queue left: no waiting entry, job, scheduled follow-up or running job
+    (a reclaiming drain scheduled with nothing to reclaim does not count)."""
+    outbox = current_state().outbox
+    if outbox.depth() or queue.count or _running(queue):
+        return False
+    reclaiming = 1 if outbox.connection.exists(keys.reclaim_flag(queue.name)) else 0
+    return queue.scheduled_job_registry.count <= reclaiming
+
+
 def wait_delivered(queue: Queue, *, timeout: float = 24 * 3600.0) -> None:
     """Until the queue is idle: every entry sent, every Klaviyo job followed up (by the
     workers, or here when none listens)."""
     deadline = time.monotonic() + timeout
     while not idle(queue):
+        _ensure_drain(current_state().outbox)
         if time.monotonic() > deadline:
             raise TimeoutError(f"backfill: the queue was still busy after {timeout:g}s")
         if _listening(queue):
