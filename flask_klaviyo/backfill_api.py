@@ -16,9 +16,10 @@ from typing import Any
 from flask import current_app
 
 from .backfill.orders import order_events
-from .backfill.profiles import profile_operations
+from .backfill.profiles import BULK_IMPORT, profile_operations
 from .backfill.reader import Numbered, count_lines, fingerprint, numbered, read_jsonl
 from .backfill.runner import BackfillReport, Convert, run_backfill
+from .delivery.profile_kinds import PROFILE_IMPORT_CHUNK
 from .progress import Progress
 
 __all__ = ["BackfillAPI"]
@@ -72,6 +73,7 @@ class BackfillAPI:
             "profiles",
             records,
             lambda record: profile_operations(record, list_id=list_id, source=source),
+            bundle=(BULK_IMPORT, PROFILE_IMPORT_CHUNK),
             checkpoint=checkpoint,
             dry_run=dry_run,
             restart=restart,

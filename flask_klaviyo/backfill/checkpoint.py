@@ -93,9 +93,9 @@ class Checkpoint:
         entries: Sequence[str],
         sent: Mapping[str, int],
         rejected: Sequence[Mapping[str, Any]],
-    ) -> None:
+    ) -> str | None:
         """Entries (stored JSON) into the outbox, and the checkpoint moved to ``position``, at
-        once; a drain is scheduled when none is."""
+        once; a drain is scheduled when none is. Returns the first entry's stream id."""
         counters: list[Any] = []
         for name, count in sent.items():
             counters += [SENT_PREFIX + name, count]
@@ -103,9 +103,12 @@ class Checkpoint:
             counters += [REJECTED, len(rejected)]
         reasons = [json.dumps(dict(r), separators=(",", ":")) for r in rejected]
         args = [DRAIN_FLAG_TTL, position, KEEP_REJECTED, len(counters) // 2, len(reasons)]
-        ours = self._push(
+        ours, first = self._push(
             keys=[self.outbox.stream, self.outbox.flag, self.key, self.rejected_key],
             args=[*args, *counters, *reasons, *entries],
         )
         if int(ours):
             self.outbox.enqueue_drain()
+        if isinstance(first, bytes):
+            first = first.decode()
+        return str(first) or None

@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,9 +26,8 @@ from rq import Queue, SimpleWorker, Worker
 from rq.job import Job
 
 from .._state import current_state
-from ..delivery import keys
 from ..delivery.operations import Operation
-from ..delivery.outbox import DRAIN_FLAG_TTL, Outbox
+from ..delivery.outbox import DRAIN_FLAG_TTL, FOLLOW_UP_JOB, Outbox
 from ..events import Event
 from ..exceptions import KlaviyoSchemaError
 from ..progress import Progress
@@ -44,6 +44,11 @@ LOW_WATER = 10_000  # ... until the outbox is down to this (~4 s of work at Klav
 POLL = 0.1  # seconds between looks at the outbox while waiting
 SAMPLES = 20  # what a dry run shows, record by record
 ONCE_TTL = 24 * 3600  # the checkpoint of an unnamed run, if it never ends
+# Bundling (profiles): many operations as one entry, so a Klaviyo job holds up to its maximum.
+BUNDLE_ITEMS = 10_000  # Bulk Import Profiles' maximum per job
+BUNDLE_BYTES = 4_000_000  # under its 5 MB
+BUNDLES_WAITING = 2  # a run's bundles in the outbox at once (a drain may read them together)
+MAX_ENTRIES = 20_000  # per push while a bundle fills
 
 Item = Event | Operation
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode  # built once
@@ -153,8 +158,14 @@ def run_backfill(
     progress: Progress | None = None,
     high_water: int = HIGH_WATER,
     low_water: int = LOW_WATER,
+    bundle: tuple[str, str] | None = None,
 ) -> BackfillReport:
-    """One backfill run (see the module docstring); ``checkpoint`` None: not resumable."""
+    """One backfill run (see the module docstring); ``checkpoint`` None: not resumable.
+
+    ``bundle=(kind, bundle kind)``: operations of ``kind`` travel together as one entry of
+    ``bundle kind`` (``{"profiles": [{"payload", "key"}]}``), up to BUNDLE_ITEMS or
+    BUNDLE_BYTES, so one Klaviyo job can hold them all.
+    """
     started = time.monotonic()
     state = current_state()
     queue = Queue(current_app.config["KLAVIYO_QUEUE"], connection=state.redis)
@@ -172,17 +183,28 @@ def run_backfill(
     entries: list[str] = []
     sent: dict[str, int] = {}
     rejected: list[dict[str, Any]] = []
+    bundled: list[dict[str, Any]] = []
+    bundled_bytes = 0
+    waiting: deque[str] = deque()
+    chunk = MAX_ENTRIES if bundle else CHUNK
     position = after
 
     def flush() -> None:
-        nonlocal entries, sent, rejected
+        nonlocal entries, sent, rejected, bundled, bundled_bytes
+        if bundled:
+            assert bundle is not None
+            entries.insert(0, _compact_json(Operation(bundle[1], {"profiles": bundled}).to_dict()))
         if not dry_run and (entries or rejected):
             if entries:
                 _wait_for_room(queue, saved, high_water, low_water)
-            saved.push(position, entries, sent, rejected)
+            if bundled:
+                _wait_for_bundles(queue, state.outbox, waiting)
+            first = saved.push(position, entries, sent, rejected)
+            if bundled and first:
+                waiting.append(first)
         for name, count in sent.items():
             report.sent[name] = report.sent.get(name, 0) + count
-        entries, sent, rejected = [], {}, []
+        entries, sent, rejected, bundled, bundled_bytes = [], {}, [], [], 0
 
     for number, record in source(after):
         report.records += 1
@@ -203,12 +225,19 @@ def run_backfill(
         for item in items:
             name = item.metric if isinstance(item, Event) else item.kind
             sent[name] = sent.get(name, 0) + 1
-            if not dry_run:
+            if dry_run:
+                continue
+            if bundle is not None and isinstance(item, Operation) and item.kind == bundle[0]:
+                member = {"payload": dict(item.payload), "key": item.key}
+                bundled.append(member)
+                bundled_bytes += len(_compact_json(member))
+            else:
                 entries.append(_compact_json(item.to_dict()))
-        if len(entries) >= CHUNK or len(rejected) >= CHUNK or report.records % CHUNK == 0:
+        full = len(bundled) >= BUNDLE_ITEMS or bundled_bytes >= BUNDLE_BYTES
+        if full or len(entries) >= chunk or len(rejected) >= CHUNK:
             flush()
-            if progress is not None:
-                progress(number, total)
+        if progress is not None and report.records % CHUNK == 0:
+            progress(number, total)
     flush()
     if progress is not None:
         progress(position, total)
@@ -234,6 +263,22 @@ def _is_backfill(record: dict[str, Any]) -> bool:
     return str((record.get("operation") or {}).get("op")) in ("bulk_import_profiles", "subscribe")
 
 
+def _wait_for_bundles(queue: Queue, outbox: Outbox, waiting: deque[str]) -> None:
+    """Until fewer than BUNDLES_WAITING of this run's bundles are still in the outbox (each
+    weighs thousands of operations: the entry count alone would let too many wait)."""
+    while waiting:
+        if not outbox.connection.xrange(outbox.stream, waiting[0], waiting[0], count=1):
+            waiting.popleft()  # delivered (delivered entries are deleted)
+            continue
+        if len(waiting) < BUNDLES_WAITING:
+            return
+        _ensure_drain(outbox)
+        if _listening(queue):
+            time.sleep(POLL)
+        else:
+            _work_here(queue)
+
+
 def _running(queue: Queue) -> int:
     """Jobs started by a worker that is still alive. A worker that died (a Ctrl-C at the wrong
     moment, SIGKILL) leaves its job in RQ's started registry until the job's timeout, with
@@ -251,13 +296,14 @@ def _running(queue: Queue) -> int:
 
 
 def idle(queue: Queue) -> bool:
-    """Nothing of the queue left: no waiting entry, job, scheduled follow-up or running job
-    (a reclaiming drain scheduled with nothing to reclaim does not count)."""
+    """Nothing of the queue left: no waiting entry, queued or running job, nor a follow-up of
+    a Klaviyo job still to come (a scheduled drain with an empty outbox has nothing to do)."""
     outbox = current_state().outbox
     if outbox.depth() or queue.count or _running(queue):
         return False
-    reclaiming = 1 if outbox.connection.exists(keys.reclaim_flag(queue.name)) else 0
-    return queue.scheduled_job_registry.count <= reclaiming
+    scheduled = queue.scheduled_job_registry.get_job_ids()
+    jobs = Job.fetch_many(scheduled, connection=queue.connection) if scheduled else []
+    return not any(job is not None and job.func_name == FOLLOW_UP_JOB for job in jobs)
 
 
 def wait_delivered(queue: Queue, *, timeout: float = 24 * 3600.0) -> None:

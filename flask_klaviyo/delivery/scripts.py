@@ -34,7 +34,8 @@ return 0
 # KEYS: [stream, drain-scheduled flag, checkpoint hash, rejected list]
 # ARGV: [flag TTL, position, rejected kept at most, counter count C, reason count R,
 #        C pairs (counter field, increment), R rejected-record JSONs, entry JSON...]
-# Returns 1 when entries were added and the flag newly set (the caller enqueues a drain).
+# Returns {1 when entries were added and the flag newly set (the caller enqueues a drain), else
+# 0; the first entry's id, or ""}.
 BACKFILL_PUSH = """
 local c, r = tonumber(ARGV[4]), tonumber(ARGV[5])
 local i = 6
@@ -48,9 +49,13 @@ for _ = 1, r do
 end
 if r > 0 then redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[3]) - 1) end
 redis.call('HSET', KEYS[3], 'position', ARGV[2])
-for j = i, #ARGV do redis.call('XADD', KEYS[1], '*', 'e', ARGV[j]) end
-if #ARGV >= i and redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 1 end
-return 0
+local first = ''
+for j = i, #ARGV do
+  local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[j])
+  if j == i then first = id end
+end
+if #ARGV >= i and redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return {1, first} end
+return {0, first}
 """
 
 # KEYS: [drains zset, stream]; ARGV: [concurrency, lease seconds, new member, group]
