@@ -28,6 +28,7 @@ from ..delivery.follower import Follower
 from ..delivery.operations import Operation
 from ..delivery.settings import DeliverySettings
 from ..exceptions import KlaviyoConfigError, KlaviyoSchemaError
+from ..progress import ProgressCallback
 from .model import CatalogCategory, CatalogItem, coerce_entry
 from .plan import Held, Plan, plan, plan_categories, plan_items
 from .remote import forget_items, read_catalog, remember
@@ -37,7 +38,6 @@ __all__ = ["Applier", "SyncReport", "collect", "ensure_api_mode", "run_sync", "w
 log = logging.getLogger(__name__)
 
 PUSH_CHUNK = 1000
-Progress = Callable[[int, int], None]  # (operations applied, operations planned)
 
 
 @dataclass
@@ -123,7 +123,7 @@ def run_sync(
     dry_run: bool = False,
     wait: bool = True,
     timeout: float = 3600.0,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
 ) -> SyncReport:
     """One reconciliation of Klaviyo's catalog with ``source`` (see the module docstring)."""
     ensure_api_mode()

@@ -8,6 +8,7 @@ treat them as a stored format.
 from __future__ import annotations
 
 __all__ = [
+    "BACKFILL_PREFIX",
     "CONSUMER_GROUP",
     "DEAD_LETTERS",
     "FORGOTTEN",
@@ -20,6 +21,8 @@ __all__ = [
     "PROFILE_IDS",
     "RATE_PREFIX",
     "STATS",
+    "backfill_checkpoint",
+    "backfill_rejected",
     "drain_flag",
     "drains",
     "failing",
@@ -95,6 +98,20 @@ JOURNAL = "klaviyo:journal"  # list: what the extension did, newest first, bound
 def journal_minute(minute: int) -> str:
     """Hash of one minute (unix time // 60): ``stage|metric or kind`` -> how many."""
     return f"{JOURNAL}:minute:{minute}"
+
+
+# Historical backfills (``flask klaviyo backfill``): one checkpoint per backfill, by name.
+BACKFILL_PREFIX = "klaviyo:backfill:"
+
+
+def backfill_checkpoint(name: str) -> str:
+    """Hash: ``position`` (records done), counters (sent per metric or kind, rejected)."""
+    return f"{BACKFILL_PREFIX}{name}"
+
+
+def backfill_rejected(name: str) -> str:
+    """List beside a checkpoint: the first rejected records, ``{"line", "reason"}`` JSON."""
+    return f"{BACKFILL_PREFIX}{name}:rejected"
 
 
 # Parked events of anonymous visitors (identity's parking).
