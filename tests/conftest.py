@@ -26,10 +26,11 @@ import pytest
 import redis
 from flask import Flask
 from hypothesis import settings
-from rq import Queue, SimpleWorker
+from rq import Queue
 from werkzeug.serving import make_server
 
 from flask_klaviyo import Klaviyo
+from flask_klaviyo.delivery.inprocess import InProcessWorker
 from flask_klaviyo.embedded import embedded_redis_url, stop_embedded_redis
 
 
@@ -217,21 +218,12 @@ def make_app(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Fl
     return make
 
 
-class BurstWorker(SimpleWorker):
-    """A SimpleWorker that does not listen for commands. RQ's command listener blocks up to 60 s
-    in one read and its teardown waits for that read: now and then a burst run took a whole
-    minute for nothing. A burst run in a test takes no commands."""
-
-    def subscribe(self) -> None:
-        self.pubsub_thread = None
-
-
 def run_jobs(app: Flask) -> None:
     """Run the app's queued RQ jobs in this process: an RQ SimpleWorker in burst mode."""
     state = app.extensions["klaviyo"]
     with app.app_context():
         queue = Queue(app.config["KLAVIYO_QUEUE"], connection=state.redis)
-        BurstWorker([queue], connection=state.redis).work(burst=True)
+        InProcessWorker([queue], connection=state.redis).work(burst=True)
 
 
 @pytest.fixture

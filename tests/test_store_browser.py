@@ -25,7 +25,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import BurstWorker
 from flask import Flask
 
 from example_store import create_app, payments
@@ -174,9 +173,6 @@ def open_store(
 ) -> Iterator[Callable[..., Store]]:
     """``open_store(**config)``: the demo store on a loopback port, as ``make run`` sets it up
     (Active on Site off, so the counts below are the funnel's own)."""
-    # The sync works the queue with RQ burst workers; RQ's own sometimes idles 60 s on the way
-    # out (see conftest.BurstWorker).
-    monkeypatch.setattr("flask_klaviyo.catalog.sync.SimpleWorker", BurstWorker)
     with contextlib.ExitStack() as stack:
 
         def open_(**extra: Any) -> Store:

@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
-from rq import Queue, SimpleWorker, Worker
+from rq import Queue, Worker
 from rq.job import Job
 
 from .._state import current_state
+from ..delivery.inprocess import work_burst
 from ..delivery.operations import Operation
 from ..delivery.outbox import DRAIN_FLAG_TTL, FOLLOW_UP_JOB, Outbox
 from ..events import Event
@@ -94,14 +95,6 @@ def _listening(queue: Queue) -> bool:
     return Worker.count(connection=queue.connection, queue=queue) > 0
 
 
-class _HereWorker(SimpleWorker):
-    """A burst worker in this process without RQ's pubsub thread (remote commands to a worker
-    that lives a few seconds): stopping that thread can wait out its 60 s poll."""
-
-    def subscribe(self) -> None:
-        return None
-
-
 def _work_here(queue: Queue) -> None:
     """Deliver what waits, in this process (no worker runs for the queue).
 
@@ -115,9 +108,8 @@ def _work_here(queue: Queue) -> None:
         time.sleep(1.0)
         return
     handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    worker = _HereWorker([queue], connection=queue.connection)
     try:
-        worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
+        worker = work_burst(queue, with_scheduler=True)
     finally:
         for number, handler in handlers.items():
             signal.signal(number, handler)

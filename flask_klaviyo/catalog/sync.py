@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
-from rq import Queue, SimpleWorker, Worker
+from rq import Queue, Worker
 from rq.scheduler import RQScheduler
 
 from .._state import current_state, tolerate
 from ..delivery import keys
 from ..delivery.follower import Follower
+from ..delivery.inprocess import work_burst
 from ..delivery.operations import Operation
 from ..delivery.settings import DeliverySettings
 from ..exceptions import KlaviyoConfigError, KlaviyoSchemaError
@@ -279,9 +280,7 @@ class Applier:
             # or when a job has waited long (they are all busy), or for the scheduler's part.
             stuck = waiting_since is not None and time.monotonic() - waiting_since > self.help_after
             if due or stuck or (queue.count and not Worker.count(queue=queue)):
-                SimpleWorker([queue], connection=connection).work(
-                    burst=True, with_scheduler=due, logging_level="WARNING"
-                )
+                work_burst(queue, with_scheduler=due)
                 waiting_since = None
             if tick is not None:
                 tick()
