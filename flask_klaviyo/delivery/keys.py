@@ -12,6 +12,7 @@ __all__ = [
     "DEAD_LETTERS",
     "FORGOTTEN",
     "JOURNAL",
+    "METRICS",
     "PARKED_COUNTS",
     "PARKED_INDEX",
     "PARKED_PREFIX",
@@ -64,6 +65,10 @@ DEAD_LETTERS = "klaviyo:dead"  # hash: record id -> dead letter JSON
 PROFILE_IDS = "klaviyo:profile-ids"  # hash: email (lower case) -> Klaviyo's profile id
 FORGOTTEN = "klaviyo:forgotten"  # hash: digest of an identifier -> refused until (unix time)
 STATS = "klaviyo:stats"  # hash: handled count, last Klaviyo error, for `flask klaviyo status`
+
+# The Prometheus counters (written only while KLAVIYO_METRICS is on; delivery/counters.py says
+# which fields): apart from STATS, which `flask klaviyo status` reads.
+METRICS = "klaviyo:metrics"  # hash: "stage|kind|metric", "answer|endpoint|code"... -> count
 
 # The inspector's journal (written only while the inspector is on: dev, the local stand-in).
 JOURNAL = "klaviyo:journal"  # list: what the extension did, newest first, bounded, expiring
