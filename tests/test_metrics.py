@@ -7,6 +7,7 @@ faults (429, 500, 400), scraped from ``/_klaviyo/metrics`` and read back with
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import textwrap
@@ -319,3 +320,67 @@ def test_parse_reads_back_what_the_writers_write(redis_client: redis.Redis) -> N
     assert found["latency_sum"]["event"] == pytest.approx(0.2)
     assert found["batch"] == {"2.0": 1} and found["batch_sum"] == 2
     assert found["wait_seconds"] == {"bulk_create_events": 0.25}
+
+
+# -- under gunicorn -------------------------------------------------------------------------------
+
+GUNICORN_APP = """
+import os, time
+from flask import Flask
+from flask_klaviyo import Klaviyo
+
+app = Flask("metrics_app", instance_path=os.environ["APP_INSTANCE"])
+app.config.update(
+    SECRET_KEY="s", KLAVIYO_REDIS_URL=os.environ["APP_REDIS_URL"], KLAVIYO_METRICS=True,
+    KLAVIYO_METRICS_TOKEN=os.environ["APP_TOKEN"], KLAVIYO_INSPECTOR=False,
+    KLAVIYO_API_URL="http://127.0.0.1:9", KLAVIYO_PRIVATE_API_KEY="pk_test_private_key",
+)
+klaviyo = Klaviyo(app)
+
+@app.get("/")
+def index():
+    return "ok"
+
+@app.get("/look/<uid>")
+def look(uid):
+    time.sleep(0.3)  # held, so concurrent requests spread over both workers
+    klaviyo.track("Looked At", {"ProductID": "1"}, unique_id=uid, profile={"email": "a@b.test"})
+    return str(os.getpid())
+"""
+
+
+@pytest.mark.slow
+def test_under_gunicorn_with_two_workers_every_scrape_shows_both_workers_counts(
+    tmp_path: Path, redis_url: str
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    from test_servers import VENV_BIN, free_port, start, stop
+
+    (tmp_path / "metrics_app.py").write_text(GUNICORN_APP)
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "APP_INSTANCE": str(tmp_path / "instance"),
+        "APP_REDIS_URL": redis_url,
+        "APP_TOKEN": TOKEN,
+    }
+    command = [str(VENV_BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}",
+               "--chdir", str(tmp_path), "metrics_app:app"]  # fmt: skip
+    server = start(command, env, port, tmp_path / "gunicorn.log")
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            pids = set(pool.map(lambda i: httpx.get(f"{server.url}/look/u{i}", timeout=20).text,
+                                range(8)))  # fmt: skip
+        assert len(pids) == 2, pids  # both workers pushed
+        totals = []
+        for _ in range(6):
+            answer = httpx.get(server.url + PATH, headers={"Authorization": f"Bearer {TOKEN}"})
+            assert answer.status_code == 200
+            queued = "klaviyo_operations_queued_total"
+            totals.append(value(parse(answer.text), queued, kind="event", metric="Looked At"))
+        assert totals == [8] * 6  # whichever worker answered, both workers' counts
+    finally:
+        stop(server.process)
