@@ -19,6 +19,8 @@ import pytest
 import redis
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from flask_klaviyo import KlaviyoConfigError
 from flask_klaviyo.delivery import counters, keys
@@ -298,7 +300,8 @@ def test_parking_spool_and_redis_down(
     spooled = [v for (name, _), v in s.items() if name == "klaviyo_spool_bytes"]
     assert spooled == [state.spool.size()] and spooled[0] > 0
     # Redis unreachable: the scrape still answers, with the spool (this host's).
-    down = KlaviyoCollector(redis.Redis(port=9, socket_connect_timeout=0.5), spool=state.spool)
+    nowhere = redis.Redis(port=9, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    down = KlaviyoCollector(nowhere, spool=state.spool)
     names = {metric.name: metric for metric in down.collect()}
     assert names["klaviyo_redis_up"].samples[0].value == 0
     assert names["klaviyo_spool_bytes"].samples[0].value == state.spool.size()
