@@ -318,10 +318,7 @@ class Klaviyo(CustomerAPI, CatalogAPI, LifecycleAPI):
             g.pop(queueing.PENDING_OPERATIONS, None)
             return response
         if g.pop("_klaviyo_personal_page", False):
-            # the bridge put the visitor's identity in this page
-            response.cache_control.public = False
-            response.cache_control.private = True
-            response.vary.add("Cookie")
+            bridge.keep_private(response)  # the bridge put the visitor's identity in this page
         try:
             capture.finish(response)  # JSON routes: events from the return value / context()
         except Exception:

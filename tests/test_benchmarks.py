@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 SCRIPTS = (
     "request_overhead",
+    "store_page",
+    "store_server",
     "drain_throughput",
     "rate_limited_drain",
     "latency",

@@ -39,6 +39,7 @@ from .operations import EVENT_KIND, Operation, kind_of
 from .outbox import FAILURE_TTL, FOLLOW_UP_JOB, JOB_TIMEOUT, Outbox
 from .sender import Sender
 from .settings import DeliverySettings
+from .stats import SenderMarks, record_batch, record_error
 
 __all__ = ["Drain", "coalesce", "dead_letter_past_horizon"]
 
@@ -204,6 +205,7 @@ class Drain:
             counters.watch(self.sender)
         self.delivered = 0
         self.helpers = 0
+        self.marks = SenderMarks()  # what of the sender's tallies status has been told
 
     def run(self) -> dict[str, int]:
         """Read, send, acknowledge; the next batch is read and decoded while one is sent."""
@@ -262,9 +264,7 @@ class Drain:
         try:
             future.result()
         except KlaviyoDeliveryError as exc:
-            self.connection.hset(
-                keys.STATS, mapping={"last_error": str(exc)[:500], "last_error_at": time.time()}
-            )
+            record_error(self.connection, str(exc))
             dead = dead_letter_past_horizon(
                 self.connection, self.stream, ids, exc, self.settings.retry_horizon
             )
@@ -276,7 +276,7 @@ class Drain:
         pipe.xack(self.stream, CONSUMER_GROUP, *ids)
         pipe.xdel(self.stream, *ids)
         pipe.hdel(keys.failing(self.stream), *ids)  # first failures of entries now delivered
-        pipe.hincrby(keys.STATS, "handled", len(ids))  # delivered or dead-lettered
+        record_batch(pipe, len(ids), self.sender, self.marks)  # status's counters, same trip
         notes = counters.Notes.take(self.sender)  # what the sender noted for this batch
         if self.journal is not None:  # the inspector's record rides on the acknowledgement
             self.journal.add(pipe, delivery_records(items, notes.answers, notes.deaths))

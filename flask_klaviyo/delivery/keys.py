@@ -11,6 +11,7 @@ __all__ = [
     "CONSUMER_GROUP",
     "DEAD_LETTERS",
     "FORGOTTEN",
+    "HANDLED_MINUTE_TTL",
     "JOURNAL",
     "METRICS",
     "PARKED_COUNTS",
@@ -23,6 +24,7 @@ __all__ = [
     "drain_flag",
     "drains",
     "failing",
+    "handled_minute",
     "journal_minute",
     "outbox_stream",
     "rate_blocked",
@@ -64,7 +66,15 @@ def failing(stream: str) -> str:
 DEAD_LETTERS = "klaviyo:dead"  # hash: record id -> dead letter JSON
 PROFILE_IDS = "klaviyo:profile-ids"  # hash: email (lower case) -> Klaviyo's profile id
 FORGOTTEN = "klaviyo:forgotten"  # hash: digest of an identifier -> refused until (unix time)
-STATS = "klaviyo:stats"  # hash: handled count, last Klaviyo error, for `flask klaviyo status`
+# hash: handled count, 429s, last Klaviyo error (and when), for `flask klaviyo status`
+STATS = "klaviyo:stats"
+HANDLED_MINUTE_TTL = 3600  # seconds a per-minute count is kept
+
+
+def handled_minute(minute: int) -> str:
+    """Operations handled (delivered or dead-lettered) in one minute (unix time // 60)."""
+    return f"klaviyo:handled:{minute}"
+
 
 # The Prometheus counters (written only while KLAVIYO_METRICS is on; delivery/counters.py says
 # which fields): apart from STATS, which `flask klaviyo status` reads.

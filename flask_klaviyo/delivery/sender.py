@@ -77,6 +77,8 @@ class Sender:
         self.dead = 0
         self.requests = 0
         self.throttled = 0  # 429s answered to this sender (each waited out, then retried)
+        self.last_error: str | None = None  # Klaviyo's last error answer (or the transport's)
+        self.last_error_at: float | None = None
         self.jobs: list[FollowUp] = []  # asynchronous jobs Klaviyo accepted, to follow up
         # Redis, for kinds that remember what Klaviyo answered (profile ids)
         self.connection = dead_letters.connection if dead_letters is not None else None
@@ -136,6 +138,7 @@ class Sender:
                 self.requests += 1
                 result = call()
             except KlaviyoDeliveryError as exc:
+                self.last_error, self.last_error_at = str(exc), time.time()
                 if self.answers is not None:  # 0: no answer (a timeout, a reset)
                     self.answers.append((endpoint, getattr(exc, "status_code", 0)))
                 if isinstance(exc, KlaviyoRateLimited) and throttled < THROTTLED_MAX:
