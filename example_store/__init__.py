@@ -15,7 +15,7 @@ from flask import Flask, render_template
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from . import catalog, db, klaviyo_catalog, payments, shipping, variants, webhook
+from . import catalog, db, history, klaviyo_catalog, payments, shipping, variants, webhook
 from .accounts import DEFAULT_RESET_MAX_AGE
 from .extensions import klaviyo
 from .http import json_error, refuse_unreadable_json, wants_json
@@ -74,6 +74,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     payments.init_app(app)
     webhook.init_app(app)
     shipping.init_app(app)
+    history.init_app(app)
 
     from .account_views import bp as account_bp
     from .admin import bp as admin_bp

@@ -11,6 +11,7 @@ from flask.cli import AppGroup
 from rq import Queue, SimpleWorker, Worker
 
 from ._state import current_state
+from .backfill.commands import backfill_cli
 from .catalog.report import render_report
 from .delivery import kinds
 from .delivery.outbox import Outbox
@@ -28,7 +29,7 @@ klaviyo_cli = AppGroup(
     "klaviyo",
     help=(
         "flask-klaviyo: delivery workers, status, replay of dead letters, verify, forget, "
-        "catalog sync."
+        "catalog sync, backfill."
     ),
 )
 
@@ -232,6 +233,7 @@ def forget_command(identifier: str) -> None:
 catalog_cli = AppGroup("catalog", help="Klaviyo's catalog: sync it with the store's source.")
 klaviyo_cli.add_command(catalog_cli)
 klaviyo_cli.add_command(map_metrics_command)
+klaviyo_cli.add_command(backfill_cli)
 
 
 @catalog_cli.command("sync")

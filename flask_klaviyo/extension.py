@@ -15,6 +15,7 @@ from markupsafe import Markup
 
 from . import _settings, bridge, capture, metrics, onsite, queueing
 from ._state import EXTENSION_KEY, State, current_state, enabled, tolerate
+from .backfill_api import BackfillAPI
 from .catalog.feed import feed_blueprint
 from .catalog_api import CatalogAPI
 from .cli import klaviyo_cli
@@ -79,7 +80,7 @@ def _check_config(app: Flask) -> None:
     _settings.check(app.config)
 
 
-class Klaviyo(CustomerAPI, CatalogAPI, LifecycleAPI):
+class Klaviyo(CustomerAPI, CatalogAPI, LifecycleAPI, BackfillAPI):
     """Server-side Klaviyo tracking for a Flask app.
 
     ``Klaviyo(app)`` or ``Klaviyo()`` then ``init_app(app)``; one instance may serve several apps.

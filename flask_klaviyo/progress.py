@@ -25,15 +25,18 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import click
 
-__all__ = ["PLAIN_EVERY", "Progress", "progress"]
+__all__ = ["PLAIN_EVERY", "Progress", "ProgressCallback", "progress"]
 
 PLAIN_EVERY = 5.0  # seconds between plain lines when the output is not a terminal
 PLAIN_STEP = 0.1  # ... or this fraction of the total, whichever comes first
+
+# What a long operation reports to, e.g. ``Progress.goto``: (done, total or None when unknown).
+ProgressCallback = Callable[[int, "int | None"], None]
 
 
 class Progress:

@@ -19,7 +19,6 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import timedelta
 from typing import Any
 
 from .._settings import MAX_DRAIN_BATCH
@@ -33,10 +32,11 @@ from . import (
     klaviyo_kinds,  # noqa: F401 - importing it registers Klaviyo's kinds
 )
 from .deadletters import DeadLetters
+from .followup import schedule_follow_ups
 from .forgetting import forgotten_entries
 from .keys import CONSUMER_GROUP
 from .operations import EVENT_KIND, Operation, kind_of
-from .outbox import FAILURE_TTL, FOLLOW_UP_JOB, JOB_TIMEOUT, Outbox
+from .outbox import Outbox
 from .sender import Sender
 from .settings import DeliverySettings
 from .stats import SenderMarks, record_batch, record_error
@@ -288,24 +288,10 @@ class Drain:
         self.held = [entry_id for entry_id in self.held if entry_id not in done]
 
     def follow_up_jobs(self) -> None:
-        """Schedule a look at each asynchronous job Klaviyo accepted from this drain."""
-        while self.sender.jobs:
-            kind_name, job_id, operations = self.sender.jobs.pop(0)
-            job = kinds.get(kind_name).job
-            assert job is not None  # the sender only records jobs of kinds that have one
-            self.outbox.queue.enqueue_in(
-                timedelta(seconds=job.delay),
-                FOLLOW_UP_JOB,
-                self.outbox.queue.name,
-                kind_name,
-                job_id,
-                operations,
-                1,
-                job_timeout=JOB_TIMEOUT,
-                failure_ttl=FAILURE_TTL,
-                result_ttl=600,
-                description=f"follow up klaviyo {kind_name} job {job_id}",
-            )
+        """Schedule a look at the asynchronous jobs Klaviyo accepted from this drain's send (one
+        RQ job for them all; their operations kept in Redis beside it)."""
+        jobs, self.sender.jobs = self.sender.jobs, []
+        schedule_follow_ups(self.connection, self.outbox.queue, jobs)
 
     def take(self, count: int, *, block: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """Entries a dead worker left behind, else new ones (waiting ``block`` ms for some)."""

@@ -11,6 +11,7 @@ import hashlib
 
 __all__ = [
     "ADD_DRAIN",
+    "BACKFILL_PUSH",
     "KEEP_DRAIN",
     "PARK",
     "PUSH",
@@ -87,6 +88,35 @@ for i = 3, 2 + n do
 end
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 1 end
 return 0
+"""
+
+# A backfill's chunk and its checkpoint, atomically: a run stopped anywhere resumes exactly after
+# the last chunk that reached the outbox (nothing twice, nothing skipped).
+# KEYS: [stream, drain-scheduled flag, checkpoint hash, rejected list]
+# ARGV: [flag TTL, position, rejected kept at most, counter count C, reason count R,
+#        C pairs (counter field, increment), R rejected-record JSONs, entry JSON...]
+# Returns {1 when entries were added and the flag newly set (the caller enqueues a drain), else
+# 0; the first entry's id, or ""}.
+BACKFILL_PUSH = """
+local c, r = tonumber(ARGV[4]), tonumber(ARGV[5])
+local i = 6
+for _ = 1, c do
+  redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+for _ = 1, r do
+  redis.call('RPUSH', KEYS[4], ARGV[i])
+  i = i + 1
+end
+if r > 0 then redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[3]) - 1) end
+redis.call('HSET', KEYS[3], 'position', ARGV[2])
+local first = ''
+for j = i, #ARGV do
+  local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[j])
+  if j == i then first = id end
+end
+if #ARGV >= i and redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return {1, first} end
+return {0, first}
 """
 
 # KEYS: [drains zset, stream]; ARGV: [concurrency, lease seconds, new member, group]
