@@ -387,3 +387,27 @@ def test_under_gunicorn_with_two_workers_every_scrape_shows_both_workers_counts(
         assert totals == [8] * 6  # whichever worker answered, both workers' counts
     finally:
         stop(server.process)
+
+
+def test_a_scrape_is_one_round_trip(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(**ON)
+    track(app, "Looked At", "vp-1")
+    trips: list[str] = []
+    real_execute = redis.client.Pipeline.execute
+    real_command = redis.Redis.execute_command
+
+    def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append("pipeline")
+        return real_execute(self, *args, **kwargs)
+
+    def command(self: Any, *args: Any, **options: Any) -> Any:
+        trips.append(str(args[0]))
+        return real_command(self, *args, **options)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    monkeypatch.setattr(redis.Redis, "execute_command", command)
+    samples = scrape(app)
+    assert value(samples, "klaviyo_operations_queued_total", kind="event", metric="Looked At") == 1
+    assert trips == ["pipeline"]
