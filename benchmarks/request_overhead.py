@@ -4,6 +4,8 @@ Three variants of the same page, interleaved so machine noise hits them alike:
   untracked   the page alone
   tracked     @tracks("Viewed Product"): build, validate, bridge; after the response the push is
               written to Redis (one script call) and its answer read at the request's teardown
+  tracked-metrics  the same page of a second app with KLAVIYO_METRICS on (same Redis): the push
+              also counts what it queued for Prometheus (PUSH_COUNTED, still one script call)
   sdk-inline  the official klaviyo-api SDK called inside the view against the local stand-in
               (what a merchant replacing the pixel naively would do)
 
@@ -30,6 +32,7 @@ from _support import parse_args, table
 from flask import Flask, render_template_string
 
 from flask_klaviyo import Klaviyo, tracks
+from flask_klaviyo.delivery import keys
 from flask_klaviyo.embedded import embedded_redis_url, stop_embedded_redis
 from flask_klaviyo.testing import FakeKlaviyo
 
@@ -47,7 +50,9 @@ PRODUCT = {
 }
 
 
-def make_app(redis_url: str, fake_url: str, *, inspector: bool = False) -> Flask:
+def make_app(
+    redis_url: str, fake_url: str, *, inspector: bool = False, metrics: bool = False
+) -> Flask:
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY="bench",
@@ -56,6 +61,7 @@ def make_app(redis_url: str, fake_url: str, *, inspector: bool = False) -> Flask
         KLAVIYO_PRIVATE_API_KEY=API_KEY,
         KLAVIYO_STRICT=False,
         KLAVIYO_INSPECTOR=inspector,
+        KLAVIYO_METRICS=metrics,
     )
     klaviyo = Klaviyo(app)
     klaviyo.identity_loader(lambda: {"email": "sarah.mason@klaviyo-demo.com"})
@@ -119,25 +125,33 @@ def main() -> None:
         with FakeKlaviyo(api_key=API_KEY) as fake:
             app = make_app(redis_url, fake.url, inspector=args.inspector)
             client = app.test_client()
-            variants = ["untracked", "tracked", "sdk-inline"]
+            counted = make_app(redis_url, fake.url, inspector=args.inspector, metrics=True)
+            pages = {v: (client, f"/{v}") for v in ("untracked", "tracked", "sdk-inline")}
+            pages["tracked-metrics"] = (counted.test_client(), "/tracked")
+            variants = ["untracked", "tracked", "tracked-metrics", "sdk-inline"]
             rounds: list[dict[str, list[float]]] = []
             for _ in range(args.warmup):
                 for v in variants:
-                    client.get(f"/{v}")
+                    pages[v][0].get(pages[v][1])
             for _ in range(args.rounds):
                 samples: dict[str, list[float]] = {v: [] for v in variants}
                 for _ in range(args.requests):
                     for v in variants:
+                        page_client, path = pages[v]
                         start = time.perf_counter()
-                        response = client.get(f"/{v}")
+                        response = page_client.get(path)
                         samples[v].append((time.perf_counter() - start) * 1000)
                         assert response.status_code == 200
                 rounds.append(samples)
-            # The tracked page really queued its event every time (not spooled, not dropped).
+            # The tracked pages really queued their event every time (not spooled, not dropped):
+            # both apps push to the one outbox; the counted one's pushes were all counted.
             state = app.extensions["klaviyo"]
             viewed = [e for e in state.outbox.waiting() if e.get("metric") == "Viewed Product"]
-            assert len(viewed) == args.warmup + args.rounds * args.requests, len(viewed)
+            each = args.warmup + args.rounds * args.requests
+            assert len(viewed) == 2 * each, len(viewed)
             assert state.spool.size() == 0
+            field = "queued|event|Viewed Product"
+            assert int(state.outbox.connection.hget(keys.METRICS, field) or 0) == each
             report(rounds, args.requests, inspector=args.inspector)
     finally:
         stop_embedded_redis(folder)

@@ -200,6 +200,17 @@ SETTINGS: tuple[Setting, ...] = (
             "the inspector at `/_klaviyo/inspector` and its journal in Redis (development "
             "only): `auto` is on only when `KLAVIYO_API_URL` is a loopback stand-in; "
             "`True`/`False` force it", env_parse=c.as_auto_or_bool),
+    Setting("KLAVIYO_METRICS", False, c.boolean("must be True or False"),
+            "Prometheus counters in Redis (every process and host adds to the same ones) and "
+            "`/_klaviyo/metrics` to scrape them; needs `prometheus_client` (the `metrics` extra)",
+            env_parse=c.as_bool),
+    Setting("KLAVIYO_METRICS_TOKEN", None, c.or_none(c.matching(r"^\S{16,}\Z",
+            c.NOT_FEED_TOKEN)), "the bearer token `/_klaviyo/metrics` requires "
+            "(`Authorization: Bearer ...`); unset: the endpoint is not mounted (register "
+            "`KlaviyoCollector` yourself) unless `KLAVIYO_METRICS_PUBLIC`", nullable=True),
+    Setting("KLAVIYO_METRICS_PUBLIC", False, c.boolean("must be True or False"),
+            "serve `/_klaviyo/metrics` without a token (only where the network keeps it "
+            "private)", env_parse=c.as_bool),
 )  # fmt: skip
 
 _BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}

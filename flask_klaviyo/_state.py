@@ -69,6 +69,7 @@ class State:
                 retry_max=config["KLAVIYO_RETRY_MAX"],
             )
             self._outbox.journal = self.journal
+            self._outbox.counted = bool(config["KLAVIYO_METRICS"])  # Prometheus counters
         return self._outbox
 
     @property

@@ -13,7 +13,7 @@ from flask import Blueprint, Flask, current_app, g, has_request_context, request
 from flask.signals import before_render_template
 from markupsafe import Markup
 
-from . import _settings, bridge, capture, onsite, queueing
+from . import _settings, bridge, capture, metrics, onsite, queueing
 from ._state import EXTENSION_KEY, State, current_state, enabled, tolerate
 from .backfill_api import BackfillAPI
 from .catalog.feed import feed_blueprint
@@ -101,6 +101,8 @@ class Klaviyo(CustomerAPI, CatalogAPI, LifecycleAPI, BackfillAPI):
             )
         _set_defaults(app)
         _check_config(app)
+        if app.config["KLAVIYO_ENABLED"] and app.config["KLAVIYO_METRICS"]:
+            metrics.require_prometheus_client()  # a clear error now, not at the first scrape
         app.extensions[EXTENSION_KEY] = State(self, app)
 
         static = next((p for p in STATIC_FOLDER_CANDIDATES if p.is_dir()), None)
@@ -124,6 +126,8 @@ class Klaviyo(CustomerAPI, CatalogAPI, LifecycleAPI, BackfillAPI):
                     "shoppers' emails and orders; never turn it on in production",
                     app.config["KLAVIYO_API_URL"],
                 )
+        if metrics.mounted(app.config):  # KLAVIYO_METRICS, with a token or explicitly public
+            app.register_blueprint(metrics.metrics_blueprint())
         app.jinja_env.globals["klaviyo_bridge"] = self.bridge
         app.after_request(self._after_request)
         app.teardown_request(lambda error: confirm_after_response())
@@ -308,8 +312,8 @@ class Klaviyo(CustomerAPI, CatalogAPI, LifecycleAPI, BackfillAPI):
 
     def _after_request(self, response: Any) -> Any:
         """Queue what this request tracked, once the response exists and only if it succeeded."""
-        if request.blueprint == INSPECTOR_BLUEPRINT:
-            return response  # looking at the inspector is no visit to the store
+        if request.blueprint in (INSPECTOR_BLUEPRINT, metrics.BLUEPRINT):
+            return response  # looking at the inspector (or a scrape) is no visit to the store
         if not current_app.config["KLAVIYO_ENABLED"]:
             g.pop(queueing.PENDING_EVENTS, None)
             g.pop(queueing.PENDING_OPERATIONS, None)

@@ -67,6 +67,9 @@ GOOD_ENV: dict[str, tuple[str, Any]] = {
     "KLAVIYO_CATALOG_FEED_PATH": ("/feeds/catalog.json", "/feeds/catalog.json"),
     "KLAVIYO_CATALOG_FEED_TOKEN": ("s3cret-feed-token-1234", "s3cret-feed-token-1234"),
     "KLAVIYO_INSPECTOR": ("off", False),
+    "KLAVIYO_METRICS": ("on", True),
+    "KLAVIYO_METRICS_TOKEN": ("metrics-token-0123456789", "metrics-token-0123456789"),
+    "KLAVIYO_METRICS_PUBLIC": ("no", False),
 }
 
 # Every key: an environment string it must refuse, naming the key.
@@ -99,6 +102,9 @@ BAD_ENV: dict[str, str] = {
     "KLAVIYO_PARK_TTL": "1.5",
     "KLAVIYO_ACTIVE_ON_SITE": "sometimes",
     "KLAVIYO_INSPECTOR": "in production",
+    "KLAVIYO_METRICS": "prometheus",
+    "KLAVIYO_METRICS_TOKEN": "short token",
+    "KLAVIYO_METRICS_PUBLIC": "open",
     "KLAVIYO_SINGLE_OPT_IN_LISTS": " , ",
     "KLAVIYO_FORGET_HOLD": "forever",
     "KLAVIYO_CATALOG_MODE": "both",

@@ -26,6 +26,7 @@ from ..exceptions import KlaviyoAPIError, KlaviyoDeliveryError
 from ..inspect.journal import Journal, delivery_records
 from ..ratelimit import RateLimiter
 from . import (
+    counters,
     keys,
     kinds,
     klaviyo_kinds,  # noqa: F401 - importing it registers Klaviyo's kinds
@@ -86,6 +87,8 @@ def dispatch(
     forgotten = forgotten_entries(sender.connection, items)
     if forgotten:  # a person forgotten while these waited: never sent (privacy)
         log.info("klaviyo: %d waiting item(s) of forgotten people dropped", len(forgotten))
+        if sender.dropped is not None:  # for the metrics
+            sender.dropped.extend(items[index] for index in forgotten)
         items = [item for index, item in enumerate(items) if index not in forgotten]
         sizes = [size for index, size in enumerate(sizes) if index not in forgotten]
     if not items:
@@ -117,13 +120,13 @@ def dispatch(
 
 def dead_letter_past_horizon(
     connection: Any, stream: str, ids: Sequence[bytes], exc: KlaviyoDeliveryError, horizon: float
-) -> int:
+) -> list[dict[str, Any]]:
     """After a drain gave up on ``ids`` (retryable errors outlasted its retries): remember when
     each first failed, and move those failing for ``horizon`` seconds or more to the dead-letter
     registry with the last error, acknowledged and deleted, instead of retrying them forever.
-    The rest stay pending for the next drain. Returns how many became dead letters."""
+    The rest stay pending for the next drain. Returns the entries that became dead letters."""
     if not ids:
-        return 0
+        return []
     failing = keys.failing(stream)
     now = time.time()
     pipe = connection.pipeline(transaction=False)
@@ -138,7 +141,7 @@ def dead_letter_past_horizon(
         if first is not None and now - float(first) >= horizon
     ]
     if not expired:
-        return 0
+        return []
     if isinstance(exc, KlaviyoAPIError):
         status: int | None = exc.status_code
         errors = [error.to_dict() for error in exc.errors]
@@ -150,11 +153,9 @@ def dead_letter_past_horizon(
     for entry_id in expired:
         pipe.xrange(stream, entry_id, entry_id)
     dead_letters = DeadLetters(connection)
-    for rows in pipe.execute():
-        for _, fields in rows:
-            dead_letters.add(
-                json.loads(fields[b"e"]), reason="retry_horizon", errors=errors, status=status
-            )
+    entries = [json.loads(fields[b"e"]) for rows in pipe.execute() for _, fields in rows]
+    for entry in entries:
+        dead_letters.add(entry, reason="retry_horizon", errors=errors, status=status)
     pipe = connection.pipeline(transaction=False)
     pipe.xack(stream, CONSUMER_GROUP, *expired)
     pipe.xdel(stream, *expired)
@@ -167,7 +168,7 @@ def dead_letter_past_horizon(
         horizon,
         exc,
     )
-    return len(expired)
+    return entries
 
 
 class Drain:
@@ -200,6 +201,8 @@ class Drain:
         self.journal = Journal(connection) if settings.inspector else None  # dev only
         if self.journal is not None:
             self.sender.answers, self.sender.deaths = [], []
+        if settings.metrics:  # KLAVIYO_METRICS: the Prometheus counters, on the ack
+            counters.watch(self.sender)
         self.delivered = 0
         self.helpers = 0
         self.marks = SenderMarks()  # what of the sender's tallies status has been told
@@ -262,9 +265,11 @@ class Drain:
             future.result()
         except KlaviyoDeliveryError as exc:
             record_error(self.connection, str(exc))
-            dead_letter_past_horizon(
+            dead = dead_letter_past_horizon(
                 self.connection, self.stream, ids, exc, self.settings.retry_horizon
             )
+            if self.settings.metrics:  # the failure path: a round trip of their own
+                counters.count_failure(self.connection, items, dead, self.sender)
             raise
         self.follow_up_jobs()  # before the ack: a crash between them re-sends, never forgets
         pipe = self.connection.pipeline(transaction=False)
@@ -272,19 +277,15 @@ class Drain:
         pipe.xdel(self.stream, *ids)
         pipe.hdel(keys.failing(self.stream), *ids)  # first failures of entries now delivered
         record_batch(pipe, len(ids), self.sender, self.marks)  # status's counters, same trip
+        notes = counters.Notes.take(self.sender)  # what the sender noted for this batch
         if self.journal is not None:  # the inspector's record rides on the acknowledgement
-            self.journal.add(pipe, self.journal_records(items))
+            self.journal.add(pipe, delivery_records(items, notes.answers, notes.deaths))
+        if self.settings.metrics:  # so do the Prometheus counters
+            counters.add_batch(pipe, ids, items, notes)
         pipe.execute()
         self.delivered += len(ids)
         done = set(ids)
         self.held = [entry_id for entry_id in self.held if entry_id not in done]
-
-    def journal_records(self, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """``sent`` (Klaviyo's answer) or ``dead`` (its error) per item; notes start afresh."""
-        sender = self.sender
-        answers, deaths = sender.answers or [], sender.deaths or []
-        sender.answers, sender.deaths = [], []
-        return delivery_records(items, answers, deaths)
 
     def follow_up_jobs(self) -> None:
         """Schedule a look at the asynchronous jobs Klaviyo accepted from this drain's send (one

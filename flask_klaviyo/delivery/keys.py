@@ -14,6 +14,7 @@ __all__ = [
     "FORGOTTEN",
     "HANDLED_MINUTE_TTL",
     "JOURNAL",
+    "METRICS",
     "PARKED_COUNTS",
     "PARKED_INDEX",
     "PARKED_PREFIX",
@@ -90,6 +91,10 @@ def handled_minute(minute: int) -> str:
     """Operations handled (delivered or dead-lettered) in one minute (unix time // 60)."""
     return f"klaviyo:handled:{minute}"
 
+
+# The Prometheus counters (written only while KLAVIYO_METRICS is on; delivery/counters.py says
+# which fields): apart from STATS, which `flask klaviyo status` reads.
+METRICS = "klaviyo:metrics"  # hash: "stage|kind|metric", "answer|endpoint|code"... -> count
 
 # The inspector's journal (written only while the inspector is on: dev, the local stand-in).
 JOURNAL = "klaviyo:journal"  # list: what the extension did, newest first, bounded, expiring

@@ -27,7 +27,7 @@ from rq import Queue, Retry
 
 from .._settings import DEFAULT_RETRY_MAX
 from ..events import Event
-from . import keys, scripts
+from . import counters, keys, scripts
 from .keys import CONSUMER_GROUP
 from .operations import Operation
 
@@ -107,6 +107,7 @@ class Outbox:
         self._local = threading.local()
         # The inspector's journal (development only): set, pushes also write what they queued.
         self.journal: Journal | None = None
+        self.counted = False  # KLAVIYO_METRICS: pushes count what they queued (for Prometheus)
 
     def push(self, events: Sequence[Event | Operation]) -> int:
         """Append events and operations to the stream (one round trip); returns how many."""
@@ -123,8 +124,14 @@ class Outbox:
         if not events:
             return PendingPush(self, None, (), 0)
         entries = [_compact_json(event.to_dict()) for event in events]
-        if self.journal is None:
-            command: tuple[Any, ...] = (
+        if self.journal is not None:
+            command: tuple[Any, ...] = self.journal.push_command(
+                self.stream, self.flag, DRAIN_FLAG_TTL, entries, events, counted=self.counted
+            )
+        elif self.counted:
+            command = counters.push_command(self.stream, self.flag, DRAIN_FLAG_TTL, entries, events)
+        else:
+            command = (
                 "EVALSHA",
                 self._push_script.sha,
                 2,
@@ -132,10 +139,6 @@ class Outbox:
                 self.flag,
                 DRAIN_FLAG_TTL,
                 *entries,
-            )
-        else:
-            command = self.journal.push_command(
-                self.stream, self.flag, DRAIN_FLAG_TTL, entries, events
             )
         local = self._local
         outstanding = getattr(local, "outstanding", None)
@@ -176,8 +179,7 @@ class Outbox:
         try:
             return connection.read_response()
         except redis.exceptions.NoScriptError:  # a restarted or flushed Redis: EVAL loads it
-            journaled = pending.command[1] != self._push_script.sha  # the inspector is on
-            source = scripts.PUSH_JOURNALED if journaled else scripts.PUSH
+            source = scripts.source_of(pending.command[1])  # plain, journaled or counted
             return self._round_trip(("EVAL", source, *pending.command[2:]))
         except redis.exceptions.ConnectionError:
             connection.disconnect()

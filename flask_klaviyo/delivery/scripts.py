@@ -7,18 +7,23 @@ it with ``connection.register_script`` (EVALSHA, falling back to EVAL after a fl
 
 from __future__ import annotations
 
+import hashlib
+
 __all__ = [
     "ADD_DRAIN",
     "BACKFILL_PUSH",
     "KEEP_DRAIN",
     "PARK",
     "PUSH",
+    "PUSH_COUNTED",
     "PUSH_JOURNALED",
     "RATE_ACQUIRE",
     "RATE_BLOCK",
     "SWEEP_PARKED",
     "TAKE_PARKED",
     "TAKE_PARKED_JOURNALED",
+    "sha",
+    "source_of",
 ]
 
 # The inspector's journal, a Lua function the journaled scripts below start with.
@@ -49,9 +54,10 @@ return 0
 """
 
 # The outbox push while the inspector is on: PUSH plus one journal record per entry, in the
-# same round trip. KEYS: [stream, flag, journal list, minute hash]
+# same round trip. KEYS: [stream, flag, journal list, minute hash(, metrics hash)]
 # ARGV: [flag TTL, entry count n, journal max, journal ttl, minute ttl, n entries, n records,
-# n counter fields]. Returns what PUSH returns.
+# n counter fields(, n metrics fields)]: with KLAVIYO_METRICS on too, the fifth key's fields
+# (``queued|kind|metric``, see PUSH_COUNTED) count up. Returns what PUSH returns.
 PUSH_JOURNALED = (
     _JOURNAL
     + """
@@ -63,10 +69,26 @@ for i = 6, 5 + n do
   fields[#fields + 1] = ARGV[i + 2 * n]
 end
 journal(3, records, fields, ARGV[3], ARGV[4], ARGV[5])
+if KEYS[5] then
+  for i = 6 + 3 * n, 5 + 4 * n do redis.call('HINCRBY', KEYS[5], ARGV[i], 1) end
+end
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 1 end
 return 0
 """
 )
+
+# The outbox push while KLAVIYO_METRICS is on: PUSH plus one Prometheus counter per entry.
+# KEYS: [stream, flag, metrics hash]; ARGV: [flag TTL, entry count n, n entries, n fields]
+# (a field names what an entry is: ``queued|kind|metric``). Returns what PUSH returns.
+PUSH_COUNTED = """
+local n = tonumber(ARGV[2])
+for i = 3, 2 + n do
+  redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
+  redis.call('HINCRBY', KEYS[3], ARGV[i + n], 1)
+end
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 1 end
+return 0
+"""
 
 # A backfill's chunk and its checkpoint, atomically: a run stopped anywhere resumes exactly after
 # the last chunk that reached the outbox (nothing twice, nothing skipped).
@@ -253,3 +275,17 @@ for _, anon in ipairs(expired) do
 end
 return #expired
 """
+
+
+def sha(source: str) -> str:
+    """The SHA1 Redis knows a script by (what EVALSHA names)."""
+    return hashlib.sha1(source.encode()).hexdigest()
+
+
+def source_of(digest: str) -> str:
+    """The push script whose SHA1 is ``digest``: a flushed or restarted Redis forgot it, and
+    the push is sent again with EVAL and the source."""
+    for source in (PUSH, PUSH_JOURNALED, PUSH_COUNTED):
+        if sha(source) == digest:
+            return source
+    raise LookupError(f"no push script has the SHA1 {digest}")

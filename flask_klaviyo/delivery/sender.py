@@ -86,6 +86,10 @@ class Sender:
         # and the entries kept as dead letters (entry, status, first error's detail).
         self.answers: list[tuple[str, int]] | None = None
         self.deaths: list[tuple[dict[str, Any], int | None, str]] | None = None
+        # For the metrics (None: not kept; delivery/counters.py): the limiter's waits (endpoint,
+        # seconds) and the entries dropped unsent (their person forgotten).
+        self.waits: list[tuple[str, float]] | None = None
+        self.dropped: list[Mapping[str, Any]] | None = None
 
     def result(self) -> dict[str, int]:
         return {"sent": self.sent, "dead": self.dead, "requests": self.requests}
@@ -128,13 +132,15 @@ class Sender:
         while True:
             try:
                 if self.limiter is not None:
-                    self.limiter.acquire(endpoint, max_wait=RETRY_AFTER_CAP * 2)
+                    waited = self.limiter.acquire(endpoint, max_wait=RETRY_AFTER_CAP * 2)
+                    if waited > 0 and self.waits is not None:
+                        self.waits.append((endpoint, waited))
                 self.requests += 1
                 result = call()
             except KlaviyoDeliveryError as exc:
                 self.last_error, self.last_error_at = str(exc), time.time()
-                if self.answers is not None and isinstance(exc, KlaviyoAPIError):
-                    self.answers.append((endpoint, exc.status_code))
+                if self.answers is not None:  # 0: no answer (a timeout, a reset)
+                    self.answers.append((endpoint, getattr(exc, "status_code", 0)))
                 if isinstance(exc, KlaviyoRateLimited) and throttled < THROTTLED_MAX:
                     throttled += 1
                     self.throttled += 1

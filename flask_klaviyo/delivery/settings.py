@@ -45,6 +45,7 @@ class DeliverySettings:
     retry_horizon: float = DEFAULT_RETRY_HORIZON  # seconds of failures before a dead letter
     reclaim_after: float | None = None  # None: RECLAIM_IDLE_MS
     inspector: bool = False  # KLAVIYO_INSPECTOR: drains journal what they sent (dev only)
+    metrics: bool = False  # KLAVIYO_METRICS: drains count for Prometheus (delivery/counters.py)
 
     @classmethod
     def load(cls) -> DeliverySettings:
@@ -65,6 +66,7 @@ class DeliverySettings:
             retry_horizon=config["KLAVIYO_RETRY_HORIZON"],
             reclaim_after=config["KLAVIYO_RECLAIM_AFTER"],
             inspector=inspector_on(config),
+            metrics=bool(config["KLAVIYO_METRICS"]),
         )
 
     def reclaim_idle_ms(self) -> int:

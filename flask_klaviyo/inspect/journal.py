@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import _settings
-from ..delivery import keys, scripts
+from ..delivery import counters, keys, scripts
 from ..exceptions import KlaviyoConfigError
 
 __all__ = [
@@ -170,18 +170,23 @@ class Journal:
         flag_ttl: int,
         entries: Sequence[str],
         items: Sequence[Any],
+        *,
+        counted: bool = False,
     ) -> tuple[Any, ...]:
-        """The outbox push as ``PUSH_JOURNALED``: the entries plus a ``queued`` record each."""
+        """The outbox push as ``PUSH_JOURNALED``: the entries plus a ``queued`` record each
+        (``counted``: and their Prometheus counters, KLAVIYO_METRICS being on too)."""
         now = time.time()
         records = [self.record("queued", item.to_dict(), at=now) for item in items]
+        metrics = (keys.METRICS,) if counted else ()
         return (
             "EVALSHA",
             PUSH_JOURNALED_SHA,
-            4,
+            4 + len(metrics),
             stream,
             flag,
             keys.JOURNAL,
             keys.journal_minute(int(now // 60)),
+            *metrics,
             flag_ttl,
             len(entries),
             self.max_records,
@@ -190,6 +195,7 @@ class Journal:
             *entries,
             *(_compact(record) for record in records),
             *(_field(record) for record in records),
+            *(counters.queued_fields(items) if counted else ()),
         )
 
     def take_keys_args(self, anonymous_id: str, to: str) -> tuple[list[str], list[Any]]:
