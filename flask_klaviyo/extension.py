@@ -201,7 +201,7 @@ class Klaviyo(CustomerAPI, CatalogAPI, LifecycleAPI, BackfillAPI):
         self, order: Any, *, profile: Mapping[str, Any] | None = None, **properties: Any
     ) -> Event | None:
         """Fulfilled Order; extra properties (e.g. ``TrackingNumber="1Z..."``) are added."""
-        return self._order_event(fulfilled_order, order, profile, **properties)
+        return self._order_event(FULFILLED_ORDER, fulfilled_order, order, profile, **properties)
 
     def order_canceled(
         self,
@@ -213,7 +213,9 @@ class Klaviyo(CustomerAPI, CatalogAPI, LifecycleAPI, BackfillAPI):
     ) -> Event | None:
         """Canceled Order, with the same unique_id as its Placed Order (so CLV nets it out);
         partial: ``items=``, ``amount=``, ``sequence=`` (:mod:`.events.orders`)."""
-        return self._order_event(canceled_order, order, profile, reason=reason, **properties)
+        return self._order_event(
+            CANCELED_ORDER, canceled_order, order, profile, reason=reason, **properties
+        )
 
     def order_refunded(
         self,
@@ -225,7 +227,9 @@ class Klaviyo(CustomerAPI, CatalogAPI, LifecycleAPI, BackfillAPI):
     ) -> Event | None:
         """Refunded Order, with the same unique_id as its Placed Order (so CLV nets it out);
         partial: ``items=``, ``amount=``, ``sequence=`` (:mod:`.events.orders`)."""
-        return self._order_event(refunded_order, order, profile, reason=reason, **properties)
+        return self._order_event(
+            REFUNDED_ORDER, refunded_order, order, profile, reason=reason, **properties
+        )
 
     def enqueue(
         self, kind: str, payload: Mapping[str, Any], *, key: str | None = None
@@ -286,29 +290,6 @@ class Klaviyo(CustomerAPI, CatalogAPI, LifecycleAPI, BackfillAPI):
 
     def _order(self, order: Any) -> Order:
         return order if isinstance(order, Order) else Order.coerce(order)
-
-    def _order_event(
-        self,
-        builder: Callable[..., Event],
-        order: Any,
-        profile: Mapping[str, Any] | None,
-        **options: Any,
-    ) -> Event | None:
-        if not enabled():
-            return None
-
-        def build() -> Event:
-            built = self._order(order)
-            who = self.resolve_profile(profile or built.profile())
-            return builder(built, profile=who, **options)
-
-        metric = {
-            fulfilled_order: FULFILLED_ORDER,
-            canceled_order: CANCELED_ORDER,
-            refunded_order: REFUNDED_ORDER,
-        }.get(builder, builder.__name__)
-        event = queueing.build(metric, build)
-        return None if event is None else self.submit(event)
 
     def _after_request(self, response: Any) -> Any:
         """Queue what this request tracked, once the response exists and only if it succeeded."""

@@ -38,7 +38,7 @@ class LifecycleAPI:
     ) -> Event | None:
         """Failed Payment: why (``failure``), what to do next (``next_steps``) and the order's
         information; one per payment ``attempt`` (e.g. the provider's charge id)."""
-        return self._lifecycle_event(
+        return self._order_event(
             FAILED_PAYMENT,
             failed_payment,
             order,
@@ -61,7 +61,7 @@ class LifecycleAPI:
     ) -> Event | None:
         """Shipping Update for ``status`` ``shipped``, ``out_for_delivery`` or ``delivered``
         (UpdateType "Shipped", "Out for delivery", "Delivered"); one per order and status."""
-        return self._lifecycle_event(
+        return self._order_event(
             SHIPPING_UPDATE,
             shipping_update,
             order,
@@ -72,7 +72,7 @@ class LifecycleAPI:
             **properties,
         )
 
-    def _lifecycle_event(
+    def _order_event(
         self,
         metric: str,
         builder: Callable[..., Event],
@@ -80,6 +80,8 @@ class LifecycleAPI:
         profile: Mapping[str, Any] | None,
         **options: Any,
     ) -> Event | None:
+        """One event about an existing order (every order event but Placed Order, which comes
+        with its Ordered Products), under the order's identity, queued like any other."""
         if not enabled():
             return None
 
