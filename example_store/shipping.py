@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
-from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -38,7 +36,7 @@ from .db import transaction
 from .extensions import klaviyo
 from .http import json_error
 from .orders import get_order
-from .webhook import authenticated_body
+from .webhook import authenticated_body, record_delivery
 
 __all__ = ["SHIPPABLE", "SHIPPING_PATH", "bp", "init_app", "shipping_body", "signed_shipping"]
 
@@ -129,19 +127,7 @@ def shipping() -> Response | tuple[dict[str, Any], int]:
         return {"status": "ignored", "order_id": order_id, "order_status": order.status}, 200
     delivery_id = f"shipping:{order_id}:{status}"
     with transaction() as db:
-        try:
-            db.execute(
-                "INSERT INTO webhook_deliveries (id, event_type, order_id, payload, received_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (
-                    delivery_id,
-                    EVENT_TYPE,
-                    order_id,
-                    body.decode(),
-                    datetime.now(UTC).isoformat(timespec="seconds"),
-                ),
-            )
-        except sqlite3.IntegrityError:
+        if not record_delivery(db, delivery_id, EVENT_TYPE, order_id, body):
             return {"status": "duplicate", "order_id": order_id, "shipping_status": status}, 200
         # Inside the transaction: a failure to build (strict mode) records nothing, so the
         # carrier's retry gets another chance.

@@ -168,19 +168,7 @@ def payments() -> Response | tuple[dict[str, Any], int]:
         return json_error(404, "unknown_order", f"there is no order {order_id!r}")
 
     with transaction() as db:
-        try:
-            db.execute(
-                "INSERT INTO webhook_deliveries (id, event_type, order_id, payload, received_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (
-                    delivery_id,
-                    event_type,
-                    order_id,
-                    body.decode(),
-                    datetime.now(UTC).isoformat(timespec="seconds"),
-                ),
-            )
-        except sqlite3.IntegrityError:
+        if not record_delivery(db, delivery_id, event_type, order_id, body):
             return {"status": "duplicate", "id": delivery_id}, 200
         if event_type not in HANDLED:
             return {"status": "ignored", "id": delivery_id, "type": event_type}, 200
@@ -217,3 +205,25 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("STORE_WEBHOOK_MAX_BYTES", DEFAULT_MAX_BYTES)
     app.config.setdefault("STORE_WEBHOOK_TOLERANCE", 300)
     app.register_blueprint(bp)
+
+
+def record_delivery(
+    db: sqlite3.Connection, delivery_id: str, event_type: str, order_id: str | None, body: bytes
+) -> bool:
+    """Keep a webhook delivery once (its id is the key); False when it came before: a
+    provider's or carrier's retry of what was already handled."""
+    try:
+        db.execute(
+            "INSERT INTO webhook_deliveries (id, event_type, order_id, payload, received_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (
+                delivery_id,
+                event_type,
+                order_id,
+                body.decode(),
+                datetime.now(UTC).isoformat(timespec="seconds"),
+            ),
+        )
+    except sqlite3.IntegrityError:
+        return False
+    return True
