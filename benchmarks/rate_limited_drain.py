@@ -17,9 +17,9 @@ windows; ``--rounds`` rounds, interleaved, medians.
 
 Budget = 150 per steady window for the first ``--windows`` windows (anchored at our first
 request, as the stand-in anchors them; the other integration starts right after it); used = the
-202s in them, ours plus the other integration's. 429 share = our 429s / our requests over the whole run. Then
-the rest of the backlog is delivered and checked: every event accepted once, no failed job, no
-dead letter (each 429 was waited out and retried, or an event would be missing).
+202s in them, ours plus the other integration's. 429 share = our 429s / our requests over the
+whole run. Then the rest of the backlog is delivered and checked: every event accepted once, no
+failed job, no dead letter (each 429 was waited out and retried, or an event would be missing).
 """
 
 from __future__ import annotations
