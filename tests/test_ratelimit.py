@@ -139,6 +139,29 @@ def test_headers_for_another_limit_are_not_used(
     assert "RateLimit-Limit 150" in caplog.text
 
 
+class CountingRedis(redis.Redis):
+    """A client that counts the commands it sends (each one round trip)."""
+
+    sent: list[str]
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.sent.append(str(args[0]))
+        return super().execute_command(*args, **options)
+
+
+def test_one_round_trip_per_request_with_klaviyos_word(redis_url: str) -> None:
+    connection = CountingRedis.from_url(redis_url)
+    connection.sent = []
+    limiter = RateLimiter(connection, limits={"c": (Window(50, 1.0), Window(100, 10.0))})
+    for n in range(5):
+        if n == 1:
+            connection.sent = []  # the first call loaded the script
+        assert limiter.try_acquire("c") == 0.0
+        limiter.observe("c", answer(99 - n, 9.0, limit=100))
+    assert connection.sent == ["EVALSHA"] * 4
+    assert limiter.state("c")["resets_in"] <= 9.0  # and Klaviyo's word was applied
+
+
 def test_klaviyos_word_reaches_every_worker(redis_url: str) -> None:
     first = RateLimiter(redis.Redis.from_url(redis_url), limits={"c": (Window(50, 10.0),)})
     second = RateLimiter(redis.Redis.from_url(redis_url), limits={"c": (Window(50, 10.0),)})
