@@ -91,9 +91,14 @@ DEFAULT_LIMITS: dict[str, tuple[Window, ...]] = {
 class Answer(Protocol):
     """What the limiter reads of a success (``client.SendResult``): the steady window's headers."""
 
-    rate_limit_limit: int | None
-    rate_limit_remaining: int | None
-    rate_limit_reset: float | None
+    @property
+    def rate_limit_limit(self) -> int | None: ...
+
+    @property
+    def rate_limit_remaining(self) -> int | None: ...
+
+    @property
+    def rate_limit_reset(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
