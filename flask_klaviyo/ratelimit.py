@@ -8,7 +8,8 @@ says, in ``RateLimit-Limit``/``-Remaining``/``-Reset``, where the steady window 
 - the steady window is a fixed window whose end and spent count follow Klaviyo's headers (the
   phase of Klaviyo's window, and what other integrations spent of it, are Klaviyo's to say);
 - the burst window, which no header describes, is kept as a log: no burst period (plus a
-  margin) holds more than its limit, whatever phase Klaviyo's burst window has;
+  margin) holds more than its limit, whatever phase Klaviyo's burst window has (so is any
+  longer window, like Update Mapped Metric's 30 a day);
 - inside the steady window the budget is spread over the window, half a burst ahead of the
   steady rate, so all of it is spent, before the end, without starving the other integrations;
 - a 429's ``Retry-After`` blocks the endpoint for every worker until then (Klaviyo's word wins).
@@ -35,10 +36,15 @@ __all__ = ["BURST_MARGIN", "DEFAULT_LIMITS", "RateLimiter", "Window"]
 
 log = logging.getLogger(__name__)
 
-# The burst log's margin: no ``period * (1 + BURST_MARGIN)`` holds more than the burst limit, so
-# the network's jitter between our clock and Klaviyo's arrival times cannot put one too many in
-# a burst window of Klaviyo's.
+# A log's margin: no ``period * (1 + BURST_MARGIN)`` (at most a second more) holds more than the
+# window's limit, so the network's jitter between our clock and Klaviyo's arrival times cannot
+# put one too many in a burst window of Klaviyo's.
 BURST_MARGIN = 0.1
+STEADY_PERIOD = 60.0  # Klaviyo's headers describe the 1-minute window
+
+
+def _span(window: Window) -> float:
+    return window.period + min(window.period * BURST_MARGIN, 1.0)
 
 
 @dataclass(frozen=True)
@@ -136,21 +142,26 @@ class RateLimiter:
         self.waited = 0.0  # seconds this limiter has slept, for status and benchmarks
 
     def steady(self, endpoint: str) -> Window:
-        """The endpoint's longest window: the one Klaviyo's headers describe."""
-        return max(self.limits[endpoint], key=lambda w: w.period)
+        """The window Klaviyo's headers describe: the longest of at most a minute (a daily
+        window, like Update Mapped Metric's, is not it); else the longest."""
+        windows = self.limits[endpoint]
+        minute = [w for w in windows if w.period <= STEADY_PERIOD]
+        return max(minute or windows, key=lambda w: w.period)
 
-    def _bursts(self, endpoint: str) -> list[Window]:
+    def _logs(self, endpoint: str) -> list[Window]:
+        """Every other window (the burst, a daily one), kept as a log of its last slots."""
         steady = self.steady(endpoint)
         windows = list(self.limits[endpoint])
         windows.remove(steady)
         return windows
 
     def spread(self, endpoint: str) -> int:
-        """Slots a fresh steady window lets go at once: half the smallest burst (the rest of
-        the window is paced); with no burst window, the whole limit (nothing is paced)."""
-        bursts = self._bursts(endpoint)
+        """Slots a fresh steady window lets go at once: half the smallest shorter window (the
+        burst; the rest of the window is paced); with none, the whole limit (nothing paced)."""
+        steady = self.steady(endpoint)
+        bursts = [w for w in self._logs(endpoint) if w.period < steady.period]
         if not bursts:
-            return self.steady(endpoint).limit
+            return steady.limit
         return max(1, min(w.limit for w in bursts) // 2)
 
     def _keys(self, endpoint: str) -> list[str]:
@@ -159,9 +170,7 @@ class RateLimiter:
             keys.rate_blocked(endpoint, self.prefix),
             keys.rate_last(endpoint, self.prefix),
             keys.rate_window(endpoint, steady.limit, steady.period, self.prefix),
-        ] + [
-            keys.rate_log(endpoint, w.limit, w.period, self.prefix) for w in self._bursts(endpoint)
-        ]
+        ] + [keys.rate_log(endpoint, w.limit, w.period, self.prefix) for w in self._logs(endpoint)]
 
     def pace(self, endpoint: str) -> float:
         """The steady spacing of ``endpoint``: its slowest window's period / limit."""
@@ -185,9 +194,8 @@ class RateLimiter:
         else:
             age = max(0.0, time.monotonic() - word.at)
             args += [1, word.window, word.remaining, word.reset, age]
-        args.append(BURST_MARGIN)
-        for window in self._bursts(endpoint):
-            args += [window.limit, window.period]
+        for window in self._logs(endpoint):
+            args += [window.limit, _span(window)]
         wait, window_id = self._acquire(keys=self._keys(endpoint), args=args)
         wait = float(wait)
         if wait <= 0 and not dry:
@@ -264,8 +272,8 @@ class RateLimiter:
         """Where an endpoint stands (every endpoint's, without one), for ``flask klaviyo
         status``: ``blocked_for`` (s), and for the steady window ``limit``, ``used`` (ours plus
         ``others``, what Klaviyo says other integrations spent), ``remaining``, ``resets_in``
-        (s) and ``synced`` (its end is Klaviyo's, from RateLimit-Reset); ``burst_used``: slots
-        in the last burst period."""
+        (s) and ``synced`` (its end is Klaviyo's, from RateLimit-Reset); ``logs``: each other
+        window's ``limit``, ``period`` and slots ``used`` in its last period."""
         if endpoint is None:
             return {name: self.state(name) for name in self.limits}
         return self._state(endpoint)
@@ -279,12 +287,12 @@ class RateLimiter:
         pipe.hgetall(cells[2])
         for cell in cells[3:]:
             pipe.lrange(cell, 0, -1)
-        blocked, window, *logs = pipe.execute()
+        blocked, window, *stamps = pipe.execute()
         fields = {k.decode(): v.decode() for k, v in window.items()}
         current = float(fields.get("end", 0)) > now
         ours = int(fields.get("ours", 0)) if current else 0
         others = int(fields.get("others", 0)) if current else 0
-        bursts = self._bursts(endpoint)
+        logs = zip(self._logs(endpoint), stamps, strict=True)
         return {
             "blocked_for": max(0.0, float(blocked or 0) - now),
             "limit": steady.limit,
@@ -294,13 +302,14 @@ class RateLimiter:
             "remaining": max(0, steady.limit - ours - others),
             "resets_in": max(0.0, float(fields["end"]) - now) if current else 0.0,
             "synced": current and fields.get("synced") == "1",
-            "burst_used": max(
-                (
-                    sum(1 for stamp in stamps if float(stamp) > now - window.period)
-                    for window, stamps in zip(bursts, logs, strict=True)
-                ),
-                default=0,
-            ),
+            "logs": [
+                {
+                    "limit": log_window.limit,
+                    "period": log_window.period,
+                    "used": sum(1 for stamp in taken if float(stamp) > now - log_window.period),
+                }
+                for log_window, taken in logs
+            ],
         }
 
     def _now(self) -> float:

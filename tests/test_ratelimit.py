@@ -83,6 +83,21 @@ def test_the_burst_log_holds_its_limit_in_any_burst_period(redis_client: redis.R
         assert taken[i + 5] - taken[i] > 0.2  # never 6 in one burst period
 
 
+def test_a_window_longer_than_the_minute_is_a_log_not_the_steady_one(
+    redis_client: redis.Redis,
+) -> None:
+    # like Update Mapped Metric (1/s, 15/min, 30 a day), scaled: the daily window caps the total
+    limits = {"m": (Window(2, 0.1), Window(5, 1.0), Window(6, 100.0))}
+    limiter = RateLimiter(redis_client, limits=limits)
+    assert limiter.steady("m") == Window(5, 1.0)  # the headers' window, not the daily one
+    assert limiter.spread("m") == 1  # half the burst: the daily window does not spread a day
+    taken = take_for(limiter, "m", 1.5)
+    assert len(taken) == 6  # 5 in the first second's window, then the daily cap
+    assert 98 < limiter.try_acquire("m") <= 101
+    [burst, daily] = limiter.state("m")["logs"]
+    assert (daily["limit"], daily["used"]) == (6, 6) and burst["period"] == 0.1
+
+
 def test_a_cost_beyond_a_window_is_refused(redis_client: redis.Redis) -> None:
     limiter = RateLimiter(redis_client, limits={"b": (Window(3, 1.0), Window(10, 60.0))})
     assert limiter.try_acquire("b", cost=3) == 0.0

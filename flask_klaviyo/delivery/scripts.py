@@ -55,10 +55,10 @@ return 1
 """
 
 # The rate limiter's acquire, Klaviyo's model: fixed windows. KEYS: [blocked-until, last-send,
-# the steady window (a hash), a log per shorter window (a list, newest first)...]
+# the steady window (a hash), a log per other window (a list, newest first)...]
 # ARGV: [cost, pace, want-pace (0/1), dry-run (0/1), steady limit, steady period, spread,
 #        Klaviyo's word (0/1), its window id, its RateLimit-Remaining, its RateLimit-Reset, its
-#        age in seconds, burst margin, (limit, period) per shorter window...]
+#        age in seconds, (limit, span) per other window...]
 # Returns {seconds to wait as a string ("0": a slot was taken, or would be on a dry run), the id
 # of the steady window}.
 # The steady window is a fixed window like Klaviyo's: ``ours`` counts the slots taken, ``others``
@@ -68,9 +68,9 @@ return 1
 # Inside the window the budget is spread: a slot is taken while what is left after it, plus
 # ``spread`` slots, covers the rest of the window at the steady rate (a fresh window lets
 # ``spread`` go at once; the last slot goes ``spread`` slots before the end, never all of it in a
-# burst at the start). Shorter windows (the burst) are kept as a log of the last ``limit`` slots:
-# no ``period * (1 + margin)`` holds more than ``limit`` of them, whatever phase Klaviyo's own
-# burst window has.
+# burst at the start). Other windows (the burst; a daily one) are kept as a log of the last
+# ``limit`` slots: no ``span`` (the window's period plus a margin) holds more than ``limit`` of
+# them, whatever phase Klaviyo's own window has.
 RATE_ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -79,7 +79,6 @@ local pace = tonumber(ARGV[2])
 local limit = tonumber(ARGV[5])
 local period = tonumber(ARGV[6])
 local spread = tonumber(ARGV[7])
-local margin = tonumber(ARGV[13])
 local w = redis.call('HMGET', KEYS[3], 'id', 'end', 'ours', 'others', 'synced')
 local id = w[1] or ''
 local wend = tonumber(w[2] or '0')
@@ -118,8 +117,8 @@ else
   if allow_at - now > wait then wait = allow_at - now end
 end
 for i = 4, #KEYS do
-  local wlimit = tonumber(ARGV[14 + 2 * (i - 4)])
-  local span = tonumber(ARGV[15 + 2 * (i - 4)]) * (1 + margin)
+  local wlimit = tonumber(ARGV[13 + 2 * (i - 4)])
+  local span = tonumber(ARGV[14 + 2 * (i - 4)])
   local oldest = redis.call('LINDEX', KEYS[i], wlimit - cost)
   if oldest then
     local at = tonumber(oldest) + span
@@ -139,8 +138,8 @@ redis.call('HSET', KEYS[3], 'id', id, 'end', tostring(wend), 'ours', ours + cost
   'others', others, 'synced', synced and '1' or '0')
 redis.call('PEXPIRE', KEYS[3], ttl)
 for i = 4, #KEYS do
-  local wlimit = tonumber(ARGV[14 + 2 * (i - 4)])
-  local span = tonumber(ARGV[15 + 2 * (i - 4)]) * (1 + margin)
+  local wlimit = tonumber(ARGV[13 + 2 * (i - 4)])
+  local span = tonumber(ARGV[14 + 2 * (i - 4)])
   for _ = 1, cost do redis.call('LPUSH', KEYS[i], tostring(now)) end
   redis.call('LTRIM', KEYS[i], 0, wlimit - 1)
   redis.call('PEXPIRE', KEYS[i], math.ceil(span * 1000) + 1000)
