@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-smoke clean browser
+.PHONY: run test lint bench bench-smoke clean browser wrk
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,17 +29,30 @@ browser:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	  echo "chromium unavailable: browser tests will be skipped"
 
+# Debian's wrk, the load generator of benchmarks/store_server.py (without it: its Python client).
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; } || \
+	  echo "wrk unavailable: store_server.py uses its Python load generator"
+
 # The performance figures (README "Performance"): each script prints one table, ~1-2 min each.
-bench: $(STAMP)
+bench: $(STAMP) wrk
 	$(PY) benchmarks/request_overhead.py
+	$(PY) benchmarks/store_page.py
+	$(PY) benchmarks/store_server.py
 	$(PY) benchmarks/drain_throughput.py
 	$(PY) benchmarks/rate_limited_drain.py
 	$(PY) benchmarks/latency.py
 	$(PY) benchmarks/worker_memory.py
+	$(PY) benchmarks/catalog_sync.py
+	$(PY) benchmarks/backfill.py
 
 # Each script in a few seconds on tiny sizes, same code path (tests/test_benchmarks.py does this).
 bench-smoke: $(STAMP)
-	for script in request_overhead drain_throughput rate_limited_drain latency worker_memory; do \
+	for script in request_overhead store_page store_server drain_throughput rate_limited_drain \
+	  latency worker_memory catalog_sync \
+	  backfill; do \
 	  $(PY) benchmarks/$$script.py --smoke || exit 1; done
 
 lint: $(STAMP)

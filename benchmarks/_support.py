@@ -162,6 +162,7 @@ def worker_env(redis_url: str, api_url: str, **settings: Any) -> dict[str, str]:
     env.update(
         KLAVIYO_REDIS_URL=redis_url, KLAVIYO_API_URL=api_url, KLAVIYO_PRIVATE_API_KEY=API_KEY
     )
+    env["KLAVIYO_INSPECTOR"] = "false"  # as in production (auto: on for a loopback stand-in)
     for key, value in settings.items():
         env[f"KLAVIYO_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     return env

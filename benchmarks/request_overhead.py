@@ -8,6 +8,10 @@ Three variants of the same page, interleaved so machine noise hits them alike:
               (what a merchant replacing the pixel naively would do)
 
     .venv/bin/python benchmarks/request_overhead.py [--requests 1000] [--rounds 5] [--smoke]
+                                                    [--inspector]
+
+The inspector is off, as in production (``KLAVIYO_INSPECTOR=False``; ``auto`` would turn it on
+for the loopback stand-in used here); ``--inspector`` measures the page with it on instead.
 
 Prints p50/p99 per variant (all rounds pooled), the added p50 over the untracked page, and the
 added p50 of each round (median, min-max) to show how much the machine moved between rounds.
@@ -43,7 +47,7 @@ PRODUCT = {
 }
 
 
-def make_app(redis_url: str, fake_url: str) -> Flask:
+def make_app(redis_url: str, fake_url: str, *, inspector: bool = False) -> Flask:
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY="bench",
@@ -51,6 +55,7 @@ def make_app(redis_url: str, fake_url: str) -> Flask:
         KLAVIYO_API_URL=fake_url,
         KLAVIYO_PRIVATE_API_KEY=API_KEY,
         KLAVIYO_STRICT=False,
+        KLAVIYO_INSPECTOR=inspector,
     )
     klaviyo = Klaviyo(app)
     klaviyo.identity_loader(lambda: {"email": "sarah.mason@klaviyo-demo.com"})
@@ -105,13 +110,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="per variant and round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=50, help="requests per variant, unmeasured")
+    parser.add_argument("--inspector", action="store_true", help="with KLAVIYO_INSPECTOR on")
     args = parse_args(parser, smoke={"requests": 20, "rounds": 2, "warmup": 5})
 
     folder = Path(tempfile.mkdtemp(prefix="klaviyo-bench-"))
     redis_url = embedded_redis_url(folder)
     try:
         with FakeKlaviyo(api_key=API_KEY) as fake:
-            app = make_app(redis_url, fake.url)
+            app = make_app(redis_url, fake.url, inspector=args.inspector)
             client = app.test_client()
             variants = ["untracked", "tracked", "sdk-inline"]
             rounds: list[dict[str, list[float]]] = []
@@ -132,17 +138,17 @@ def main() -> None:
             viewed = [e for e in state.outbox.waiting() if e.get("metric") == "Viewed Product"]
             assert len(viewed) == args.warmup + args.rounds * args.requests, len(viewed)
             assert state.spool.size() == 0
-            report(rounds, args.requests)
+            report(rounds, args.requests, inspector=args.inspector)
     finally:
         stop_embedded_redis(folder)
 
 
-def report(rounds: list[dict[str, list[float]]], n: int) -> None:
+def report(rounds: list[dict[str, list[float]]], n: int, *, inspector: bool = False) -> None:
     pooled = {name: [x for r in rounds for x in r[name]] for name in rounds[0]}
     base = statistics.median(pooled["untracked"])
     print(
         f"request overhead, {len(rounds)} rounds x {n} requests per variant "
-        "(ms; Flask test client, embedded Redis)"
+        f"(ms; Flask test client, embedded Redis; inspector {'on' if inspector else 'off'})"
     )
     rows = []
     for name, values in pooled.items():

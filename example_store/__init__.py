@@ -15,10 +15,10 @@ from flask import Flask, render_template
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from . import catalog, db, klaviyo_catalog, payments, variants, webhook
+from . import catalog, db, history, klaviyo_catalog, payments, shipping, variants, webhook
 from .accounts import DEFAULT_RESET_MAX_AGE
 from .extensions import klaviyo
-from .http import json_error, wants_json
+from .http import json_error, refuse_unreadable_json, wants_json
 from .newsletter import DEFAULT_LIST_ID
 from .settings import (
     derived_webhook_secret,
@@ -73,22 +73,33 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     klaviyo.init_app(app)
     payments.init_app(app)
     webhook.init_app(app)
+    shipping.init_app(app)
+    history.init_app(app)
 
     from .account_views import bp as account_bp
     from .admin import bp as admin_bp
     from .admin_stock import bp as admin_stock_bp
     from .back_in_stock import bp as stock_bp
+    from .carrier import bp as shipping_bp
     from .newsletter import bp as newsletter_bp
     from .password_reset import bp as password_bp
+    from .payment_page import admin_bp as admin_payments_bp
+    from .payment_page import bp as payment_page_bp
+    from .provider import bp as provider_bp
     from .views import bp
 
     app.register_blueprint(bp)
     app.register_blueprint(stock_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(admin_stock_bp)
+    app.register_blueprint(admin_payments_bp)
+    app.register_blueprint(shipping_bp)
+    app.register_blueprint(payment_page_bp)
     app.register_blueprint(newsletter_bp)
     app.register_blueprint(account_bp)
     app.register_blueprint(password_bp)
+    app.register_blueprint(provider_bp)
+    app.before_request(refuse_unreadable_json)  # one rule for every JSON body
     app.register_error_handler(HTTPException, _http_error)
     app.add_template_filter(money)
     return app

@@ -59,6 +59,9 @@ def main() -> int:
         print("  Catalog:            syncing to the stand-in in the background")
     else:
         print(f"  Sending to Klaviyo: {env.get('KLAVIYO_API_URL', 'https://a.klaviyo.com')}")
+    if "klaviyo_inspector" in app.blueprints:  # KLAVIYO_INSPECTOR (auto: with the stand-in)
+        inspector = f"http://{STORE_HOST}:{port}/_klaviyo/inspector/"
+        print(f"  Store inspector:    {inspector}  (tracked, parked, released, sent)")
     print(f"  Redis:              {redis_url}\n  Ctrl-C stops everything.\n", flush=True)
     try:
         app.run(host=STORE_HOST, port=port, use_reloader=False)

@@ -110,6 +110,16 @@ CREATE TABLE IF NOT EXISTS order_items (
     image_url        TEXT
 );
 
+CREATE TABLE IF NOT EXISTS order_refunds (                -- refunds.py: partial ones too
+    order_id     TEXT NOT NULL REFERENCES orders(id) ON DELETE CASCADE,
+    seq          INTEGER NOT NULL,                   -- 1, 2, ...: the refund's unique_id rule
+    amount_cents INTEGER NOT NULL CHECK (amount_cents > 0),
+    line_ids     TEXT NOT NULL DEFAULT '[]',         -- JSON: the order_items refunded
+    reason       TEXT,
+    created_at   TEXT NOT NULL,
+    PRIMARY KEY (order_id, seq)
+);
+
 CREATE TABLE IF NOT EXISTS webhook_deliveries (
     id          TEXT PRIMARY KEY,                    -- the provider's delivery id: dedup
     event_type  TEXT NOT NULL,
@@ -160,6 +170,7 @@ TABLES = (
     "cart_items",
     "orders",
     "order_items",
+    "order_refunds",
     "webhook_deliveries",
     "accounts",
     "newsletter_signups",

@@ -23,7 +23,8 @@ and signs every attempt afresh. Tests turn the thread off and deliver with :func
 themselves (as many times as they like); ``flask --app example_store payments deliver ORDER_ID``
 does the same from a shell.
 
-An email address with ``+decline`` in it (``ann+decline@shop.test``) gets ``payment.failed``.
+An email address with ``+decline`` in it (``ann+decline@shop.test``) gets ``payment.failed``
+(with ``data.failure_message``): the store sends Klaviyo a Failed Payment.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ PAYMENT_SUCCEEDED = "payment.succeeded"
 PAYMENT_FAILED = "payment.failed"
 WEBHOOK_PATH = "/webhooks/payments"
 DECLINE_MARKER = "+decline"
+DECLINED = "Your card was declined."
 
 DEFAULT_DELAY = 1.0  # seconds between the charge and the first callback
 MAX_ATTEMPTS = 8
@@ -88,20 +90,19 @@ class Delivery:
     payment_id: str | None = None
     id: str = field(default_factory=lambda: f"evt_{secrets.token_hex(12)}")
     created: int = field(default_factory=lambda: int(time.time()))
+    failure_message: str | None = None  # payment.failed: why, in the provider's words
 
     def body(self) -> bytes:
+        data: dict[str, Any] = {
+            "order_id": self.order_id,
+            "amount": self.amount,
+            "currency": self.currency,
+            "payment_id": self.payment_id,
+        }
+        if self.failure_message is not None:
+            data["failure_message"] = self.failure_message
         return json.dumps(
-            {
-                "id": self.id,
-                "type": self.type,
-                "created": self.created,
-                "data": {
-                    "order_id": self.order_id,
-                    "amount": self.amount,
-                    "currency": self.currency,
-                    "payment_id": self.payment_id,
-                },
-            },
+            {"id": self.id, "type": self.type, "created": self.created, "data": data},
             separators=(",", ":"),
         ).encode()
 
@@ -190,6 +191,7 @@ def charge(
         amount=amount,
         currency=currency,
         payment_id=payment_id,
+        failure_message=DECLINED if outcome == PAYMENT_FAILED else None,
     )
     if config["STORE_PAYMENTS_AUTO_CALLBACK"]:
         url = config["STORE_PAYMENTS_CALLBACK_URL"] or callback_url
@@ -258,6 +260,7 @@ def deliver_command(
         amount=order.total_cents,
         currency=order.currency,
         payment_id=order.payment_id,
+        failure_message=DECLINED if event_type == PAYMENT_FAILED else None,
         **extra,
     )
     secret = current_app.config["KLAVIYO_WEBHOOK_SECRET"]

@@ -25,6 +25,7 @@ __all__ = [
     "clean_phone",
     "is_yes",
     "storable",
+    "unreadable_field",
     "valid_email",
 ]
 
@@ -81,6 +82,32 @@ def storable(value: Any) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def unreadable_field(value: Any) -> str | None:
+    """The top-level field of parsed JSON whose text (at any depth) is not storable, "" when
+    the body itself holds such text (a bare string, a list, a field's name), None when all of
+    it is storable. JSON may carry lone surrogates anywhere, so the whole value is walked."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not storable(key):
+                return ""
+            if _unreadable(item):
+                return str(key)
+        return None
+    return "" if _unreadable(value) else None
+
+
+def _unreadable(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return not storable(value)
+    if depth > 100:  # deeper than this, Python's own parser has refused the body already
+        return False
+    if isinstance(value, dict):
+        return any(not storable(k) or _unreadable(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_unreadable(item, depth + 1) for item in value)
+    return False
 
 
 def _text(value: Any) -> str:

@@ -28,6 +28,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    send_from_directory,
     session,
     url_for,
 )
@@ -53,6 +54,7 @@ CHECKOUT_EMAIL = "checkout_email"  # session key: the email given at checkout
 SESSION_ORDERS = "orders"  # session key: the orders this browser placed (may see them)
 MAX_SESSION_ORDERS = 20
 CHECKOUT_SOURCE = "Checkout"  # the newsletter signup source of the box at checkout
+EMAIL_FIELD = "field:email"  # a flash category: the checkout shows it beside its email field
 
 
 @bp.before_app_request
@@ -252,7 +254,7 @@ def checkout_email() -> Response | tuple[dict[str, Any], int]:
         message = "Please enter a valid email address, like you@example.com."
         if wants_json():
             return json_error(400, "invalid_email", message)
-        flash(message, "error")
+        flash(message, EMAIL_FIELD)
         return redirect(url_for("store.checkout"), code=303)
     session[CHECKOUT_EMAIL] = email
     klaviyo.identify(email=email)
@@ -264,10 +266,10 @@ def checkout_email() -> Response | tuple[dict[str, Any], int]:
     return redirect(url_for("store.checkout"), code=303)
 
 
-def _checkout_refused(code: str, message: str, back: str) -> Response:
+def _checkout_refused(code: str, message: str, back: str, category: str = "error") -> Response:
     if wants_json():
         return json_error(400, code, message)
-    flash(message, "error")
+    flash(message, category)
     return redirect(url_for(back), code=303)
 
 
@@ -286,13 +288,19 @@ def place_order() -> Response | tuple[dict[str, Any], int, dict[str, str]]:
         email = valid_email(data["email"])
         if email is None:
             return _checkout_refused(
-                "invalid_email", "Please enter a valid email address.", "store.checkout"
+                "invalid_email",
+                "Please enter a valid email address.",
+                "store.checkout",
+                EMAIL_FIELD,
             )
         session[CHECKOUT_EMAIL] = email
         klaviyo.identify(email=email)
     if not email:
         return _checkout_refused(
-            "email_required", "Please give us your email address first.", "store.checkout"
+            "email_required",
+            "Please give us your email address first.",
+            "store.checkout",
+            EMAIL_FIELD,
         )
     address_fields = data.get("shipping_address") if request.is_json else data
     address = clean_address(address_fields if isinstance(address_fields, dict) else None)
@@ -352,3 +360,12 @@ def logout() -> Response:
     session.pop(CHECKOUT_EMAIL, None)
     flash("Signed out.", "info")
     return redirect(back(), code=303)
+
+
+@bp.get("/favicon.ico")
+def favicon() -> Response:
+    """Pages name ``static/favicon.svg``; browsers still ask for /favicon.ico on JSON and plain
+    text answers: the same icon, so no request of theirs ends in a 404."""
+    static = current_app.static_folder
+    assert static is not None
+    return send_from_directory(static, "favicon.svg", mimetype="image/svg+xml", max_age=86400)

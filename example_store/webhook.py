@@ -1,4 +1,5 @@
-"""``POST /webhooks/payments``: the payment provider says an order is paid; Placed Order goes out.
+"""``POST /webhooks/payments``: the payment provider says an order is paid (Placed Order goes
+out) or that its payment failed (Failed Payment, one per payment attempt).
 
 Everything a public endpoint must survive is checked before the order is touched, each with its
 own status and a JSON ``{"error", "message"}``: an oversized body (413), a body that is not JSON
@@ -32,7 +33,7 @@ from .http import json_error
 from .orders import get_order, transition
 from .payments import PAYMENT_FAILED, PAYMENT_SUCCEEDED
 
-__all__ = ["DEFAULT_MAX_BYTES", "bp", "init_app"]
+__all__ = ["DEFAULT_MAX_BYTES", "authenticated_body", "bp", "init_app"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ bp = Blueprint("webhooks", __name__)
 DEFAULT_MAX_BYTES = 64 * 1024
 MAX_ID_CHARS = 200
 HANDLED = (PAYMENT_SUCCEEDED, PAYMENT_FAILED)
+DEFAULT_FAILURE = "The payment was declined"
+NEXT_STEPS = "Please use a different payment method or contact your card provider."
 
 
 class _Invalid(Exception):
@@ -103,6 +106,14 @@ def _parse(body: bytes) -> tuple[str, str, dict[str, Any]]:
     return delivery_id, event_type, data
 
 
+def _failure(data: dict[str, Any]) -> str:
+    """Why the provider says the payment failed (its ``failure_message``), bounded."""
+    message = data.get("failure_message")
+    if isinstance(message, str) and message.strip():
+        return message.strip()[:MAX_ID_CHARS]
+    return DEFAULT_FAILURE
+
+
 def _amount_matches(amount: Any, total_cents: int) -> bool:
     """Minor units (what providers send) or, leniently, major units."""
     if amount is None:
@@ -110,8 +121,10 @@ def _amount_matches(amount: Any, total_cents: int) -> bool:
     return amount == total_cents or math.isclose(amount * 100, total_cents, abs_tol=0.5)
 
 
-@bp.post("/webhooks/payments")
-def payments() -> Response | tuple[dict[str, Any], int]:
+def authenticated_body() -> bytes | Response:
+    """The raw body of a signed delivery, or the JSON error to answer: too large (413), not
+    JSON (415), no secret configured (503), a missing, wrong or replayed signature (400). Every
+    signed endpoint of the store (payments, the carrier) goes through here: one scheme."""
     config = current_app.config
     limit = config["STORE_WEBHOOK_MAX_BYTES"]
     body = _read_body(limit)
@@ -134,8 +147,16 @@ def payments() -> Response | tuple[dict[str, Any], int]:
             tolerance=config["STORE_WEBHOOK_TOLERANCE"],
         )
     except WebhookSignatureError as exc:
-        log.warning("webhooks: refused a delivery: %s", exc)
+        log.warning("webhooks: refused a delivery to %s: %s", request.path, exc)
         return json_error(exc.status, exc.code, exc.message)
+    return body
+
+
+@bp.post("/webhooks/payments")
+def payments() -> Response | tuple[dict[str, Any], int]:
+    body = authenticated_body()
+    if isinstance(body, Response):
+        return body
     try:
         delivery_id, event_type, data = _parse(body)
     except _Invalid as exc:
@@ -178,10 +199,17 @@ def payments() -> Response | tuple[dict[str, Any], int]:
                 data.get("amount"),
                 order.total_cents,
             )
+        # Inside the transaction: if building the events fails (strict mode), nothing is
+        # recorded and the provider's retry gets another chance.
         if event_type == PAYMENT_SUCCEEDED:
-            # Inside the transaction: if building the events fails (strict mode), nothing is
-            # recorded and the provider's retry gets another chance.
             klaviyo.order_placed(order.to_klaviyo())
+        else:
+            klaviyo.payment_failed(
+                order.to_klaviyo(),
+                failure=_failure(data),
+                next_steps=NEXT_STEPS,
+                attempt=data.get("payment_id") or delivery_id,
+            )
     return {"status": "processed", "id": delivery_id, "order_status": order.status}, 200
 
 

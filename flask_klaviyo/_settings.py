@@ -196,6 +196,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KLAVIYO_CATALOG_FEED_TOKEN", None, c.or_none(c.matching(r"^\S{16,}\Z",
             c.NOT_FEED_TOKEN)), "feed mode: the feed needs `?token=` (or the "
             "`X-Klaviyo-Feed-Token` header) with this value; unset: public", nullable=True),
+    Setting("KLAVIYO_INSPECTOR", "auto", c.auto_or_bool,
+            "the inspector at `/_klaviyo/inspector` and its journal in Redis (development "
+            "only): `auto` is on only when `KLAVIYO_API_URL` is a loopback stand-in; "
+            "`True`/`False` force it", env_parse=c.as_auto_or_bool),
 )  # fmt: skip
 
 _BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}

@@ -20,6 +20,7 @@ from .delivery.deadletters import DeadLetters
 from .delivery.outbox import Outbox
 from .delivery.spool import Breaker, Spool
 from .embedded import embedded_redis_url
+from .inspect.journal import Journal, inspector_on
 
 if TYPE_CHECKING:
     from .extension import Klaviyo
@@ -43,6 +44,7 @@ class State:
         self.spool = Spool(app.instance_path, max_bytes=app.config["KLAVIYO_SPOOL_MAX_BYTES"])
         self.breaker = Breaker(cooldown=SPOOL_REDIS_COOLDOWN)
         self.tolerated: Counter[str] = Counter()  # errors kept from the page, by what failed
+        self.inspector = inspector_on(app.config)  # KLAVIYO_INSPECTOR: journal and views
 
     @property
     def redis_url(self) -> str:
@@ -66,7 +68,13 @@ class State:
                 queue_name=config["KLAVIYO_QUEUE"],
                 retry_max=config["KLAVIYO_RETRY_MAX"],
             )
+            self._outbox.journal = self.journal
         return self._outbox
+
+    @property
+    def journal(self) -> Journal | None:
+        """The inspector's journal while it is on; None (nothing written) otherwise."""
+        return Journal(self.redis) if self.inspector else None
 
     @property
     def dead_letters(self) -> DeadLetters:

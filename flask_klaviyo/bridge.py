@@ -18,16 +18,21 @@ The snippet is three tags and no inline JavaScript (a strict Content-Security-Po
 The blob is HTML-safe JSON (``<``, ``>``, ``&`` and ``'`` escaped), so a product name or an email
 holding ``</script>`` cannot leave its tag; the private key is never part of it. With
 ``KLAVIYO_ENABLED`` False only an inert blob is rendered (no events, no scripts).
+
+It is on every page, so its script tags are built once per app (and script root, public key
+and ``KLAVIYO_JS_URL``) and remembered; only the blob is made per page.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from flask import current_app, g, url_for
-from jinja2.utils import htmlsafe_json_dumps
+from flask import Flask, current_app, g, request, url_for
 from markupsafe import Markup, escape
 
 from ._settings import DEFAULT_KLAVIYO_JS_URL
@@ -42,6 +47,7 @@ __all__ = [
     "KLAVIYO_JS_LOADED",
     "bridge_data",
     "identify_payload",
+    "keep_private",
     "klaviyo_js_url",
     "render",
     "share_profile",
@@ -123,22 +129,74 @@ def bridge_data(extension: Klaviyo, *, consent: bool | None = None) -> dict[str,
     return data
 
 
+def keep_private(response: Any) -> None:
+    """The page names its visitor: no shared cache may keep it (``Cache-Control: private``,
+    ``Vary: Cookie``). Set as plain headers when the view set none (most pages): Werkzeug's
+    header objects cost more than the rest of the bridge."""
+    headers = response.headers
+    if "Cache-Control" in headers:
+        response.cache_control.public = False
+        response.cache_control.private = True
+    else:
+        headers["Cache-Control"] = "private"
+    if "Vary" in headers:
+        response.vary.add("Cookie")
+    else:
+        headers["Vary"] = "Cookie"
+
+
+_json = json.JSONEncoder().encode  # json.dumps' own defaults, built once
+
+
 def _blob(data: Mapping[str, Any]) -> str:
-    blob = htmlsafe_json_dumps(data)  # <, >, & and ' escaped: nothing can close the tag
+    # <, >, & and ' escaped (as Jinja's htmlsafe_json_dumps does): nothing can close the tag
+    blob = (
+        _json(data)
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("'", "\\u0027")
+    )
     return f'<script type="application/json" id="{DATA_ELEMENT_ID}">{blob}</script>'
 
 
+_INERT_BLOB = _blob(INERT)
+
+
+@functools.lru_cache(maxsize=64)
+def _klaviyo_js_tag(base: str, company_id: str) -> str:
+    return f'<script async src="{escape(klaviyo_js_url(base, company_id))}"></script>'
+
+
+MAX_SCRIPT_ROOTS = 8  # script roots remembered per app; others build the tag each time
+# app -> script root -> the bridge's script tag (url_for once, not on every page)
+_script_tags: weakref.WeakKeyDictionary[Flask, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
+def _bridge_script_tag(app: Flask) -> str:
+    tags = _script_tags.get(app)
+    if tags is None:
+        tags = _script_tags.setdefault(app, {})
+    root = request.script_root
+    tag = tags.get(root)
+    if tag is None:
+        script = url_for("klaviyo.static", filename="klaviyo-bridge.js")
+        tag = f'<script src="{escape(script)}"></script>'
+        if len(tags) < MAX_SCRIPT_ROOTS:  # a proxy's prefix header is the client's to choose
+            tags[root] = tag
+    return tag
+
+
 def render(extension: Klaviyo) -> Markup:
-    config = current_app.config
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    config = app.config
     if not config["KLAVIYO_ENABLED"]:
-        return Markup(_blob(INERT))  # no scripts: a residual browser snippet works as before
+        return Markup(_INERT_BLOB)  # no scripts: a residual browser snippet works as before
     consent = extension.browse_allowed()
     data = bridge_data(extension, consent=consent)
-    script = url_for("klaviyo.static", filename="klaviyo-bridge.js")
-    parts = [_blob(data), f'<script src="{escape(script)}"></script>']
+    parts = [_blob(data), _bridge_script_tag(app)]
     company_id = data["companyId"]
     if company_id and consent:
-        src = klaviyo_js_url(config["KLAVIYO_JS_URL"], company_id)
-        parts.append(f'<script async src="{escape(src)}"></script>')
+        parts.append(_klaviyo_js_tag(config["KLAVIYO_JS_URL"], company_id))
         setattr(g, KLAVIYO_JS_LOADED, True)  # it sends Active on Site itself (onsite.py)
     return Markup("\n".join(parts))

@@ -18,10 +18,11 @@ from ._state import current_state, enabled
 from .catalog.model import CatalogItem, compound_id
 from .catalog.plan import item_operations, membership
 from .catalog.remote import MEMBERSHIP_KEY, VARIANTS_KEY
-from .catalog.sync import Progress, SyncReport, ensure_api_mode, run_sync
+from .catalog.sync import SyncReport, ensure_api_mode, run_sync
 from .delivery.operations import Operation
 from .exceptions import KlaviyoSchemaError
 from .profiles import email_of, phone_of
+from .progress import ProgressCallback
 
 __all__ = ["CatalogAPI"]
 
@@ -50,7 +51,7 @@ class CatalogAPI:
         return self._catalog_source()
 
     def catalog_sync(
-        self, *, dry_run: bool = False, wait: bool = True, progress: Progress | None = None
+        self, *, dry_run: bool = False, wait: bool = True, progress: ProgressCallback | None = None
     ) -> SyncReport:
         """Reconcile Klaviyo's catalog with the source (``flask klaviyo catalog sync``)."""
         return run_sync(self.catalog_entries, dry_run=dry_run, wait=wait, progress=progress)

@@ -11,15 +11,17 @@ from flask.cli import AppGroup
 from rq import Queue, SimpleWorker, Worker
 
 from ._state import current_state
-from .catalog.report import progress_printer, render_report
-from .delivery import keys
+from .backfill.commands import backfill_cli
+from .catalog.report import render_report
+from .delivery import kinds
 from .delivery.outbox import Outbox
-from .delivery.parking import Parking
 from .delivery.settings import DeliverySettings, parse_rate_limits
 from .exceptions import KlaviyoConfigError, KlaviyoSchemaError
+from .map_metrics_cli import map_metrics_command
 from .ops import DEFAULT_BACKFILL_AFTER, replay_dead_letters, verify_dedup
 from .privacy import forget
-from .ratelimit import RateLimiter
+from .progress import progress
+from .status import Thresholds, gather, problems, render
 
 __all__ = ["klaviyo_cli"]
 
@@ -27,7 +29,7 @@ klaviyo_cli = AppGroup(
     "klaviyo",
     help=(
         "flask-klaviyo: delivery workers, status, replay of dead letters, verify, forget, "
-        "catalog sync."
+        "catalog sync, backfill."
     ),
 )
 
@@ -65,42 +67,85 @@ def _drain_on_start(outbox: Outbox) -> bool:
 
 
 @klaviyo_cli.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status_command(as_json: bool) -> None:
-    """Waiting events and their age, jobs, handled/dead/parked counts, the last Klaviyo error,
-    the rate-limit state and the spool."""
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (for machines).")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 1 when something needs a human (the reasons are printed): for a monitor.",
+)
+@click.option(
+    "--max-waiting-age",
+    type=float,
+    default=Thresholds.max_waiting_age,
+    show_default=True,
+    help="Seconds: the oldest waiting operation may be this old.",
+)
+@click.option(
+    "--max-new-dead-letters",
+    type=int,
+    default=Thresholds.max_new_dead_letters,
+    show_default=True,
+    help="Dead letters allowed to appear within --window.",
+)
+@click.option(
+    "--window",
+    type=float,
+    default=Thresholds.dead_letter_window,
+    show_default=True,
+    help="Seconds: how far back --max-new-dead-letters counts.",
+)
+@click.option(
+    "--max-spool-age",
+    type=float,
+    default=Thresholds.max_spool_age,
+    show_default=True,
+    help="Seconds the spool may hold operations (Redis unreachable meanwhile).",
+)
+@click.option(
+    "--max-heartbeat-age",
+    type=float,
+    default=Thresholds.max_heartbeat_age,
+    show_default=True,
+    help="Seconds: some worker of the queue must have a heartbeat this recent.",
+)
+def status_command(
+    as_json: bool,
+    check: bool,
+    max_waiting_age: float,
+    max_new_dead_letters: int,
+    window: float,
+    max_spool_age: float,
+    max_heartbeat_age: float,
+) -> None:
+    """Waiting operations by kind and age, delivery rate, dead letters by reason, parked
+    visitors, spool, rate limits, the last Klaviyo error, workers and the Redis URL."""
     state = current_state()
-    name = current_app.config["KLAVIYO_QUEUE"]
-    outbox = Outbox(state.redis, queue_name=name)
-    queue = outbox.queue
-    age = outbox.oldest_age()
-    limits = parse_rate_limits(current_app.config.get("KLAVIYO_RATE_LIMITS"))
-    stats = state.redis.hgetall(keys.STATS)
-    status = {
-        "queue": name,
-        "waiting_events": outbox.depth(),
-        "in_delivery": outbox.pending(),
-        "oldest_waiting_seconds": round(age, 1) if age is not None else None,
-        "queued_jobs": queue.count,
-        "failed_jobs": queue.failed_job_registry.count,
-        "handled_events": int(stats.get(b"handled", 0)),
-        "dead_letters": state.dead_letters.count(),
-        "parked": Parking(state.redis).stats(),
-        "spool_bytes": state.spool.size(),
-        "last_klaviyo_error": (stats.get(b"last_error") or b"").decode() or None,
-        "last_klaviyo_error_at": float(stats[b"last_error_at"])
-        if b"last_error_at" in stats
-        else None,
-        "rate_limit_blocked_for": {
-            endpoint: round(values["blocked_for"], 1)
-            for endpoint, values in RateLimiter(state.redis, limits=limits).state().items()
-        },
-    }
+    config = current_app.config
+    thresholds = Thresholds(
+        max_waiting_age=max_waiting_age,
+        max_new_dead_letters=max_new_dead_letters,
+        dead_letter_window=window,
+        max_spool_age=max_spool_age,
+        max_heartbeat_age=max_heartbeat_age,
+    )
+    status = gather(
+        state.redis,
+        queue=config["KLAVIYO_QUEUE"],
+        redis_url=state.redis_url,
+        spool=state.spool,
+        limits=kinds.rate_limits(parse_rate_limits(config.get("KLAVIYO_RATE_LIMITS"))),
+        window=window,
+    )
+    status.problems = problems(status, thresholds)
     if as_json:
-        click.echo(json.dumps(status))
-        return
-    for key, value in status.items():
-        click.echo(f"{key:>24}: {value}")
+        click.echo(status.to_json())
+    else:
+        for line in render(status):
+            click.echo(line)
+        if check and not status.problems:
+            click.echo("OK: nothing needs a human")
+    if check and status.problems:
+        raise SystemExit(1)
 
 
 @klaviyo_cli.command("replay")
@@ -123,14 +168,16 @@ def replay_command(
 ) -> None:
     """Re-send dead-lettered events after a fix (idempotent: each keeps its unique_id)."""
     state = current_state()
-    report = replay_dead_letters(
-        state.dead_letters,
-        Outbox(state.redis, queue_name=current_app.config["KLAVIYO_QUEUE"]),
-        metric=metric,
-        since=since.replace(tzinfo=UTC) if since else None,
-        backfill_after=timedelta(hours=backfill_after),
-        dry_run=dry_run,
-    )
+    with progress(None, "replay", "dead letters") as bar:
+        report = replay_dead_letters(
+            state.dead_letters,
+            Outbox(state.redis, queue_name=current_app.config["KLAVIYO_QUEUE"]),
+            metric=metric,
+            since=since.replace(tzinfo=UTC) if since else None,
+            backfill_after=timedelta(hours=backfill_after),
+            dry_run=dry_run,
+            progress=bar.goto,
+        )
     verb = "would requeue" if dry_run else "requeued"
     click.echo(
         f"{verb} {report.requeued} event(s) ({report.backfilled} as backfill), "
@@ -185,6 +232,8 @@ def forget_command(identifier: str) -> None:
 
 catalog_cli = AppGroup("catalog", help="Klaviyo's catalog: sync it with the store's source.")
 klaviyo_cli.add_command(catalog_cli)
+klaviyo_cli.add_command(map_metrics_command)
+klaviyo_cli.add_command(backfill_cli)
 
 
 @catalog_cli.command("sync")
@@ -199,8 +248,8 @@ def catalog_sync_command(dry_run: bool, wait: bool) -> None:
     """Reconcile Klaviyo's catalog with the store's @klaviyo.catalog_source (API mode)."""
     extension = current_state().extension
     try:
-        with progress_printer() as progress:
-            report = extension.catalog_sync(dry_run=dry_run, wait=wait, progress=progress)
+        with progress(None, "catalog", "operations applied") as bar:
+            report = extension.catalog_sync(dry_run=dry_run, wait=wait, progress=bar.goto)
     except (KlaviyoConfigError, KlaviyoSchemaError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
     for line in render_report(report):

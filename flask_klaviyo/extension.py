@@ -9,12 +9,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flask import Blueprint, Flask, current_app, g, has_request_context
+from flask import Blueprint, Flask, current_app, g, has_request_context, request
 from flask.signals import before_render_template
 from markupsafe import Markup
 
 from . import _settings, bridge, capture, onsite, queueing
 from ._state import EXTENSION_KEY, State, current_state, enabled, tolerate
+from .backfill_api import BackfillAPI
 from .catalog.feed import feed_blueprint
 from .catalog_api import CatalogAPI
 from .cli import klaviyo_cli
@@ -47,6 +48,11 @@ from .identity.resolve import (
 from .identity.rules import needs_identity
 from .identity.settle import identify as identify_visitor
 from .identity.settle import settle
+from .inspect.journal import is_loopback_url
+from .inspect.views import BLUEPRINT as INSPECTOR_BLUEPRINT
+from .inspect.views import PREFIX as INSPECTOR_PREFIX
+from .inspect.views import inspector_blueprint
+from .lifecycle_api import LifecycleAPI
 from .models import Order
 from .profiles import location_of
 
@@ -74,7 +80,7 @@ def _check_config(app: Flask) -> None:
     _settings.check(app.config)
 
 
-class Klaviyo(CustomerAPI, CatalogAPI):
+class Klaviyo(CustomerAPI, CatalogAPI, LifecycleAPI, BackfillAPI):
     """Server-side Klaviyo tracking for a Flask app.
 
     ``Klaviyo(app)`` or ``Klaviyo()`` then ``init_app(app)``; one instance may serve several apps.
@@ -109,6 +115,15 @@ class Klaviyo(CustomerAPI, CatalogAPI):
             app.register_blueprint(
                 feed_blueprint(app.config["KLAVIYO_CATALOG_FEED_PATH"], self.catalog_entries)
             )
+        if app.config["KLAVIYO_ENABLED"] and app.extensions[EXTENSION_KEY].inspector:
+            app.register_blueprint(inspector_blueprint())  # development only (auto: stand-in)
+            app.jinja_env.globals["klaviyo_inspector_url"] = INSPECTOR_PREFIX + "/"
+            if not is_loopback_url(app.config["KLAVIYO_API_URL"]):
+                log.warning(
+                    "klaviyo: KLAVIYO_INSPECTOR is on against %s: /_klaviyo/inspector shows "
+                    "shoppers' emails and orders; never turn it on in production",
+                    app.config["KLAVIYO_API_URL"],
+                )
         app.jinja_env.globals["klaviyo_bridge"] = self.bridge
         app.after_request(self._after_request)
         app.teardown_request(lambda error: confirm_after_response())
@@ -192,7 +207,8 @@ class Klaviyo(CustomerAPI, CatalogAPI):
         profile: Mapping[str, Any] | None = None,
         **properties: Any,
     ) -> Event | None:
-        """Canceled Order, with the same unique_id as its Placed Order (so CLV nets it out)."""
+        """Canceled Order, with the same unique_id as its Placed Order (so CLV nets it out);
+        partial: ``items=``, ``amount=``, ``sequence=`` (:mod:`.events.orders`)."""
         return self._order_event(canceled_order, order, profile, reason=reason, **properties)
 
     def order_refunded(
@@ -203,7 +219,8 @@ class Klaviyo(CustomerAPI, CatalogAPI):
         profile: Mapping[str, Any] | None = None,
         **properties: Any,
     ) -> Event | None:
-        """Refunded Order, with the same unique_id as its Placed Order (so CLV nets it out)."""
+        """Refunded Order, with the same unique_id as its Placed Order (so CLV nets it out);
+        partial: ``items=``, ``amount=``, ``sequence=`` (:mod:`.events.orders`)."""
         return self._order_event(refunded_order, order, profile, reason=reason, **properties)
 
     def enqueue(
@@ -291,15 +308,14 @@ class Klaviyo(CustomerAPI, CatalogAPI):
 
     def _after_request(self, response: Any) -> Any:
         """Queue what this request tracked, once the response exists and only if it succeeded."""
+        if request.blueprint == INSPECTOR_BLUEPRINT:
+            return response  # looking at the inspector is no visit to the store
         if not current_app.config["KLAVIYO_ENABLED"]:
             g.pop(queueing.PENDING_EVENTS, None)
             g.pop(queueing.PENDING_OPERATIONS, None)
             return response
         if g.pop("_klaviyo_personal_page", False):
-            # the bridge put the visitor's identity in this page
-            response.cache_control.public = False
-            response.cache_control.private = True
-            response.vary.add("Cookie")
+            bridge.keep_private(response)  # the bridge put the visitor's identity in this page
         try:
             capture.finish(response)  # JSON routes: events from the return value / context()
         except Exception:
@@ -334,6 +350,7 @@ class Klaviyo(CustomerAPI, CatalogAPI):
                 consent_loader=self._consent_loader,
                 connection=lambda: current_state().redis,
                 check=queueing.valid,
+                journal=lambda: current_state().journal,
             )
         except Exception:
             tolerate("identity step failed; anonymous events of this request lost")

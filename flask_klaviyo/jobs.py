@@ -16,13 +16,14 @@ from rq import get_current_job
 from .delivery import kinds
 from .delivery.deadletters import DeadLetters
 from .delivery.drain import Drain
+from .delivery.followup import follow_up_batch as follow_up_batch_job
 from .delivery.followup import follow_up_job
 from .delivery.sender import Sender
 from .delivery.settings import DeliverySettings
 from .events import Event
 from .ratelimit import RateLimiter
 
-__all__ = ["deliver_events", "drain", "follow_up"]
+__all__ = ["deliver_events", "drain", "follow_up", "follow_up_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +82,14 @@ def follow_up(
     return follow_up_job(
         job.connection, DeliverySettings.load(), queue_name, kind, job_id, operations, look
     )
+
+
+def follow_up_batch(
+    queue_name: str, pending: Sequence[Sequence[str]], look: int = 1
+) -> dict[str, Any]:
+    """RQ job: look at the asynchronous Klaviyo jobs of one send (``[kind, job id]`` pairs;
+    their operations are kept in Redis; see :mod:`flask_klaviyo.delivery.followup`)."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("follow_up_batch() runs as an RQ job (it needs its Redis connection)")
+    return follow_up_batch_job(job.connection, DeliverySettings.load(), queue_name, pending, look)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,15 +43,22 @@ def replay_dead_letters(
     backfill_after: timedelta = DEFAULT_BACKFILL_AFTER,
     now: datetime | None = None,
     dry_run: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    record_id: str | None = None,
 ) -> ReplayReport:
     """Queue dead-lettered events and operations again (after a fix), idempotently.
 
     Each keeps its ``unique_id``, so a replay of something Klaviyo already has is a no-op there.
-    An event that still fails validation stays a dead letter and is reported.
+    An event that still fails validation stays a dead letter and is reported. ``record_id``:
+    that dead letter only (the inspector's replay button). ``progress`` is called with (records
+    looked at, records in all) as it goes.
     """
     now = now or datetime.now(UTC)
     report = ReplayReport()
-    for record in dead_letters.all():
+    records = [r for r in dead_letters.all() if record_id is None or r["id"] == record_id]
+    for number, record in enumerate(records):
+        if progress is not None:
+            progress(number, len(records))
         if "operation" in record:  # another kind: re-queued as it was (its key, its payload)
             operation = Operation.from_dict(record["operation"])
             dead_at = datetime.fromtimestamp(float(record.get("dead_at", 0)), UTC)
@@ -79,6 +87,8 @@ def replay_dead_letters(
             outbox.push([event])
             dead_letters.remove(record["id"])
         report.requeued += 1
+    if progress is not None:
+        progress(len(records), len(records))
     return report
 
 

@@ -87,11 +87,14 @@ _PUBLISHED: dict[str, tuple[int, int]] = {
     "get_catalog_items": (350, 3500),
     "get_mapped_metrics": (3, 60),
     "update_mapped_metric": (1, 15),
+    "get_metrics": (10, 150),
 }
 DEFAULT_LIMITS: dict[str, tuple[Window, ...]] = {
     endpoint: (Window(burst, 1.0), Window(steady, 60.0))
     for endpoint, (burst, steady) in _PUBLISHED.items()
 }
+# Update Mapped Metric also has a daily window: 30 a day.
+DEFAULT_LIMITS["update_mapped_metric"] += (Window(30, 86400.0),)
 
 
 class Answer(Protocol):

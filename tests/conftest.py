@@ -217,12 +217,21 @@ def make_app(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Fl
     return make
 
 
+class BurstWorker(SimpleWorker):
+    """A SimpleWorker that does not listen for commands. RQ's command listener blocks up to 60 s
+    in one read and its teardown waits for that read: now and then a burst run took a whole
+    minute for nothing. A burst run in a test takes no commands."""
+
+    def subscribe(self) -> None:
+        self.pubsub_thread = None
+
+
 def run_jobs(app: Flask) -> None:
     """Run the app's queued RQ jobs in this process: an RQ SimpleWorker in burst mode."""
     state = app.extensions["klaviyo"]
     with app.app_context():
         queue = Queue(app.config["KLAVIYO_QUEUE"], connection=state.redis)
-        SimpleWorker([queue], connection=state.redis).work(burst=True)
+        BurstWorker([queue], connection=state.redis).work(burst=True)
 
 
 @pytest.fixture
@@ -291,6 +300,47 @@ def live_server() -> Callable[[Flask], contextlib.AbstractContextManager[str]]:
             thread.join(timeout=5)
 
     return serve
+
+
+# -- a real browser -----------------------------------------------------------------------------
+
+CHROMIUM = os.environ.get("KLAVIYO_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def no_browser(reason: str) -> None:
+    reason = f"{reason}; `make test` installs Debian's chromium when apt is usable"
+    if in_ci():
+        pytest.fail(f"CI=true and no browser: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium (Debian's, driven by Playwright) for the test module."""
+    import shutil
+
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        found = shutil.which("chromium")
+        no_browser(f"no Chromium at {CHROMIUM}" + (f" (there is {found})" if found else ""))
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        try:
+            instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        except Exception as exc:  # a broken install: same rule as a missing one
+            no_browser(f"Chromium at {CHROMIUM} did not start: {exc}")
+        yield instance
+        instance.close()
 
 
 # -- worker processes ---------------------------------------------------------------------------

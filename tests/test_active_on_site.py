@@ -10,6 +10,7 @@ import pytest
 from flask import Flask, render_template_string
 
 from flask_klaviyo import onsite
+from flask_klaviyo.events import active_on_site
 
 EMAIL = "ann.lee@shop-test.com"
 PAGE = "<h1>Shop</h1>{{ klaviyo_bridge() }}"
@@ -144,3 +145,20 @@ def test_it_reaches_klaviyo_valid(
     assert event["metric"] == "Active on Site"
     for request in fake.requests:
         openapi.validate(request["endpoint"], request["body"])
+
+
+def test_a_megabyte_long_url_is_bounded_not_an_error(
+    make: Callable[..., Flask], queued: Callable[[Flask], list[dict[str, Any]]]
+) -> None:
+    """Anyone can make a link with a huge query string: strict mode still renders the page, and
+    the event keeps the page without its query (or no page at all when the path is huge too)."""
+    app = make(KLAVIYO_ACTIVE_ON_SITE=True)
+    assert app.test_client().get("/plain?q=" + "x" * 1_000_000).status_code == 200
+    [event] = active(queued, app)
+    assert event["properties"]["page"] == "http://localhost/plain"
+    huge = active_on_site({"email": EMAIL}, visit_id="v", page_url="http://a.co/" + "p" * 5000)
+    assert "page" not in huge.properties
+    short = "http://a.co/p?q=1"
+    assert (
+        active_on_site({"email": EMAIL}, visit_id="v", page_url=short).properties["page"] == short
+    )

@@ -44,10 +44,12 @@ from flask_klaviyo.events import (
     bulk_payload,
     canceled_order,
     custom_event,
+    failed_payment,
     fulfilled_order,
     ordered_products,
     placed_order,
     refunded_order,
+    shipping_update,
     started_checkout,
     validate_event,
     viewed_product,
@@ -202,6 +204,35 @@ def test_order_events_are_valid_or_name_the_field(
     valid_or_named(openapi, lambda: fulfilled_order(order, profile=profile, TrackingNumber=extra))
     valid_or_named(openapi, lambda: canceled_order(order, profile=profile, reason=reason))
     valid_or_named(openapi, lambda: refunded_order(order, profile=profile, reason=reason))
+
+
+@PROPERTY
+@given(
+    order=ORDER,
+    text=ANYTHING,
+    extra=ANYTHING,
+    status=st.sampled_from(["shipped", "out_for_delivery", "delivered"]) | ANYTHING,
+    items=st.lists(LINE, max_size=3) | ANYTHING,
+    amount=_numbers | ANYTHING,
+    sequence=st.integers(min_value=1, max_value=3) | ANYTHING,
+)
+def test_lifecycle_events_are_valid_or_name_the_field(
+    openapi: Any,
+    order: Any,
+    text: Any,
+    extra: Any,
+    status: Any,
+    items: Any,
+    amount: Any,
+    sequence: Any,
+) -> None:
+    """Failed Payment, Shipping Update, partial cancellations and refunds (test_lifecycle.py)."""
+    valid_or_named(openapi, lambda: failed_payment(order, failure=text, next_steps=extra))
+    valid_or_named(openapi, lambda: shipping_update(order, status=status, carrier=extra))
+    for build in (refunded_order, canceled_order):
+        valid_or_named(
+            openapi, lambda b=build: b(order, items=items, amount=amount, sequence=sequence)
+        )
 
 
 @PROPERTY

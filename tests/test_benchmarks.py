@@ -17,11 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 SCRIPTS = (
     "request_overhead",
+    "store_page",
+    "store_server",
     "drain_throughput",
     "rate_limited_drain",
     "latency",
     "worker_memory",
     "catalog_sync",
+    "backfill",
 )
 TIMEOUT = 240.0  # smoke runs take seconds; a worker that never starts is given up after 60 s
 NUMBER = re.compile(r"\d")

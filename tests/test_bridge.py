@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from flask import Flask, render_template_string
 
-from flask_klaviyo import Klaviyo, KlaviyoConfigError, tracks
+from flask_klaviyo import Klaviyo, KlaviyoConfigError, bridge, tracks
 from flask_klaviyo.bridge import identify_payload, klaviyo_js_url, share_profile
 
 BREAKOUT = "</script><script>alert(1)</script><!--"
@@ -432,3 +432,35 @@ def test_a_page_that_names_the_visitor_is_private_to_caches(redis_url: str, tmp_
     who.clear()
     stranger = app.test_client().get("/page")
     assert not stranger.cache_control.private
+
+
+def test_a_personal_page_keeps_the_views_own_cache_headers_but_never_public(
+    redis_url: str, tmp_path: Any
+) -> None:
+    app = Flask(__name__, instance_path=str(tmp_path))
+    app.config.update(SECRET_KEY="s", KLAVIYO_REDIS_URL=redis_url, KLAVIYO_PUBLIC_API_KEY="AbC123")
+    klaviyo = Klaviyo(app)
+    klaviyo.identity_loader(lambda: {"email": "sarah.mason@klaviyo-demo.com"})
+
+    @app.get("/page")
+    def page() -> Any:
+        body = render_template_string("<p>hi</p>{{ klaviyo_bridge() }}")
+        return body, {"Cache-Control": "public, max-age=60", "Vary": "Accept-Encoding"}
+
+    known = app.test_client().get("/page")
+    assert known.cache_control.private and not known.cache_control.public
+    assert known.cache_control.max_age == 60
+    assert set(known.vary) == {"Accept-Encoding", "Cookie"}
+
+
+def test_the_bridge_script_follows_the_script_root_and_remembers_few(
+    redis_url: str, tmp_path: Any, make_app: Callable[..., Flask]
+) -> None:
+    app = make_app(redis_url, tmp_path)
+    assert script_srcs(get(app, "/plain"))[0] == BRIDGE_JS
+    for n in range(bridge.MAX_SCRIPT_ROOTS + 5):  # e.g. a prefix header through a proxy
+        root = f"/shop{n}"
+        html = get(app, "/plain", environ_overrides={"SCRIPT_NAME": root})
+        assert script_srcs(html)[0] == root + BRIDGE_JS
+    assert len(bridge._script_tags[app]) == bridge.MAX_SCRIPT_ROOTS
+    assert script_srcs(get(app, "/plain"))[0] == BRIDGE_JS

@@ -8,14 +8,13 @@ queues, replaces ``window.klaviyo``, reassigns ``_learnq.push``) and records eve
 ``window.__calls``. Nothing is loaded from outside the loopback interface.
 
 Without ``/usr/bin/chromium`` (``make test`` installs it when apt is usable) these tests are
-skipped, except under ``CI=true``, where a missing browser fails them.
+skipped, except under ``CI=true``, where a missing browser fails them (the ``browser`` fixture,
+in conftest.py). The demo store's own pages are driven in ``test_store_browser.py``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
@@ -30,17 +29,6 @@ from flask_klaviyo.jobs import deliver_events
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("KLAVIYO_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 EMAIL = "ann.lee@shop.test"
 BREAKOUT = "</script><script>window.__pwned=1</script><!--"
 PRODUCT = {
@@ -165,34 +153,6 @@ HEAD_PAGE = (
     + "</body></html>"
 )
 LAYOUTS = {"tail": TAIL_PAGE, "head": HEAD_PAGE}
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1")
-
-
-def no_browser(reason: str) -> None:
-    reason = f"{reason}; `make test` installs Debian's chromium when apt is usable"
-    if in_ci():
-        pytest.fail(f"CI=true and no browser: {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """One headless Chromium for the module."""
-    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        found = shutil.which("chromium")
-        no_browser(f"no Chromium at {CHROMIUM}" + (f" (there is {found})" if found else ""))
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        try:
-            instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        except Exception as exc:  # a broken install: same rule as a missing one
-            no_browser(f"Chromium at {CHROMIUM} did not start: {exc}")
-        yield instance
-        instance.close()
 
 
 def store_views(app: Flask, klaviyo: Klaviyo) -> None:

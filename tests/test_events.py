@@ -720,8 +720,12 @@ def test_required_properties_table_covers_every_built_in_metric() -> None:
         "Updated Account",
         "Reset Password",
         "Active on Site",
+        "Failed Payment",
+        "Shipping Update",
     }
     assert REQUIRED_PROPERTIES["Placed Order"] == ("OrderId", "Items")
+    assert REQUIRED_PROPERTIES["Failed Payment"] == ("OrderId", "PaymentFailure")
+    assert REQUIRED_PROPERTIES["Shipping Update"] == ("OrderId", "UpdateType")
     assert METRIC_SCHEMAS["Placed Order"].value_required
     assert not METRIC_SCHEMAS["Viewed Product"].value_required
 

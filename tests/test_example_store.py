@@ -185,7 +185,7 @@ class StorefrontPages(TestCase):
         html = page(response)
         assert "catalog" in html
         assert 'href="/">Back to the shop</a>' in html
-        assert 'id="login-email"' in html  # the full store layout, not a bare error
+        assert 'id="header-email"' in html  # the full store layout, not a bare error
 
     def test_base_template_renders_the_klaviyo_bridge_at_the_end_of_body(self) -> None:
         html = page(self.client.get(f"/products/{SALE.id}"))
@@ -204,12 +204,12 @@ class StorefrontPages(TestCase):
 
             html = page(self.client.get(f"/products/{SALE.id}"))
             assert "Signed in as <strong>shopper@example.com</strong>" in html
-            assert 'id="login-email"' not in html
+            assert 'id="header-email"' not in html
 
             response = self.client.post("/logout", data={"next": "/"})
             self.assertStatus(response, 303)
             assert "email" not in session
-            assert 'id="login-email"' in page(self.client.get("/"))
+            assert 'id="header-email"' in page(self.client.get("/"))
 
     def test_login_rejects_an_invalid_email(self) -> None:
         for bad in ("", "not-an-email", "a@b", "two@@example.com", "sp ace@example.com"):

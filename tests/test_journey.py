@@ -115,7 +115,7 @@ def test_status_command_reports_the_queue(store_env: dict[str, str], store: Any)
     )
     assert done.returncode == 0, done.stderr[-2000:]
     status = json.loads(done.stdout.strip().splitlines()[-1])
-    assert status["waiting_events"] == 1
+    assert status["waiting"] == 1 and status["waiting_by_kind"]["event"]["count"] == 1
     assert status["queued_jobs"] == 1  # one drain job, however many events
     assert status["oldest_waiting_seconds"] is not None
     assert status["dead_letters"] == 0

@@ -1,4 +1,5 @@
-"""Operator commands on a seeded state: replay of dead letters after a fix, verify, status."""
+"""Operator commands on a seeded state: replay of dead letters after a fix, verify (status:
+tests/test_status.py)."""
 
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ def test_replay_after_a_fix_delivers_once_and_backfills_old_events(
     done = runner.invoke(args=["klaviyo", "replay"])
     assert done.exit_code == 0, done.output
     assert "requeued 3 event(s) (1 as backfill)" in done.output
+    assert "replay: 3 of 3 dead letters" in done.output  # progress: a plain line, not a TTY
     assert DeadLetters(redis_client).count() == 0
     drain(app)
     by_id = {e["unique_id"]: e for e in fake.events}
@@ -122,42 +124,3 @@ def test_verify_needs_the_company_id(app: Flask) -> None:
     done = app.test_cli_runner().invoke(args=["klaviyo", "verify"])
     assert done.exit_code != 0
     assert "KLAVIYO_PUBLIC_API_KEY" in done.output
-
-
-def test_status_on_a_seeded_state(app: Flask, fake: Any, redis_client: redis.Redis) -> None:
-    seed_rejected(fake, redis_client)
-    with app.app_context():
-        app.extensions["klaviyo"].extension.track("M", {"n": 1}, profile={"email": "a@shop.test"})
-    done = app.test_cli_runner().invoke(args=["klaviyo", "status", "--json"])
-    status = json.loads(done.output)
-    assert status["waiting_events"] == 1
-    assert status["dead_letters"] == 3
-    assert status["oldest_waiting_seconds"] is not None
-    assert set(status["rate_limit_blocked_for"]) >= {"create_event", "bulk_create_events"}
-    assert status["spool_bytes"] == 0
-    assert status["parked"]["waiting"] == 0
-    assert status["handled_events"] == 0 and status["last_klaviyo_error"] is None
-
-
-def test_status_counts_handled_events_and_the_last_klaviyo_error(
-    app: Flask, fake: Any, monkeypatch: pytest.MonkeyPatch, drain: Callable[[Flask], None]
-) -> None:
-
-    monkeypatch.setattr("flask_klaviyo.delivery.sender.BACKOFF_BASE", 0.001)
-    with app.app_context():
-        for n in range(3):
-            app.extensions["klaviyo"].extension.track(
-                "M", {"n": n}, profile={"email": "a@shop.test"}
-            )
-    fake.fail_next(503, count=50)
-    drain(app)
-    failing = json.loads(app.test_cli_runner().invoke(args=["klaviyo", "status", "--json"]).output)
-    assert "503" in failing["last_klaviyo_error"] and failing["last_klaviyo_error_at"]
-    assert failing["handled_events"] == 0
-    fake.reset()
-    monkeypatch.setattr("flask_klaviyo.delivery.settings.RECLAIM_IDLE_MS", 0)
-    app.extensions["klaviyo"].outbox.enqueue_drain()
-    drain(app)
-    done = json.loads(app.test_cli_runner().invoke(args=["klaviyo", "status", "--json"]).output)
-    assert done["handled_events"] == 3 and done["waiting_events"] == 0
-    assert len(fake.events) == 3

@@ -66,6 +66,7 @@ GOOD_ENV: dict[str, tuple[str, Any]] = {
     "KLAVIYO_CATALOG_MODE": ("feed", "feed"),
     "KLAVIYO_CATALOG_FEED_PATH": ("/feeds/catalog.json", "/feeds/catalog.json"),
     "KLAVIYO_CATALOG_FEED_TOKEN": ("s3cret-feed-token-1234", "s3cret-feed-token-1234"),
+    "KLAVIYO_INSPECTOR": ("off", False),
 }
 
 # Every key: an environment string it must refuse, naming the key.
@@ -97,6 +98,7 @@ BAD_ENV: dict[str, str] = {
     "KLAVIYO_PARK_MAX_EVENTS": "-1",
     "KLAVIYO_PARK_TTL": "1.5",
     "KLAVIYO_ACTIVE_ON_SITE": "sometimes",
+    "KLAVIYO_INSPECTOR": "in production",
     "KLAVIYO_SINGLE_OPT_IN_LISTS": " , ",
     "KLAVIYO_FORGET_HOLD": "forever",
     "KLAVIYO_CATALOG_MODE": "both",

@@ -249,3 +249,24 @@ def test_the_inspector_shows_the_catalog_escaped(fake: FakeKlaviyo) -> None:
     assert httpx.get(fake.url + "/_fake/catalog-variants").json()[PREFIX + "P000-1"]["sku"] == (
         "S0-1"
     )
+
+
+def test_sparse_fieldsets_answer_only_the_attributes_named(fake: FakeKlaviyo) -> None:
+    job(fake, "item", "items", items(2))
+    job(fake, "variant", "variants", variants([0, 1], 2))
+    answer = get(
+        fake.url + "/api/catalog-items",
+        include="variants",
+        **{"fields[catalog-item]": "external_id,price", "fields[catalog-variant]": "sku"},
+    ).json()
+    assert [r["attributes"] for r in answer["data"]] == [
+        {"external_id": "P000", "price": 0},
+        {"external_id": "P001", "price": 1},
+    ]
+    assert sorted(r["attributes"]["sku"] for r in answer["included"]) == [
+        "S0-0", "S0-1", "S1-0", "S1-1"]  # fmt: skip
+    assert all(list(r["attributes"]) == ["sku"] for r in answer["included"])
+    assert answer["data"][0]["relationships"]["variants"]["data"]  # relationships stay
+    wrong = get(fake.url + "/api/catalog-items", **{"fields[catalog-item]": "colour"})
+    assert wrong.status_code == 400
+    assert wrong.json()["errors"][0]["source"] == {"parameter": "fields[catalog-item]"}

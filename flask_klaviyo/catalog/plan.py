@@ -9,6 +9,7 @@ Klaviyo has created the item, so variants never race their item.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ __all__ = [
     "membership",
     "membership_of",
     "plan",
+    "plan_categories",
+    "plan_items",
     "variant_create",
 ]
 
@@ -170,9 +173,17 @@ def plan(
 ) -> Plan:
     """The plan from the store's valid ``items`` and ``categories`` to Klaviyo's ``held``;
     ``keep``: ids of items the store has but could not send (invalid): never deleted."""
+    result = plan_categories(categories, held)
+    plan_items(result, items, held, keep=keep)
+    return result
+
+
+def plan_categories(categories: Iterable[CatalogCategory], held: Held) -> Plan:
+    """A plan's first part, the categories to create or rename (items name them): a sync
+    queues them, then plans the items while Klaviyo works on them."""
     result = Plan()
-    wanted_categories = {c.id: c for c in categories}
-    for category in wanted_categories.values():
+    wanted = {c.id: c for c in categories}
+    for category in wanted.values():
         name = held.categories.get(category.id)
         if name is None:
             result.categories.create.append(category.id)
@@ -192,8 +203,19 @@ def plan(
             )
         else:
             result.categories.unchanged += 1
+    result.categories.delete.extend(sorted(set(held.categories) - set(wanted)))
+    return result
+
+
+def plan_items(
+    result: Plan, items: Iterable[CatalogItem], held: Held, *, keep: Iterable[str] = ()
+) -> Plan:
+    """The rest of the plan (after :func:`plan_categories`): items and variants to create,
+    update or delete, then the categories no longer wanted."""
     seen: set[str] = set(keep)
     deletions: list[Operation] = []
+    item_fingerprint = functools.partial(fingerprint, fields=ITEM_FIELDS)
+    variant_fingerprint = functools.partial(fingerprint, fields=VARIANT_FIELDS)
     for item in items:
         seen.add(item.id)
         held_item = held.items.get(item.id)
@@ -204,7 +226,7 @@ def plan(
             result.then.append(_item_create(item))
             result.memberships[item.id] = groups
             continue
-        same = fingerprint(item.attributes(), ITEM_FIELDS) == fingerprint(held_item, ITEM_FIELDS)
+        same = item_fingerprint(item.attributes()) == item_fingerprint(held_item)
         same_groups = held.memberships.get(item.id) == groups
         if same and same_groups:
             result.items.unchanged += 1
@@ -218,21 +240,19 @@ def plan(
             if had is None:
                 result.variants.create.append(variant.id)
                 result.then.append(variant_create(variant, item.id))
-            elif fingerprint(variant.attributes(), VARIANT_FIELDS) != fingerprint(
-                had, VARIANT_FIELDS
-            ):
+            elif variant_fingerprint(variant.attributes()) != variant_fingerprint(had):
                 result.variants.update.append(variant.id)
                 result.then.append(_variant_update(variant))
             else:
                 result.variants.unchanged += 1
-        for gone in sorted(set(held_variants) - {v.id for v in item.variants}):
+        wanted_variants = {v.id for v in item.variants}
+        for gone in sorted(v for v in held_variants if v not in wanted_variants):
             result.variants.delete.append(gone)
             deletions.append(_delete("variant", gone))
     for gone in sorted(set(held.items) - seen):  # its variants go with it
         result.items.delete.append(gone)
         deletions.append(_delete("item", gone))
-    for gone in sorted(set(held.categories) - set(wanted_categories)):
-        result.categories.delete.append(gone)
+    for gone in result.categories.delete:
         deletions.append(_delete("category", gone))
     result.then.extend(deletions)
     return result

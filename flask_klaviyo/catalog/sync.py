@@ -9,29 +9,35 @@ exists. Deletions go last. Failed items are the dead letters the follow-ups keep
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
-from rq import Queue, SimpleWorker
+from rq import Queue, SimpleWorker, Worker
+from rq.scheduler import RQScheduler
 
 from .._state import current_state, tolerate
 from ..delivery import keys
+from ..delivery.follower import Follower
 from ..delivery.operations import Operation
+from ..delivery.settings import DeliverySettings
 from ..exceptions import KlaviyoConfigError, KlaviyoSchemaError
+from ..progress import ProgressCallback
 from .model import CatalogCategory, CatalogItem, coerce_entry
-from .plan import Plan, plan
+from .plan import Held, Plan, plan, plan_categories, plan_items
 from .remote import forget_items, read_catalog, remember
 
-__all__ = ["SyncReport", "collect", "ensure_api_mode", "run_sync", "wait_applied"]
+__all__ = ["Applier", "SyncReport", "collect", "ensure_api_mode", "run_sync", "wait_applied"]
 
 log = logging.getLogger(__name__)
 
 PUSH_CHUNK = 1000
-Progress = Callable[[int, int], None]  # (operations applied, operations planned)
 
 
 @dataclass
@@ -97,6 +103,10 @@ def collect(
     return list(items.values()), list(categories.values()), invalid
 
 
+class _Abandoned(Exception):
+    """Reading Klaviyo's catalog is no longer wanted."""
+
+
 def _push(operations: list[Operation]) -> None:
     outbox = current_state().outbox
     for start in range(0, len(operations), PUSH_CHUNK):
@@ -113,45 +123,76 @@ def run_sync(
     dry_run: bool = False,
     wait: bool = True,
     timeout: float = 3600.0,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
 ) -> SyncReport:
     """One reconciliation of Klaviyo's catalog with ``source`` (see the module docstring)."""
     ensure_api_mode()
     started = time.monotonic()
-    items, categories, invalid = collect(source())
     connection = current_state().redis
-    held = read_catalog(connection)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    abandon = threading.Event()
+
+    def page_read(count: int) -> None:
+        if abandon.is_set():  # the source was refused (strict): stop reading
+            raise _Abandoned
+
+    def read() -> Held:
+        with app.app_context():
+            return read_catalog(connection, progress=page_read)
+
+    # Klaviyo's answers are awaited while the source is read and checked here.
+    with ThreadPoolExecutor(1, thread_name_prefix="klaviyo-catalog-read") as pool:
+        reading = pool.submit(read)
+        try:
+            items, categories, invalid = collect(source())
+        except BaseException:
+            abandon.set()
+            raise
+        held = reading.result()
     keep = [entry["item"].removeprefix("catalog item ").strip("'") for entry in invalid]
-    result = plan(items, categories, held, keep=keep)
-    report = SyncReport(result, invalid, dry_run=dry_run)
-    if dry_run or result.writes() == 0:
+    if dry_run:
+        report = SyncReport(plan(items, categories, held, keep=keep), invalid, dry_run=True)
         report.seconds = time.monotonic() - started
         return report
-    dead_before = {record["id"] for record in current_state().dead_letters.all()}
-    base = _handled(connection)
-    total = result.writes()
+    result = plan_categories(categories, held)
+    report = SyncReport(result, invalid)
 
-    def tick() -> None:
-        if progress is not None:
-            progress(min(total, _handled(connection) - base), total)
+    def before() -> tuple[set[str], int]:  # the dead letters and handled count before writing
+        return {r["id"] for r in current_state().dead_letters.all()}, _handled(connection)
 
-    names = {c.id: c.name for c in categories}
-    known = {v.id: i.id for i in items for v in i.variants}
-    remember(connection, result.memberships, names, known)
-    _push(result.first)
-    if wait and result.first:
-        wait_applied(timeout=timeout, tick=tick)
-    _push(result.then)
-    forget_items(connection, result.items.delete, result.variants.delete, result.categories.delete)
-    if wait:
-        wait_applied(timeout=timeout, tick=tick)
-        report.waited = True
-        report.failed = [
-            record
-            for record in current_state().dead_letters.all()
-            if record["id"] not in dead_before
-            and str((record.get("operation") or {}).get("op", "")).startswith("catalog_")
-        ]
+    with Applier(timeout=timeout) if wait else contextlib.nullcontext() as applier:
+        first = before() if result.first else None
+        _push(result.first)  # Klaviyo works on the categories while the items are planned
+        plan_items(result, items, held, keep=keep)
+        if result.writes() == 0:  # nothing changed: reads only
+            report.seconds = time.monotonic() - started
+            return report
+        dead_before, base = first or before()
+        total = result.writes()
+
+        def tick() -> None:
+            if progress is not None:
+                progress(min(total, _handled(connection) - base), total)
+
+        if applier is not None and result.first:
+            applier.wait(tick)
+        _push(result.then)
+        names = {c.id: c.name for c in categories}
+        known = {v.id: i.id for i in items for v in i.variants}
+        remember(connection, result.memberships, names, known)
+        forget_items(
+            connection, result.items.delete, result.variants.delete, result.categories.delete
+        )
+        if applier is not None:
+            applier.wait(tick)
+            report.waited = True
+            report.failed = [
+                record
+                for record in current_state().dead_letters.all()
+                if record["id"] not in dead_before
+                and str((record.get("operation") or {}).get("op", "")).startswith("catalog_")
+            ]
     report.seconds = time.monotonic() - started
     return report
 
@@ -167,22 +208,91 @@ def idle(queue: Queue) -> bool:
     return queue.scheduled_job_registry.count <= reclaiming
 
 
-def wait_applied(
-    *, timeout: float = 3600.0, tick: Callable[[], None] | None = None, poll: float = 0.1
-) -> None:
-    """Work the queue in this process (a burst worker beside any others) until it is idle:
-    every operation sent and every Klaviyo job followed up."""
-    connection = current_state().redis
-    queue = Queue(current_app.config["KLAVIYO_QUEUE"], connection=connection)
-    deadline = time.monotonic() + timeout
-    while not idle(queue):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"catalog sync: the queue was still busy after {timeout:g}s")
-        SimpleWorker([queue], connection=connection).work(
-            burst=True, with_scheduler=True, logging_level="WARNING"
+def _follow(follower: Follower, stop: threading.Event) -> None:
+    """The follower's thread: look at catalog jobs as they become due, until told to stop."""
+    while not stop.is_set():
+        try:
+            wait = follower.step()
+        except Exception:  # the scheduled follow-ups remain: nothing is lost, only time
+            log.exception("klaviyo: looking at catalog jobs early failed; left to the workers")
+            wait = 1.0
+        stop.wait(max(wait, 0.002))
+
+
+class Applier:
+    """Works the queue in this process until it is idle: every operation sent and every
+    Klaviyo job followed up.
+
+    While open, a thread looks at the catalog jobs as soon as Klaviyo should have finished them
+    (a :class:`Follower`), so the next step (a new item's variants) is queued without waiting
+    for RQ's scheduler. :meth:`wait` runs queued jobs in a burst worker here when no worker is
+    running, when a job has waited ``help_after`` seconds (the running ones are busy), or when
+    a scheduled job is due and no running worker's scheduler is there to move it."""
+
+    help_after = 2.0  # seconds a queued job waits for a running worker before this one runs it
+
+    def __init__(self, *, timeout: float = 3600.0, poll: float = 0.05) -> None:
+        self.connection = current_state().redis
+        self.queue = Queue(current_app.config["KLAVIYO_QUEUE"], connection=self.connection)
+        self.timeout = timeout
+        self.poll = poll
+        self.follower = Follower(
+            self.connection,
+            DeliverySettings.load(),
+            self.queue.name,
+            lambda kind: kind.startswith("catalog_"),
         )
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=_follow, args=(self.follower, self.stop))
+        self.thread.name = "klaviyo-follow"
+        self.thread.daemon = True
+
+    def __enter__(self) -> Applier:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        self.follower.close()
+        log.info("klaviyo: %d early look(s) at catalog jobs, %d applied", self.follower.looks,
+                 self.follower.applied)  # fmt: skip
+
+    def wait(self, tick: Callable[[], None] | None = None) -> None:
+        queue, connection = self.queue, self.connection
+        deadline = time.monotonic() + self.timeout
+        waiting_since: float | None = None
+        while not idle(queue):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"catalog sync: the queue was still busy after {self.timeout:g}s"
+                )
+            # Scheduled jobs due and no scheduler of a running worker to move them: ours does.
+            due = bool(
+                queue.scheduled_job_registry.get_jobs_to_schedule(int(time.time()), 1)
+            ) and not connection.exists(RQScheduler.get_locking_key(queue.name))
+            if queue.count and waiting_since is None:
+                waiting_since = time.monotonic()
+            elif not queue.count:
+                waiting_since = None
+            # Running workers take the queue's jobs; this process does when there are none,
+            # or when a job has waited long (they are all busy), or for the scheduler's part.
+            stuck = waiting_since is not None and time.monotonic() - waiting_since > self.help_after
+            if due or stuck or (queue.count and not Worker.count(queue=queue)):
+                SimpleWorker([queue], connection=connection).work(
+                    burst=True, with_scheduler=due, logging_level="WARNING"
+                )
+                waiting_since = None
+            if tick is not None:
+                tick()
+            time.sleep(self.poll)
         if tick is not None:
             tick()
-        time.sleep(poll)
-    if tick is not None:
-        tick()
+
+
+def wait_applied(
+    *, timeout: float = 3600.0, tick: Callable[[], None] | None = None, poll: float = 0.05
+) -> None:
+    """Work the queue in this process until it is idle (see :class:`Applier`)."""
+    with Applier(timeout=timeout, poll=poll) as applier:
+        applier.wait(tick)

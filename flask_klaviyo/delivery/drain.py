@@ -19,11 +19,11 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import timedelta
 from typing import Any
 
 from .._settings import MAX_DRAIN_BATCH
 from ..exceptions import KlaviyoAPIError, KlaviyoDeliveryError
+from ..inspect.journal import Journal, delivery_records
 from ..ratelimit import RateLimiter
 from . import (
     keys,
@@ -31,12 +31,14 @@ from . import (
     klaviyo_kinds,  # noqa: F401 - importing it registers Klaviyo's kinds
 )
 from .deadletters import DeadLetters
+from .followup import schedule_follow_ups
 from .forgetting import forgotten_entries
 from .keys import CONSUMER_GROUP
 from .operations import EVENT_KIND, Operation, kind_of
-from .outbox import FAILURE_TTL, FOLLOW_UP_JOB, JOB_TIMEOUT, Outbox
+from .outbox import Outbox
 from .sender import Sender
 from .settings import DeliverySettings
+from .stats import SenderMarks, record_batch, record_error
 
 __all__ = ["Drain", "coalesce", "dead_letter_past_horizon"]
 
@@ -193,9 +195,14 @@ class Drain:
         )
         self.held: list[bytes] = []  # entry ids taken and not yet acknowledged
         self.touched = time.monotonic()
-        self.in_flight: tuple[Future[dict[str, int]], list[bytes]] | None = None
+        # the batch being sent: its result, its entry ids, its items (for the journal)
+        self.in_flight: tuple[Future[dict[str, int]], list[bytes], list[Any]] | None = None
+        self.journal = Journal(connection) if settings.inspector else None  # dev only
+        if self.journal is not None:
+            self.sender.answers, self.sender.deaths = [], []
         self.delivered = 0
         self.helpers = 0
+        self.marks = SenderMarks()  # what of the sender's tallies status has been told
 
     def run(self) -> dict[str, int]:
         """Read, send, acknowledge; the next batch is read and decoded while one is sent."""
@@ -225,7 +232,7 @@ class Drain:
                         items = [json.loads(r) for r in raw]
                         self.finish_send()
                         future = pool.submit(dispatch, self.sender, items, [len(r) for r in raw])
-                        self.in_flight = (future, ids)
+                        self.in_flight = (future, ids, items)
                 finally:
                     self.finish_send()
         finally:
@@ -249,14 +256,12 @@ class Drain:
         (delivered or dead-lettered). A failure leaves them pending, to be reclaimed."""
         if self.in_flight is None:
             return
-        future, ids = self.in_flight
+        future, ids, items = self.in_flight
         self.in_flight = None
         try:
             future.result()
         except KlaviyoDeliveryError as exc:
-            self.connection.hset(
-                keys.STATS, mapping={"last_error": str(exc)[:500], "last_error_at": time.time()}
-            )
+            record_error(self.connection, str(exc))
             dead_letter_past_horizon(
                 self.connection, self.stream, ids, exc, self.settings.retry_horizon
             )
@@ -266,31 +271,26 @@ class Drain:
         pipe.xack(self.stream, CONSUMER_GROUP, *ids)
         pipe.xdel(self.stream, *ids)
         pipe.hdel(keys.failing(self.stream), *ids)  # first failures of entries now delivered
-        pipe.hincrby(keys.STATS, "handled", len(ids))  # delivered or dead-lettered
+        record_batch(pipe, len(ids), self.sender, self.marks)  # status's counters, same trip
+        if self.journal is not None:  # the inspector's record rides on the acknowledgement
+            self.journal.add(pipe, self.journal_records(items))
         pipe.execute()
         self.delivered += len(ids)
         done = set(ids)
         self.held = [entry_id for entry_id in self.held if entry_id not in done]
 
+    def journal_records(self, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """``sent`` (Klaviyo's answer) or ``dead`` (its error) per item; notes start afresh."""
+        sender = self.sender
+        answers, deaths = sender.answers or [], sender.deaths or []
+        sender.answers, sender.deaths = [], []
+        return delivery_records(items, answers, deaths)
+
     def follow_up_jobs(self) -> None:
-        """Schedule a look at each asynchronous job Klaviyo accepted from this drain."""
-        while self.sender.jobs:
-            kind_name, job_id, operations = self.sender.jobs.pop(0)
-            job = kinds.get(kind_name).job
-            assert job is not None  # the sender only records jobs of kinds that have one
-            self.outbox.queue.enqueue_in(
-                timedelta(seconds=job.delay),
-                FOLLOW_UP_JOB,
-                self.outbox.queue.name,
-                kind_name,
-                job_id,
-                operations,
-                1,
-                job_timeout=JOB_TIMEOUT,
-                failure_ttl=FAILURE_TTL,
-                result_ttl=600,
-                description=f"follow up klaviyo {kind_name} job {job_id}",
-            )
+        """Schedule a look at the asynchronous jobs Klaviyo accepted from this drain's send (one
+        RQ job for them all; their operations kept in Redis beside it)."""
+        jobs, self.sender.jobs = self.sender.jobs, []
+        schedule_follow_ups(self.connection, self.outbox.queue, jobs)
 
     def take(self, count: int, *, block: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """Entries a dead worker left behind, else new ones (waiting ``block`` ms for some)."""

@@ -8,11 +8,17 @@ error it reports into a dead letter of the operation its pointer names, with Kla
 An operation may carry others to queue once Klaviyo has applied it (``payload["then"]``, stored
 entries: a new catalog item's variants). They are queued when its job completes without an error
 for it; a failed operation keeps them in its dead letter, and a replay brings both back.
+
+The drain schedules one look (one RQ job) for all the jobs of one send, and keeps their
+operations in Redis as JSON meanwhile. A process that waits for the outcome (a catalog sync)
+may look sooner (:mod:`.follower`); the outcome is applied once between them (a marker per
+Klaviyo job, ``keys.followed_up``).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -20,9 +26,10 @@ from typing import Any
 
 from rq import Queue
 
-from ..exceptions import ErrorDetail
+from ..exceptions import ErrorDetail, KlaviyoDeliveryError
 from ..ratelimit import RateLimiter
 from . import (
+    keys,
     kinds,
     klaviyo_kinds,  # noqa: F401 - importing it registers Klaviyo's kinds
 )
@@ -32,11 +39,137 @@ from .outbox import FAILURE_TTL, FOLLOW_UP_JOB, JOB_TIMEOUT, Outbox
 from .sender import Sender
 from .settings import DeliverySettings
 
-__all__ = ["FINISHED", "follow_up_job"]
+__all__ = [
+    "FINISHED",
+    "FOLLOW_UP_BATCH_JOB",
+    "apply_outcome",
+    "claim",
+    "follow_up_batch",
+    "follow_up_job",
+    "job_attributes",
+    "load_operations",
+    "needs_operations",
+    "schedule_follow_ups",
+]
 
 log = logging.getLogger(__name__)
 
 FINISHED = frozenset(("complete", "cancelled"))
+FOLLOWED_TTL = 86400  # the applied-once marker outlives any follow-up of its job
+FOLLOW_UP_BATCH_JOB = "flask_klaviyo.jobs.follow_up_batch"  # stored in queued jobs: keep stable
+
+
+def schedule_follow_ups(
+    connection: Any, queue: Queue, jobs: Sequence[tuple[str, str, Sequence[Mapping[str, Any]]]]
+) -> None:
+    """One scheduled look at every Klaviyo job a drain's send was answered with (``(kind, job
+    id, operations)``): the operations are kept in Redis as JSON beside it (an RQ job's
+    arguments are pickled and compressed: slow for thousands of payloads), one RQ job for all,
+    given ``[kind, job id, 1 if an operation carries others for afterwards else 0]``."""
+    if not jobs:
+        return
+    pipe = connection.pipeline(transaction=False)
+    for _, job_id, operations in jobs:
+        pipe.set(keys.follow_up_operations(job_id), _dumps(operations), ex=FOLLOWED_TTL)
+    pipe.execute()
+    delay = min(_spec(kind).delay for kind, _, _ in jobs)
+    pending = [
+        [kind, job_id, int(any((op.get("payload") or {}).get("then") for op in operations))]
+        for kind, job_id, operations in jobs
+    ]
+    _enqueue_batch(queue, pending, 1, delay)
+
+
+def _dumps(operations: Sequence[Mapping[str, Any]]) -> str:
+    return json.dumps(list(operations), separators=(",", ":"), default=str)
+
+
+def load_operations(connection: Any, job_id: str) -> list[dict[str, Any]] | None:
+    """The operations a Klaviyo job was sent with (None once its outcome was applied)."""
+    raw = connection.get(keys.follow_up_operations(job_id))
+    return None if raw is None else json.loads(raw)
+
+
+def needs_operations(attributes: Mapping[str, Any], carries: bool) -> bool:
+    """Whether applying a finished job's outcome needs its operations: errors to place, or
+    operations to queue afterwards (``carries``) from a complete job."""
+    if attributes.get("errors"):
+        return True
+    return carries and str(attributes.get("status") or "") == "complete"
+
+
+def _spec(kind_name: str) -> kinds.JobFollowUp:
+    spec = kinds.get(kind_name).job
+    if spec is None:
+        raise LookupError(f"operation kind {kind_name!r} has no asynchronous job to follow up")
+    return spec
+
+
+def _enqueue_batch(queue: Queue, pending: list[list[str]], look: int, delay: float) -> None:
+    queue.enqueue_in(
+        timedelta(seconds=delay),
+        FOLLOW_UP_BATCH_JOB,
+        queue.name,
+        pending,
+        look,
+        job_timeout=JOB_TIMEOUT,
+        failure_ttl=FAILURE_TTL,
+        result_ttl=600,
+        description=f"follow up {len(pending)} klaviyo job(s), look {look}",
+    )
+
+
+def follow_up_batch(
+    connection: Any,
+    settings: DeliverySettings,
+    queue_name: str,
+    pending: Sequence[Sequence[str]],
+    look: int,
+) -> dict[str, Any]:
+    """Look once at each ``[kind, job id]`` not followed up yet; the unfinished ones are looked
+    at again in one job after the shortest of their kinds' delays, or, past a kind's
+    ``max_looks``, their operations become dead letters (``job_unfinished``)."""
+    limiter = RateLimiter(connection, limits=kinds.rate_limits(settings.rate_limits))
+    dead_letters = DeadLetters(connection)
+    sender = Sender(settings.client(), dead_letters, limiter=limiter)
+    unfinished: list[list[str]] = []
+    counts = {"finished": 0, "dead": 0, "followed": 0}
+    for kind_name, job_id, *rest in pending:
+        kind = kinds.get(kind_name)
+        spec = _spec(kind_name)
+        if connection.exists(keys.followed_up(job_id)):
+            counts["followed"] += 1
+            continue
+        path = spec.path.format(job_id=job_id)
+        try:
+            answer = sender.call(spec.endpoint, functools.partial(sender.client.send, "GET", path))
+        except KlaviyoDeliveryError as exc:  # the others of the batch are still looked at
+            log.warning("klaviyo: looking at %s job %s failed: %s", kind_name, job_id, exc)
+            attributes, status = {}, f"not looked at: {exc}"[:200]
+        else:
+            attributes = job_attributes(answer.data)
+            status = str(attributes.get("status") or "")
+        if status not in FINISHED and look < spec.max_looks:
+            unfinished.append([kind_name, job_id, *rest])
+            continue
+        operations = load_operations(connection, job_id) or []
+        if status not in FINISHED:
+            if claim(connection, job_id):
+                error = {"code": "job_unfinished", "detail": f"job {job_id} still {status!r}"}
+                for operation in operations:
+                    dead_letters.add(dict(operation), reason="job_unfinished", errors=[error])
+                counts["dead"] += len(operations)
+                connection.delete(keys.follow_up_operations(job_id))
+            continue
+        if claim(connection, job_id):
+            counts["dead"] += apply_outcome(
+                connection, queue_name, kind, job_id, attributes, operations, dead_letters
+            )
+            counts["finished"] += 1
+    if unfinished:
+        delay = min(_spec(entry[0]).delay for entry in unfinished)
+        _enqueue_batch(Queue(queue_name, connection=connection), unfinished, look + 1, delay)
+    return {**counts, "unfinished": len(unfinished), "look": look}
 
 
 def follow_up_job(
@@ -53,12 +186,14 @@ def follow_up_job(
     spec = kind.job
     if spec is None:
         raise LookupError(f"operation kind {kind_name!r} has no asynchronous job to follow up")
+    if connection.exists(keys.followed_up(job_id)):  # an eager follower got there first
+        return {"status": "followed", "look": look, "dead": 0}
     limiter = RateLimiter(connection, limits=kinds.rate_limits(settings.rate_limits))
     dead_letters = DeadLetters(connection)
     sender = Sender(settings.client(), dead_letters, limiter=limiter)
     path = spec.path.format(job_id=job_id)
     answer = sender.call(spec.endpoint, functools.partial(sender.client.send, "GET", path))
-    attributes = _attributes(answer.data)
+    attributes = job_attributes(answer.data)
     status = str(attributes.get("status") or "")
     if status not in FINISHED:
         if look < spec.max_looks:
@@ -80,17 +215,41 @@ def follow_up_job(
         for operation in operations:
             dead_letters.add(dict(operation), reason="job_unfinished", errors=[error])
         return {"status": status, "look": look, "dead": len(operations)}
-    failed = _dead_items(kind, job_id, attributes.get("errors") or [], operations, dead_letters)
-    dead = len(failed)
-    if status == "complete":
-        _queue_then(connection, queue_name, operations, failed)
-    if status == "cancelled":
-        log.warning("klaviyo: %s job %s was cancelled in Klaviyo", kind_name, job_id)
-    log.info("klaviyo: %s job %s %s, %d item(s) failed", kind_name, job_id, status, dead)
+    if not claim(connection, job_id):
+        return {"status": "followed", "look": look, "dead": 0}
+    dead = apply_outcome(connection, queue_name, kind, job_id, attributes, operations, dead_letters)
     return {"status": status, "look": look, "dead": dead}
 
 
-def _attributes(answer: Any) -> Mapping[str, Any]:
+def claim(connection: Any, job_id: str) -> bool:
+    """True for the one caller that applies a finished job's outcome."""
+    return bool(connection.set(keys.followed_up(job_id), "1", nx=True, ex=FOLLOWED_TTL))
+
+
+def apply_outcome(
+    connection: Any,
+    queue_name: str,
+    kind: kinds.Kind,
+    job_id: str,
+    attributes: Mapping[str, Any],
+    operations: Sequence[Mapping[str, Any]],
+    dead_letters: DeadLetters,
+) -> int:
+    """A finished job: its errors become dead letters, what its applied operations carry is
+    queued. Returns how many operations failed."""
+    status = str(attributes.get("status") or "")
+    failed = _dead_items(kind, job_id, attributes.get("errors") or [], operations, dead_letters)
+    if status == "complete":
+        _queue_then(connection, queue_name, operations, failed)
+    connection.delete(keys.follow_up_operations(job_id))
+    if status == "cancelled":
+        log.warning("klaviyo: %s job %s was cancelled in Klaviyo", kind.name, job_id)
+    log.info("klaviyo: %s job %s %s, %d item(s) failed", kind.name, job_id, status, len(failed))
+    return len(failed)
+
+
+def job_attributes(answer: Any) -> Mapping[str, Any]:
+    """The attributes of Klaviyo's answer to a GET of a job ({} when it has none)."""
     data = answer.get("data") if isinstance(answer, Mapping) else None
     attributes = data.get("attributes") if isinstance(data, Mapping) else None
     return attributes if isinstance(attributes, Mapping) else {}

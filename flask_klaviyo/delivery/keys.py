@@ -8,9 +8,12 @@ treat them as a stored format.
 from __future__ import annotations
 
 __all__ = [
+    "BACKFILL_PREFIX",
     "CONSUMER_GROUP",
     "DEAD_LETTERS",
     "FORGOTTEN",
+    "HANDLED_MINUTE_TTL",
+    "JOURNAL",
     "PARKED_COUNTS",
     "PARKED_INDEX",
     "PARKED_PREFIX",
@@ -18,9 +21,15 @@ __all__ = [
     "PROFILE_IDS",
     "RATE_PREFIX",
     "STATS",
+    "backfill_checkpoint",
+    "backfill_rejected",
     "drain_flag",
     "drains",
     "failing",
+    "follow_up_operations",
+    "followed_up",
+    "handled_minute",
+    "journal_minute",
     "outbox_stream",
     "rate_blocked",
     "rate_last",
@@ -58,11 +67,53 @@ def failing(stream: str) -> str:
     return f"{stream}:failing"
 
 
+def followed_up(job_id: str) -> str:
+    """Set (for a day) once a Klaviyo job's outcome was applied: the scheduled follow-up and an
+    eager one (a waiting catalog sync) apply it once between them."""
+    return f"klaviyo:followed-up:{job_id}"
+
+
+def follow_up_operations(job_id: str) -> str:
+    """The operations a Klaviyo job was sent with (JSON), kept until its outcome is applied."""
+    return f"klaviyo:follow-up-operations:{job_id}"
+
+
 # -- shared by every queue ----------------------------------------------------------------------
 DEAD_LETTERS = "klaviyo:dead"  # hash: record id -> dead letter JSON
 PROFILE_IDS = "klaviyo:profile-ids"  # hash: email (lower case) -> Klaviyo's profile id
 FORGOTTEN = "klaviyo:forgotten"  # hash: digest of an identifier -> refused until (unix time)
-STATS = "klaviyo:stats"  # hash: handled count, last Klaviyo error, for `flask klaviyo status`
+# hash: handled count, 429s, last Klaviyo error (and when), for `flask klaviyo status`
+STATS = "klaviyo:stats"
+HANDLED_MINUTE_TTL = 3600  # seconds a per-minute count is kept
+
+
+def handled_minute(minute: int) -> str:
+    """Operations handled (delivered or dead-lettered) in one minute (unix time // 60)."""
+    return f"klaviyo:handled:{minute}"
+
+
+# The inspector's journal (written only while the inspector is on: dev, the local stand-in).
+JOURNAL = "klaviyo:journal"  # list: what the extension did, newest first, bounded, expiring
+
+
+def journal_minute(minute: int) -> str:
+    """Hash of one minute (unix time // 60): ``stage|metric or kind`` -> how many."""
+    return f"{JOURNAL}:minute:{minute}"
+
+
+# Historical backfills (``flask klaviyo backfill``): one checkpoint per backfill, by name.
+BACKFILL_PREFIX = "klaviyo:backfill:"
+
+
+def backfill_checkpoint(name: str) -> str:
+    """Hash: ``position`` (records done), counters (sent per metric or kind, rejected)."""
+    return f"{BACKFILL_PREFIX}{name}"
+
+
+def backfill_rejected(name: str) -> str:
+    """List beside a checkpoint: the first rejected records, ``{"line", "reason"}`` JSON."""
+    return f"{BACKFILL_PREFIX}{name}:rejected"
+
 
 # Parked events of anonymous visitors (identity's parking).
 PARKED_PREFIX = "klaviyo:parked:"  # + anonymous id: list of event JSON, oldest first

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from rq import Queue, Retry
@@ -30,6 +30,9 @@ from ..events import Event
 from . import keys, scripts
 from .keys import CONSUMER_GROUP
 from .operations import Operation
+
+if TYPE_CHECKING:
+    from ..inspect.journal import Journal
 
 __all__ = ["DRAIN_JOB", "FOLLOW_UP_JOB", "Outbox", "PendingPush"]
 
@@ -102,6 +105,8 @@ class Outbox:
         self._keep_drain = connection.register_script(scripts.KEEP_DRAIN)
         self._push_script = connection.register_script(scripts.PUSH)
         self._local = threading.local()
+        # The inspector's journal (development only): set, pushes also write what they queued.
+        self.journal: Journal | None = None
 
     def push(self, events: Sequence[Event | Operation]) -> int:
         """Append events and operations to the stream (one round trip); returns how many."""
@@ -118,15 +123,20 @@ class Outbox:
         if not events:
             return PendingPush(self, None, (), 0)
         entries = [_compact_json(event.to_dict()) for event in events]
-        command = (
-            "EVALSHA",
-            self._push_script.sha,
-            2,
-            self.stream,
-            self.flag,
-            DRAIN_FLAG_TTL,
-            *entries,
-        )
+        if self.journal is None:
+            command: tuple[Any, ...] = (
+                "EVALSHA",
+                self._push_script.sha,
+                2,
+                self.stream,
+                self.flag,
+                DRAIN_FLAG_TTL,
+                *entries,
+            )
+        else:
+            command = self.journal.push_command(
+                self.stream, self.flag, DRAIN_FLAG_TTL, entries, events
+            )
         local = self._local
         outstanding = getattr(local, "outstanding", None)
         if outstanding is not None and getattr(local, "pid", None) == os.getpid():
@@ -166,7 +176,9 @@ class Outbox:
         try:
             return connection.read_response()
         except redis.exceptions.NoScriptError:  # a restarted or flushed Redis: EVAL loads it
-            return self._round_trip(("EVAL", scripts.PUSH, *pending.command[2:]))
+            journaled = pending.command[1] != self._push_script.sha  # the inspector is on
+            source = scripts.PUSH_JOURNALED if journaled else scripts.PUSH
+            return self._round_trip(("EVAL", source, *pending.command[2:]))
         except redis.exceptions.ConnectionError:
             connection.disconnect()
             return self._round_trip(pending.command)

@@ -11,11 +11,14 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from . import keys, scripts
+
+if TYPE_CHECKING:
+    from ..inspect.journal import Journal
 
 __all__ = ["Parking"]
 
@@ -39,10 +42,18 @@ class Parking:
     COUNTS_KEY = keys.PARKED_COUNTS
     STATS_KEY = keys.PARKED_STATS
 
-    def __init__(self, connection: redis.Redis, *, max_events: int = 50, ttl: int = 2592000):
+    def __init__(
+        self,
+        connection: redis.Redis,
+        *,
+        max_events: int = 50,
+        ttl: int = 2592000,
+        journal: Journal | None = None,
+    ):
         self.connection = connection
         self.max_events = max_events
         self.ttl = ttl
+        self.journal = journal  # the inspector's (development only): parks and releases too
 
     def key(self, anonymous_id: str) -> str:
         return self.PREFIX + anonymous_id
@@ -55,14 +66,30 @@ class Parking:
         script = self.connection.register_script(scripts.PARK)
         cells = [self.key(anonymous_id), self.INDEX_KEY, self.COUNTS_KEY, self.STATS_KEY]
         args = [anonymous_id, self.max_events, self.ttl, int(time.time()), self.PREFIX]
-        return int(script(keys=cells, args=[*args, *payloads]))
+        if self.journal is None:
+            return int(script(keys=cells, args=[*args, *payloads]))
+        pipe = self.connection.pipeline(transaction=False)  # the same round trip
+        pipe.evalsha(script.sha, len(cells), *cells, *args, *payloads)
+        records = [self.journal.record("parked", e, anonymous_id=anonymous_id) for e in events]
+        self.journal.add(pipe, records)
+        try:
+            return int(pipe.execute()[0])
+        except redis.exceptions.NoScriptError:  # a flushed Redis: journaled; now load and park
+            return int(script(keys=cells, args=[*args, *payloads]))
 
-    def take(self, anonymous_id: str) -> list[dict[str, Any]]:
-        """Remove and return the visitor's parked events (atomically: one request gets them)."""
-        script = self.connection.register_script(scripts.TAKE_PARKED)
+    def take(self, anonymous_id: str, *, to: str | None = None) -> list[dict[str, Any]]:
+        """Remove and return the visitor's parked events (atomically: one request gets them).
+        ``to``: whom they are released to, for the inspector's journal."""
         cells = [self.key(anonymous_id), self.INDEX_KEY, self.COUNTS_KEY, self.STATS_KEY]
+        args: list[Any] = [anonymous_id]
+        if self.journal is None:
+            script = self.connection.register_script(scripts.TAKE_PARKED)
+        else:
+            script = self.connection.register_script(scripts.TAKE_PARKED_JOURNALED)
+            more_keys, args = self.journal.take_keys_args(anonymous_id, to or "")
+            cells += more_keys
         events = []
-        for raw in script(keys=cells, args=[anonymous_id]):
+        for raw in script(keys=cells, args=args):
             try:
                 events.append(json.loads(raw))
             except ValueError:

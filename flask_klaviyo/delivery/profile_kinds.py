@@ -17,16 +17,22 @@ from typing import Any
 from ..exceptions import KlaviyoClientError
 from ..identity.identifiers import mask_email, mask_phone
 from . import keys
-from .kinds import Kind, Payload, register
+from .forgetting import forgotten_entries
+from .kinds import Kind, Payload, get, register
 from .operations import Operation
 
-__all__ = ["PROFILE_IMPORT", "remember_profile_id"]
+__all__ = ["PROFILE_IMPORT", "PROFILE_IMPORT_CHUNK", "remember_profile_id"]
 
 log = logging.getLogger(__name__)
 
 PROFILE_IMPORT = "profile_import"
 PROFILE_UPDATE = "profile_update"
 EMAIL_CHANGE = "email_change"
+# Many profiles queued as one outbox entry (a backfill): ``{"profiles": [{"payload", "key"}]}``,
+# sent as ``bulk_import_profiles`` operations, so a job holds up to Klaviyo's 10,000 (a drain
+# reads at most 1,000 entries) and each profile a job refuses is its own dead letter.
+PROFILE_IMPORT_CHUNK = "bulk_import_profiles_chunk"
+BULK_IMPORT = "bulk_import_profiles"
 
 
 def _one(resource: str, batch: Sequence[Payload]) -> dict[str, Any]:
@@ -119,6 +125,29 @@ def _known_id(sender: Any, email: str) -> str:
     return profile_id
 
 
+def _send_chunk(sender: Any, kind: Kind, batch: Sequence[Operation]) -> None:
+    """Each chunk's profiles as Bulk Import Profiles operations (jobs followed up as usual)."""
+    bulk = get(BULK_IMPORT)
+    for chunk in batch:
+        members = [
+            Operation(BULK_IMPORT, dict(entry["payload"]), entry.get("key"), chunk.queued_at)
+            for entry in chunk.payload.get("profiles") or ()
+        ]
+        # Someone forgotten while the chunk waited is dropped, as the drain drops entries.
+        forgotten = forgotten_entries(sender.connection, [m.to_dict() for m in members])
+        sender.send_operations(bulk, [m for i, m in enumerate(members) if i not in forgotten])
+
+
+register(
+    Kind(
+        PROFILE_IMPORT_CHUNK,
+        "bulk_import_profiles",
+        "/api/profile-bulk-import-jobs",
+        1,
+        body=lambda batch: {},  # sent by _send_chunk, as bulk_import_profiles operations
+        send=_send_chunk,
+    )
+)
 register(
     Kind(
         PROFILE_IMPORT,

@@ -10,14 +10,34 @@ from __future__ import annotations
 
 __all__ = [
     "ADD_DRAIN",
+    "BACKFILL_PUSH",
     "KEEP_DRAIN",
     "PARK",
     "PUSH",
+    "PUSH_JOURNALED",
     "RATE_ACQUIRE",
     "RATE_BLOCK",
     "SWEEP_PARKED",
     "TAKE_PARKED",
+    "TAKE_PARKED_JOURNALED",
 ]
+
+# The inspector's journal, a Lua function the journaled scripts below start with.
+# Its KEYS: [..., journal list, minute hash] at positions ``jl`` and ``jl + 1``; ``records`` are
+# JSON strings and ``fields`` the minute hash's counters, one per record; ``max`` records are
+# kept (newest first), the list lives ``ttl`` seconds after its last write, the minute ``mttl``.
+_JOURNAL = """
+local function journal(jl, records, fields, max, ttl, mttl)
+  if #records == 0 then return end
+  for i = 1, #records do
+    redis.call('LPUSH', KEYS[jl], records[i])
+    redis.call('HINCRBY', KEYS[jl + 1], fields[i], 1)
+  end
+  redis.call('LTRIM', KEYS[jl], 0, tonumber(max) - 1)
+  redis.call('EXPIRE', KEYS[jl], ttl)
+  redis.call('EXPIRE', KEYS[jl + 1], mttl)
+end
+"""
 
 # The outbox push. KEYS: [stream, drain-scheduled flag]; ARGV: [flag TTL, entry JSON...]
 # (an entry is an event's or an operation's JSON, stored in the field ``e``).
@@ -27,6 +47,55 @@ PUSH = """
 for i = 2, #ARGV do redis.call('XADD', KEYS[1], '*', 'e', ARGV[i]) end
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 1 end
 return 0
+"""
+
+# The outbox push while the inspector is on: PUSH plus one journal record per entry, in the
+# same round trip. KEYS: [stream, flag, journal list, minute hash]
+# ARGV: [flag TTL, entry count n, journal max, journal ttl, minute ttl, n entries, n records,
+# n counter fields]. Returns what PUSH returns.
+PUSH_JOURNALED = (
+    _JOURNAL
+    + """
+local n = tonumber(ARGV[2])
+local records, fields = {}, {}
+for i = 6, 5 + n do
+  redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
+  records[#records + 1] = ARGV[i + n]
+  fields[#fields + 1] = ARGV[i + 2 * n]
+end
+journal(3, records, fields, ARGV[3], ARGV[4], ARGV[5])
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 1 end
+return 0
+"""
+)
+
+# A backfill's chunk and its checkpoint, atomically: a run stopped anywhere resumes exactly after
+# the last chunk that reached the outbox (nothing twice, nothing skipped).
+# KEYS: [stream, drain-scheduled flag, checkpoint hash, rejected list]
+# ARGV: [flag TTL, position, rejected kept at most, counter count C, reason count R,
+#        C pairs (counter field, increment), R rejected-record JSONs, entry JSON...]
+# Returns {1 when entries were added and the flag newly set (the caller enqueues a drain), else
+# 0; the first entry's id, or ""}.
+BACKFILL_PUSH = """
+local c, r = tonumber(ARGV[4]), tonumber(ARGV[5])
+local i = 6
+for _ = 1, c do
+  redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+for _ = 1, r do
+  redis.call('RPUSH', KEYS[4], ARGV[i])
+  i = i + 1
+end
+if r > 0 then redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[3]) - 1) end
+redis.call('HSET', KEYS[3], 'position', ARGV[2])
+local first = ''
+for j = i, #ARGV do
+  local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[j])
+  if j == i then first = id end
+end
+if #ARGV >= i and redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return {1, first} end
+return {0, first}
 """
 
 # KEYS: [drains zset, stream]; ARGV: [concurrency, lease seconds, new member, group]
@@ -196,14 +265,37 @@ return len
 
 # Parking: remove and return a visitor's events, atomically (one request gets them).
 # KEYS: list, index, counts, stats; ARGV: anonymous id
-TAKE_PARKED = """
+_TAKE = """
 local items = redis.call('LRANGE', KEYS[1], 0, -1)
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
 if #items > 0 then redis.call('HINCRBY', KEYS[4], 'released', #items) end
+"""
+TAKE_PARKED = _TAKE + "return items\n"
+
+# TAKE_PARKED while the inspector is on: one "released" journal record per event taken, naming
+# whom it was released to. KEYS: list, index, counts, stats, journal list, minute hash
+# ARGV: anonymous id, released to, now, journal max, journal ttl, minute ttl
+TAKE_PARKED_JOURNALED = (
+    _JOURNAL
+    + _TAKE
+    + """
+local records, fields = {}, {}
+for _, raw in ipairs(items) do
+  local ok, event = pcall(cjson.decode, raw)
+  if ok and type(event) == 'table' then
+    local metric = tostring(event['metric'])
+    records[#records + 1] = cjson.encode({at = tonumber(ARGV[3]), stage = 'released',
+      kind = 'event', what = metric, unique_id = event['unique_id'],
+      anonymous_id = ARGV[1], to = ARGV[2]})
+    fields[#fields + 1] = 'released|' .. metric
+  end
+end
+journal(5, records, fields, ARGV[4], ARGV[5], ARGV[6])
 return items
 """
+)
 
 # Parking: count visitors whose events expired unreleased.
 # KEYS: index, counts, stats; ARGV: now, key prefix

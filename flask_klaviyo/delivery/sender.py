@@ -77,9 +77,15 @@ class Sender:
         self.dead = 0
         self.requests = 0
         self.throttled = 0  # 429s answered to this sender (each waited out, then retried)
+        self.last_error: str | None = None  # Klaviyo's last error answer (or the transport's)
+        self.last_error_at: float | None = None
         self.jobs: list[FollowUp] = []  # asynchronous jobs Klaviyo accepted, to follow up
         # Redis, for kinds that remember what Klaviyo answered (profile ids)
         self.connection = dead_letters.connection if dead_letters is not None else None
+        # For the inspector's journal (None: not kept): Klaviyo's answers (endpoint, status)
+        # and the entries kept as dead letters (entry, status, first error's detail).
+        self.answers: list[tuple[str, int]] | None = None
+        self.deaths: list[tuple[dict[str, Any], int | None, str]] | None = None
 
     def result(self) -> dict[str, int]:
         return {"sent": self.sent, "dead": self.dead, "requests": self.requests}
@@ -127,6 +133,9 @@ class Sender:
                 self.requests += 1
                 result = call()
             except KlaviyoDeliveryError as exc:
+                self.last_error, self.last_error_at = str(exc), time.time()
+                if self.answers is not None and isinstance(exc, KlaviyoAPIError):
+                    self.answers.append((endpoint, exc.status_code))
                 if isinstance(exc, KlaviyoRateLimited) and throttled < THROTTLED_MAX:
                     throttled += 1
                     self.throttled += 1
@@ -147,6 +156,8 @@ class Sender:
             else:
                 if self.limiter is not None:  # Klaviyo's word on the steady window
                     self.limiter.observe(endpoint, result)
+                if self.answers is not None:
+                    self.answers.append((endpoint, result.status_code))
                 return result
 
     def _single(self, event: Event) -> None:
@@ -282,17 +293,23 @@ class Sender:
             raise KlaviyoClientError(status or 400, [ErrorDetail.from_json(e) for e in errors])
         self.dead_letters.add(entry, reason=reason, errors=errors, status=status)
         self.dead += 1
+        self._note_death(entry, status, errors)
 
     def _dead(self, event: Event, exc: KlaviyoAPIError) -> None:
         if self.dead_letters is None:
             raise exc
-        self.dead_letters.add(
-            event.to_dict(),
-            reason="rejected",
-            errors=[e.to_dict() for e in exc.errors],
-            status=exc.status_code,
-        )
+        errors = [e.to_dict() for e in exc.errors]
+        entry = event.to_dict()
+        self.dead_letters.add(entry, reason="rejected", errors=errors, status=exc.status_code)
         self.dead += 1
+        self._note_death(entry, exc.status_code, errors)
+
+    def _note_death(
+        self, entry: dict[str, Any], status: int | None, errors: Sequence[Mapping[str, Any]]
+    ) -> None:
+        if self.deaths is not None:
+            detail = next((str(e.get("detail")) for e in errors if e.get("detail")), "")
+            self.deaths.append((entry, status, detail))
 
 
 def _job_id(answer: Any) -> str | None:

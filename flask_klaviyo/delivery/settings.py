@@ -23,6 +23,7 @@ from .._settings import (
     DEFAULT_TIMEOUT,
 )
 from ..client import KlaviyoClient, get_client
+from ..inspect.journal import inspector_on
 from ..ratelimit import DEFAULT_LIMITS, Window
 
 __all__ = ["DEFAULT_RETRY_HORIZON", "RECLAIM_IDLE_MS", "DeliverySettings", "parse_rate_limits"]
@@ -43,6 +44,7 @@ class DeliverySettings:
     drain_batch: int | None = None  # None: the drain's batch (1,000, Klaviyo's bulk maximum)
     retry_horizon: float = DEFAULT_RETRY_HORIZON  # seconds of failures before a dead letter
     reclaim_after: float | None = None  # None: RECLAIM_IDLE_MS
+    inspector: bool = False  # KLAVIYO_INSPECTOR: drains journal what they sent (dev only)
 
     @classmethod
     def load(cls) -> DeliverySettings:
@@ -62,6 +64,7 @@ class DeliverySettings:
             drain_batch=config["KLAVIYO_DRAIN_BATCH"],
             retry_horizon=config["KLAVIYO_RETRY_HORIZON"],
             reclaim_after=config["KLAVIYO_RECLAIM_AFTER"],
+            inspector=inspector_on(config),
         )
 
     def reclaim_idle_ms(self) -> int:

@@ -16,6 +16,8 @@ The package, one concern per module, data walking down the list (nothing imports
     values         storefront values into JSON (money, ids, dates), shared by the builders
     browse         Viewed Product, Added to Cart, Started Checkout
     orders         Placed Order, Ordered Product, Fulfilled / Canceled / Refunded Order
+                   (partial ones too: the unique_id rule)
+    transactional  Failed Payment, Shipping Update
     account        Created Account, Updated Account, Reset Password
     onsite         Active on Site from the server (once per visit)
     custom         custom_event: any other metric
@@ -48,6 +50,7 @@ from .model import (
     CANCELED_ORDER,
     CREATED_ACCOUNT,
     DEFAULT_CURRENCY,
+    FAILED_PAYMENT,
     FULFILLED_ORDER,
     MAX_BULK_BYTES,
     MAX_BULK_EVENTS,
@@ -59,6 +62,7 @@ from .model import (
     PLACED_ORDER,
     REFUNDED_ORDER,
     RESET_PASSWORD,
+    SHIPPING_UPDATE,
     STARTED_CHECKOUT,
     UPDATED_ACCOUNT,
     VIEWED_PRODUCT,
@@ -68,6 +72,7 @@ from .model import (
 from .model import MAX_NESTING as MAX_NESTING
 from .onsite import active_on_site
 from .orders import (
+    adjustment_unique_id,
     canceled_order,
     fulfilled_order,
     ordered_products,
@@ -76,6 +81,7 @@ from .orders import (
 )
 from .schema import BUILT_IN_METRICS, METRIC_SCHEMAS, REQUIRED_PROPERTIES, MetricSchema, Rule
 from .schema import ITEM_RULES as ITEM_RULES
+from .transactional import SHIPPING_STATUSES, failed_payment, shipping_update
 from .validate_fast import validate_event
 
 __all__ = [
@@ -85,6 +91,7 @@ __all__ = [
     "CANCELED_ORDER",
     "CREATED_ACCOUNT",
     "DEFAULT_CURRENCY",
+    "FAILED_PAYMENT",
     "FULFILLED_ORDER",
     "MAX_BULK_BYTES",
     "MAX_BULK_EVENTS",
@@ -98,6 +105,8 @@ __all__ = [
     "REFUNDED_ORDER",
     "REQUIRED_PROPERTIES",
     "RESET_PASSWORD",
+    "SHIPPING_STATUSES",
+    "SHIPPING_UPDATE",
     "STARTED_CHECKOUT",
     "UPDATED_ACCOUNT",
     "VIEWED_PRODUCT",
@@ -106,6 +115,7 @@ __all__ = [
     "Rule",
     "active_on_site",
     "added_to_cart",
+    "adjustment_unique_id",
     "as_utc",
     "bulk_payload",
     "canceled_order",
@@ -114,6 +124,7 @@ __all__ = [
     "custom_event",
     "encoded_size",
     "events_at_pointer",
+    "failed_payment",
     "fulfilled_order",
     "locate_bulk_pointer",
     "mask_email",
@@ -124,6 +135,7 @@ __all__ = [
     "raw_bulk_payload",
     "refunded_order",
     "reset_password",
+    "shipping_update",
     "split_batches",
     "stable_id",
     "started_checkout",

@@ -23,6 +23,7 @@ __all__ = [
     "CREATED_ACCOUNT",
     "DEFAULT_CURRENCY",
     "EARLIEST_TIME",
+    "FAILED_PAYMENT",
     "FULFILLED_ORDER",
     "MAX_BULK_BYTES",
     "MAX_BULK_EVENTS",
@@ -36,6 +37,7 @@ __all__ = [
     "PLACED_ORDER",
     "REFUNDED_ORDER",
     "RESET_PASSWORD",
+    "SHIPPING_UPDATE",
     "STARTED_CHECKOUT",
     "UPDATED_ACCOUNT",
     "VIEWED_PRODUCT",
@@ -55,6 +57,9 @@ REFUNDED_ORDER = "Refunded Order"
 CREATED_ACCOUNT = "Created Account"
 UPDATED_ACCOUNT = "Updated Account"
 RESET_PASSWORD = "Reset Password"
+# The order notifications of the same section.
+FAILED_PAYMENT = "Failed Payment"
+SHIPPING_UPDATE = "Shipping Update"
 ACTIVE_ON_SITE = "Active on Site"
 BULK_OPERATION = "Bulk Create Events"
 

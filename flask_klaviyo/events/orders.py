@@ -3,15 +3,26 @@ Fulfilled, Canceled and Refunded Order.
 
 All four order metrics share the order id as their unique_id, so Klaviyo's CLV pairs them; the
 property names follow seed 001's example of each metric literally.
+
+Partial cancellations and refunds (the rule, from Klaviyo's documentation): Klaviyo records only
+the first event per (profile, metric, unique_id) and silently drops a repeat (seeds 001, 002),
+and a Canceled / Refunded Order counts in CLV only when its unique_id is the Placed Order's
+(seed 001). So the *first* cancellation or refund of an order, partial or full, carries the
+order id; a *second* (third...) partial one carries ``{order id}_refund_{n}`` /
+``{order id}_cancel_{n}``: recorded (flows, reports, the metric's revenue), not paired by CLV.
+Sent with the order id it would be lost without an error. The value is always what was
+refunded or canceled, never the order total (unless that is what was refunded); ``Items`` are
+the lines it concerns and ``NotRefundedItems`` / ``NotCanceledItems`` the others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 
-from ..models import LineItem, Order
+from ..exceptions import KlaviyoSchemaError
+from ..models import LineItem, Order, sum_money, union
 from .model import (
     CANCELED_ORDER,
     DEFAULT_CURRENCY,
@@ -28,6 +39,7 @@ __all__ = [
     "FULFILLED_DISCOUNT_KEYS",
     "PLACED_DISCOUNT_KEYS",
     "REFUNDED_DISCOUNT_KEYS",
+    "adjustment_unique_id",
     "canceled_order",
     "fulfilled_order",
     "ordered_products",
@@ -60,20 +72,26 @@ def _order_properties(
     *,
     discount_keys: tuple[str, str],
     reason: str | None = None,
+    lines: list[LineItem] | None = None,
 ) -> dict[str, Any]:
     code_key, value_key = discount_keys
+    lines = order.items if lines is None else lines
+    # Order's own union rules (they tolerate any value; validation names a wrong one)
+    names = [line.product.name for line in lines]
+    categories = union(line.product.categories for line in lines)
+    brands = union([line.product.brand] for line in lines if line.product.brand)
     billing = order.billing_address.to_properties() if order.billing_address else None
     shipping = order.shipping_address.to_properties() if order.shipping_address else None
     return _known(
         {
             "OrderId": _identifier(order.id),
             "Reason": reason,
-            "Categories": order.categories,
-            "ItemNames": order.item_names,
-            "Brands": _list_or_none(order.brands),
+            "Categories": categories,
+            "ItemNames": names,
+            "Brands": _list_or_none(brands),
             code_key: order.discount_code,
             value_key: _money(order.discount_value),
-            "Items": [_order_item(line) for line in order.items],
+            "Items": [_order_item(line) for line in lines],
             "BillingAddress": billing or None,
             "ShippingAddress": shipping or None,
         }
@@ -99,21 +117,73 @@ def _order_event(
     discount_keys: tuple[str, str],
     reason: str | None = None,
     extra: Mapping[str, Any] | None = None,
+    lines: list[LineItem] | None = None,
+    value: Any = None,
+    unique_id: str | None = None,
 ) -> Event:
     order = Order.coerce(order)
-    properties = _order_properties(order, discount_keys=discount_keys, reason=reason)
+    properties = _order_properties(order, discount_keys=discount_keys, reason=reason, lines=lines)
     properties.update(_jsonable(dict(extra or {})))
-    total = _money(order.total)
     return Event(
         metric=metric,
         properties=properties,
         profile=_profile(order.profile() if profile is None else profile),
         time=_event_time(metric, time),
-        value=total,
+        value=_money(order.total if value is None else value),
         value_currency=order.currency or currency or DEFAULT_CURRENCY,
         # The order id, the same for all four order metrics: Klaviyo's CLV pairs them by it.
-        unique_id=str(_identifier(order.id)),
+        unique_id=unique_id or str(_identifier(order.id)),
     )
+
+
+def adjustment_unique_id(order_id: Any, kind: str, sequence: int) -> str:
+    """The unique_id of an order's ``sequence``-th cancellation or refund (``kind``: "cancel"
+    or "refund"): the order id for the first, so CLV pairs it with Placed Order; a later partial
+    one needs its own or Klaviyo drops it as a repeat (the module's rule)."""
+    if isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 1:
+        metric = {"cancel": CANCELED_ORDER, "refund": REFUNDED_ORDER}.get(kind, kind)
+        raise KlaviyoSchemaError(metric, "sequence", f"must be a whole number >= 1: {sequence!r}")
+    base = str(_identifier(order_id))
+    return base if sequence == 1 else f"{base}_{kind}_{sequence}"
+
+
+def _adjustment(
+    metric: str,
+    kind: str,
+    order: Any,
+    *,
+    items: Iterable[Any] | None,
+    amount: Any,
+    sequence: int,
+    others_key: str,
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The options of a (possibly partial) cancellation or refund for ``_order_event``."""
+    order = Order.coerce(order)
+    unique_id = adjustment_unique_id(order.id, kind, sequence)
+    if items is None:
+        lines = None
+    else:
+        if isinstance(items, str | bytes | Mapping) or not isinstance(items, Iterable):
+            raise KlaviyoSchemaError(metric, "items", "must be a list of lines")
+        lines = [LineItem.coerce(line) for line in items]
+    value = amount
+    if value is None and lines is not None:
+        value = sum_money(line.row_total for line in lines)
+    more = dict(extra)
+    if lines is not None:
+        # An order line is concerned when a given line names its id, or (given without an
+        # id) its product.
+        ids = [line.id for line in lines if line.id is not None]  # lists: ids may be bad input
+        products = [line.product.id for line in lines if line.id is None]
+        others = [
+            _order_item(line)
+            for line in order.items
+            if not (line.id in ids or line.product.id in products)
+        ]
+        if others:
+            more.setdefault(others_key, others)
+    return {"lines": lines, "value": value, "unique_id": unique_id, "extra": more}
 
 
 def placed_order(
@@ -217,9 +287,17 @@ def canceled_order(
     profile: Mapping[str, Any] | None = None,
     time: datetime | None = None,
     currency: str | None = None,
+    items: Iterable[Any] | None = None,
+    amount: Any = None,
+    sequence: int = 1,
     **extra: Any,
 ) -> Event:
-    """Canceled Order; unique_id equals Placed Order's so CLV subtracts it."""
+    """Canceled Order; the first one's unique_id equals Placed Order's so CLV subtracts it.
+
+    Partial: ``items`` (the lines canceled) and/or ``amount`` (the value canceled; default
+    their total, or the order total when neither is given); ``sequence`` is 2, 3... for an
+    order's later cancellations (the module's rule).
+    """
     return _order_event(
         CANCELED_ORDER,
         order,
@@ -228,7 +306,16 @@ def canceled_order(
         currency=currency,
         discount_keys=CANCELED_DISCOUNT_KEYS,
         reason=reason,
-        extra=extra,
+        **_adjustment(
+            CANCELED_ORDER,
+            "cancel",
+            order,
+            items=items,
+            amount=amount,
+            sequence=sequence,
+            others_key="NotCanceledItems",
+            extra=extra,
+        ),
     )
 
 
@@ -239,9 +326,17 @@ def refunded_order(
     profile: Mapping[str, Any] | None = None,
     time: datetime | None = None,
     currency: str | None = None,
+    items: Iterable[Any] | None = None,
+    amount: Any = None,
+    sequence: int = 1,
     **extra: Any,
 ) -> Event:
-    """Refunded Order; unique_id equals Placed Order's so CLV subtracts it."""
+    """Refunded Order; the first one's unique_id equals Placed Order's so CLV subtracts it.
+
+    Partial: ``items`` (the lines refunded) and/or ``amount`` (the value refunded; default
+    their total, or the order total when neither is given); ``sequence`` is 2, 3... for an
+    order's later refunds (the module's rule).
+    """
     return _order_event(
         REFUNDED_ORDER,
         order,
@@ -250,5 +345,14 @@ def refunded_order(
         currency=currency,
         discount_keys=REFUNDED_DISCOUNT_KEYS,
         reason=reason,
-        extra=extra,
+        **_adjustment(
+            REFUNDED_ORDER,
+            "refund",
+            order,
+            items=items,
+            amount=amount,
+            sequence=sequence,
+            others_key="NotRefundedItems",
+            extra=extra,
+        ),
     )

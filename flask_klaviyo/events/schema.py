@@ -14,11 +14,13 @@ from .model import (
     ADDED_TO_CART,
     CANCELED_ORDER,
     CREATED_ACCOUNT,
+    FAILED_PAYMENT,
     FULFILLED_ORDER,
     ORDERED_PRODUCT,
     PLACED_ORDER,
     REFUNDED_ORDER,
     RESET_PASSWORD,
+    SHIPPING_UPDATE,
     STARTED_CHECKOUT,
     UPDATED_ACCOUNT,
     VIEWED_PRODUCT,
@@ -124,6 +126,19 @@ METRIC_SCHEMAS: Mapping[str, MetricSchema] = {
     FULFILLED_ORDER: MetricSchema(_ORDER_RULES, value_required=True),
     CANCELED_ORDER: MetricSchema(_ORDER_RULES, value_required=True),
     REFUNDED_ORDER: MetricSchema(_ORDER_RULES, value_required=True),
+    # Seed 001's order notifications: the order's information plus why the payment failed
+    # (and what to do next), or which shipping status was reached.
+    FAILED_PAYMENT: MetricSchema(
+        {
+            **_ORDER_RULES,
+            "PaymentFailure": Rule("text", required=True),
+            "PaymentNextSteps": Rule("text"),
+        },
+        value_required=True,
+    ),
+    SHIPPING_UPDATE: MetricSchema(
+        {**_ORDER_RULES, "UpdateType": Rule("text", required=True)}, value_required=True
+    ),
     # Seed 001 shows Created Account with the merchant's own properties only ("{...}").
     CREATED_ACCOUNT: MetricSchema(),
     # Seed 001's table for Updated Account, names and types exactly.

@@ -60,7 +60,9 @@ def browse_allowed(loader: ConsentLoader | None) -> bool:
     """
     if not has_request_context():
         return True
-    if request.cookies.get(KLA_OFF_COOKIE):
+    cookies = request.cookies
+    # Werkzeug's get() raises and catches a KeyError for a missing key: check first.
+    if KLA_OFF_COOKIE in cookies and cookies[KLA_OFF_COOKIE]:  # noqa: RUF019
         return False
     if loader is None:
         return True

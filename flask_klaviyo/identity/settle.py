@@ -78,13 +78,15 @@ def identify(
     return dict(profile)
 
 
-def _parking(connection: redis.Redis) -> Parking:
-    """The app's parking (``KLAVIYO_PARK_MAX_EVENTS``, ``KLAVIYO_PARK_TTL``)."""
+def _parking(connection: redis.Redis, journal: Any = None) -> Parking:
+    """The app's parking (``KLAVIYO_PARK_MAX_EVENTS``, ``KLAVIYO_PARK_TTL``); ``journal``: the
+    inspector's, when it is on."""
     config = current_app.config
     return Parking(
         connection,
         max_events=config["KLAVIYO_PARK_MAX_EVENTS"],
         ttl=config["KLAVIYO_PARK_TTL"],
+        journal=journal,
     )
 
 
@@ -96,6 +98,7 @@ def settle(
     consent_loader: ConsentLoader | None,
     connection: Callable[[], redis.Redis],
     check: Callable[[Event], bool],
+    journal: Callable[[], Any] | None = None,
 ) -> list[Event]:
     """Identity's part of the after-request hook; returns the events to queue now.
 
@@ -135,12 +138,15 @@ def settle(
         else:
             if not visit.anonymous_id:
                 visit.anonymous_id = new_anonymous_id()
-            visit.parked = _parking(connection()).park(
+            visit.parked = _parking(connection(), journal and journal()).park(
                 visit.anonymous_id, [event.to_dict() for event in waiting]
             )
             visit.changed = True
     if known and anonymous_id and (visit.parked or moment):
-        taken = _parking(connection()).take(anonymous_id)
+        to = next(
+            (str(known[k]) for k in ("email", "phone_number", "external_id") if k in known), ""
+        )
+        taken = _parking(connection(), journal and journal()).take(anonymous_id, to=to)
         released = [with_identity(Event.from_dict(data), known, anonymous_id) for data in taken]
         ready.extend(event for event in released if check(event))
         if taken:

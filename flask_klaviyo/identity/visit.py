@@ -93,11 +93,18 @@ def _from_token(raw: str) -> Visit | None:
     return visit
 
 
+def _get(values: Any, key: str) -> Any:
+    """``values.get(key)`` without Werkzeug's cost for a missing key (it raises and catches a
+    BadRequestKeyError inside ``get``): most of these are missing on most pages."""
+    return values.get(key) if key in values else None
+
+
 def _load_visit() -> Visit:
     config = current_app.config
     header_name = config["KLAVIYO_ID_HEADER"]
-    header = request.headers.get(header_name) if header_name else None
-    token = request.cookies.get(config["KLAVIYO_COOKIE_NAME"])
+    header = _get(request.headers, header_name) if header_name else None
+    cookies = request.cookies
+    token = _get(cookies, config["KLAVIYO_COOKIE_NAME"])
     visit: Visit | None = None
     header_is_token = False
     if token is not None:
@@ -108,13 +115,13 @@ def _load_visit() -> Visit:
     if visit is None:
         visit = Visit()
     visit.header = header is not None
-    kla = parse_kla_id(request.cookies.get(KLA_ID_COOKIE))
+    kla = parse_kla_id(_get(cookies, KLA_ID_COOKIE))
     if kla is None and header and not header_is_token:
         kla = parse_kla_id(header)
     if kla is not None:
         visit.kla = kla
         visit.exchange_id = exchange_id(kla.get("$exchange_id"))
-    landing = exchange_id(request.args.get("_kx"))  # request.args is URL-decoded already
+    landing = exchange_id(_get(request.args, "_kx"))  # request.args is URL-decoded already
     if landing is not None:
         visit.landed = True
         if landing != visit.kx:

@@ -6,7 +6,8 @@ project uses the way Klaviyo does: Create Event, Bulk Create Events, the two cli
 Create or Update Profile, Update Profile, Bulk Subscribe / Unsubscribe Profiles, Request
 Profile Deletion, Bulk Import Profiles, the catalog (Bulk Create / Update / Delete Catalog
 Items, Variants and Categories: asynchronous jobs with their GETs; Get Catalog Items, Variants
-and Categories, paginated) and Create Back In Stock Subscription. It checks the private key,
+and Categories, paginated), Create Back In Stock Subscription, and the metric mapping (Get
+Metrics, Get Mapped Metrics, Update Mapped Metric). It checks the private key,
 the ``revision`` header, the content type, the size and the JSON:API body (with
 ``source.pointer`` on every 400), keeps the first event per (profile, metric, unique_id),
 resolves and merges profiles, keeps consent per profile, list and channel, deletes profiles on
@@ -31,6 +32,7 @@ The package, by concern (data walks one way, top to bottom)::
     subscription_checks.py  the bulk subscribe / unsubscribe body checks
     subscribe.py          Bulk Subscribe Profiles;  unsubscribe.py: Bulk Unsubscribe Profiles
     deletion.py           Request Profile Deletion
+    mapped_metrics.py     Get Metrics (of the events received), Get / Update Mapped Metrics
     catalog_store.py      the catalog: items, variants, categories, cascades, resources
     catalog_jobs.py       the one model of the catalog bulk jobs and their GETs
     catalog_items.py      Bulk Create / Update / Delete Catalog Items;  catalog_variants.py,

@@ -180,6 +180,49 @@ def job_document(
 FieldSpec = dict[str, tuple[str, bool]]  # attribute -> (JSON type, required)
 
 
+_PYTHON_TYPES: dict[str, Callable[[Any], bool]] = {
+    "object": lambda value: type(value) is dict,
+    "array": lambda value: type(value) is list,
+    "string": lambda value: type(value) is str,
+    "number": lambda value: type(value) is int or type(value) is float,
+    "integer": lambda value: type(value) is int,
+    "boolean": lambda value: type(value) is bool,
+}
+
+
+def _well_formed(entry: dict[str, Any], resource: str, fields: FieldSpec, with_id: bool) -> bool:
+    """The common case, decided quickly: every check :func:`check_entry` makes passes (a
+    parsed JSON body holds only dict, list, str, int, float, bool and None). Anything else
+    goes through the checker, which says what is wrong."""
+    if entry.get("type") != resource:
+        return False
+    if with_id and type(entry.get("id")) is not str:
+        return False
+    if not fields:
+        return True
+    attrs = entry.get("attributes")
+    if type(attrs) is not dict:
+        return False
+    for name, (json_type, required) in fields.items():
+        value = attrs.get(name)
+        if value is None:
+            if required:
+                return False
+        elif not _PYTHON_TYPES[json_type](value):
+            return False
+    external = attrs.get("external_id")
+    if "external_id" in fields and external is not None and not external.strip():
+        return False
+    images = attrs.get("images")
+    if "images" in fields and images is not None and any(type(i) is not str for i in images):
+        return False
+    policy = attrs.get("inventory_policy")
+    if "inventory_policy" in fields and policy is not None and policy not in (0, 1, 2):
+        return False
+    integration = attrs.get("integration_type")
+    return "integration_type" not in fields or integration is None or integration == "$custom"
+
+
 def check_entry(
     checker: Checker,
     entry: Any,
@@ -192,6 +235,16 @@ def check_entry(
     """The common part of every entry: an object of ``resource`` type, its ``id`` (update and
     delete), its attributes by ``fields`` (a create's external id non-empty, images strings,
     inventory_policy 0/1/2, integration_type $custom). (attributes, key) or None."""
+    if isinstance(entry, dict) and _well_formed(entry, resource, fields, with_id):
+        attrs = entry.get("attributes") if fields else {}
+        assert isinstance(attrs, dict)
+        key = entry["id"] if with_id else ""
+        external = attrs.get("external_id")
+        if "external_id" in fields and external is not None:
+            key = catalog_store.compound_id(
+                external, catalog=attrs.get("catalog_type") or "$default"
+            )
+        return attrs, key
     if not isinstance(entry, dict):
         checker.fail(base, f"Each {resource.replace('-', ' ')} must be an object.")
         return None

@@ -9,13 +9,17 @@ relationships (an item's ``variants`` and ``categories``, a variant's ``item``, 
 ``items``). ``filter``: ``any(ids,[...])``, ``equals(category.id,'..')`` (items),
 ``equals(item.id,'..')`` (variants, categories), ``contains(title|name,'..')``,
 ``equals(published,true|false)``, ``equals(sku,'..')``, several joined by ``and(...)`` or
-commas. ``fields[...]`` are accepted and ignored (every field is answered).
+commas. ``fields[catalog-item]`` / ``fields[catalog-variant]`` / ``fields[catalog-category]``
+(comma-separated, Klaviyo's sparse fieldsets) answer only the attributes named (an unknown name
+is a 400); relationships and links are always there.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import bisect
+import itertools
 import json
 import logging
 import re
@@ -36,6 +40,11 @@ EXPRESSION = re.compile(rf"\s*(\w+)\(\s*([\w.]+)\s*,\s*({VALUE})\s*\)\s*(,|$)")
 QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\"")
 
 Test = Callable[[State, dict[str, Any]], bool]
+# What ``fields[...]`` may name, per resource (Klaviyo's enums).
+SPARSE: dict[str, frozenset[str]] = {
+    kind: frozenset((*names, "created", "updated", "id"))
+    for kind, names in catalog_store.FIELDS.items()
+}
 
 
 def get_items(call: Call) -> Answer:
@@ -76,21 +85,47 @@ def _collection(call: Call, kind: str, *, includable: tuple[str, ...]) -> Answer
         tests = _filters(query.get("filter", ""), kind)
     except ValueError as exc:
         return one_error(400, detail=f"Invalid filter: {exc}", parameter="filter")
+    shown: dict[str, tuple[str, ...] | None] = {}
+    for resource in (kind, *(f"catalog-{part.removesuffix('s')}" for part in include)):
+        asked = query.get(f"fields[{resource}]")
+        if asked is None:
+            shown[resource] = None
+            continue
+        names = tuple(name for name in asked.split(",") if name)
+        wrong = [name for name in names if name not in SPARSE[resource]]
+        if wrong or not names:
+            return one_error(
+                400,
+                detail=f"'{(wrong or [''])[0][:40]}' is not a valid field for {resource}.",
+                parameter=f"fields[{resource}]",
+            )
+        shown[resource] = names
     state = call.state
     size = int(size_text)
     with state.lock:
         state.jobs.settle_due()
-        records = list(catalog_store.table(state, kind).values())
+        records = list(catalog_store.table(state, kind).values())  # oldest first (seq)
         if sort == "-created":
             records.reverse()
-        chosen = [
-            record
-            for record in records
-            if _beyond(record["seq"], after, sort) and all(test(state, record) for test in tests)
-        ]
+        if sort == "created" and after:  # the page starts after the cursor: no full scan
+            records = records[bisect.bisect_right(records, after, key=lambda r: r["seq"]) :]
+        chosen = list(
+            itertools.islice(
+                (
+                    record
+                    for record in records
+                    if _beyond(record["seq"], after, sort)
+                    and all(test(state, record) for test in tests)
+                ),
+                size + 1,
+            )
+        )
         page, more = chosen[:size], len(chosen) > size
         document: dict[str, Any] = {
-            "data": [catalog_store.resource(r, kind, call.base_url, state=state) for r in page],
+            "data": [
+                catalog_store.resource(r, kind, call.base_url, state=state, fields=shown[kind])
+                for r in page
+            ],
             "links": {"self": _url(call, query)},
         }
         if more:
@@ -100,7 +135,13 @@ def _collection(call: Call, kind: str, *, includable: tuple[str, ...]) -> Answer
         if "variants" in include:
             variants = state.catalog_variants
             document["included"] = [
-                catalog_store.resource(variants[v], "catalog-variant", call.base_url, state=state)
+                catalog_store.resource(
+                    variants[v],
+                    "catalog-variant",
+                    call.base_url,
+                    state=state,
+                    fields=shown["catalog-variant"],
+                )
                 for record in page
                 for v in record["variants"]
                 if v in variants

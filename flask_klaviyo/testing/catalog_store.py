@@ -85,12 +85,17 @@ def forced_failure(state: State, identifier: str) -> ForcedFailure | None:
     return failures.get(identifier) or failures.get(external_of(identifier))
 
 
+def _copy(value: Any) -> Any:
+    """A stored value of its own: containers copied deeply, the rest (immutable) as is."""
+    return copy.deepcopy(value) if isinstance(value, dict | list) else value
+
+
 def store(
     state: State, resource: str, identifier: str, attributes: dict[str, Any], **links: Any
 ) -> dict[str, Any]:
     """Create one resource from its (checked) attributes; only Klaviyo's fields are kept."""
     now = time.time()
-    kept = {key: copy.deepcopy(attributes.get(key)) for key in FIELDS[resource]}
+    kept = {key: _copy(attributes.get(key)) for key in FIELDS[resource]}
     if resource != "catalog-category":
         kept["published"] = True if kept["published"] is None else kept["published"]
     if resource == "catalog-variant" and kept["inventory_policy"] is None:
@@ -112,7 +117,7 @@ def patch(record: dict[str, Any], resource: str, attributes: dict[str, Any]) -> 
     """Apply an update's attributes (a null or absent field is left as it was)."""
     for key in FIELDS[resource]:
         if key != "external_id" and attributes.get(key) is not None:
-            record[key] = copy.deepcopy(attributes[key])
+            record[key] = _copy(attributes[key])
     record["updated"] = time.time()
 
 
@@ -156,15 +161,23 @@ def items_of(state: State, category: str) -> list[str]:
 
 
 def resource(
-    record: dict[str, Any], kind: str, base_url: str, *, state: State | None = None
+    record: dict[str, Any],
+    kind: str,
+    base_url: str,
+    *,
+    state: State | None = None,
+    fields: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """A stored item, variant or category as Klaviyo's ``*ResponseObjectResource``.
 
     With ``state``, the relationships too: an item's ``variants`` and ``categories``, a
-    variant's ``item``, a category's ``items`` (ids and links).
+    variant's ``item``, a category's ``items`` (ids and links). ``fields``: only these
+    attributes (a sparse fieldset), else all.
     """
-    attributes = {key: copy.deepcopy(record.get(key)) for key in FIELDS[kind]}
+    attributes = {key: _copy(record.get(key)) for key in FIELDS[kind]}
     attributes.update(created=iso(record["created"]), updated=iso(record["updated"]))
+    if fields is not None:
+        attributes = {key: value for key, value in attributes.items() if key in fields}
     here = f"{base_url}/api/{COLLECTIONS[kind]}/{record['id']}"
     shown: dict[str, Any] = {"type": kind, "id": record["id"], "attributes": attributes}
     if state is not None:

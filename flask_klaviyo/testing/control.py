@@ -56,6 +56,9 @@ def _read(fake: FakeKlaviyo, request: Request, name: str) -> Answer | None:
         return json_answer(200, fake.profiles())
     if name == "stats":
         return json_answer(200, fake.stats())
+    if name == "dedup-hits":
+        with fake.state.lock:
+            return json_answer(200, list(fake.state.dedup_hits))
     if name == "exchange-id":
         email = request.query.get("email", "")
         return json_answer(200, {"email": email, "_kx": fake.exchange_id_for(email)})

@@ -292,6 +292,15 @@ def _commit(
                 unique_id = moment.astimezone(UTC).replace(microsecond=0).isoformat()
             if (event.metric, unique_id) in profile.seen:
                 state.duplicates += 1
+                state.dedup_hits.append(
+                    {
+                        "metric": event.metric,
+                        "unique_id": unique_id,
+                        "profile_id": profile.id,
+                        "endpoint": endpoint,
+                        "received_at": received_at,
+                    }
+                )
                 continue
             profile.seen.add((event.metric, unique_id))
             state.accepted += 1

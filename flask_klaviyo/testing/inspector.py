@@ -154,7 +154,9 @@ def render(fake: FakeKlaviyo) -> Answer:
         "<th>profile</th><th>value</th><th>unique_id</th><th>endpoint</th>"
         "<th>properties</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
         if rows
-        else "<p class=empty>No events yet.</p>"
+        else "<p class=empty>No events yet. A visitor's events wait in the store, parked, "
+        "until they give an email: the store's inspector (<code>/_klaviyo/inspector</code> on "
+        "the store) shows them.</p>"
     )
     counts = "".join(
         f"<span>{html.escape(name)}: <strong>{number}</strong></span> "

@@ -23,6 +23,7 @@ from . import (
     catalog_variants,
     deletion,
     events,
+    mapped_metrics,
     profile_bulk_import,
     profile_import,
     profile_update,
@@ -40,6 +41,8 @@ FAST: Windows = ((350, 1.0), (3500, 60.0))
 BULK: Windows = ((10, 1.0), (150, 60.0))
 MEDIUM: Windows = ((75, 1.0), (750, 60.0))
 PRIVACY: Windows = ((3, 1.0), (60, 60.0))
+SMALL: Windows = ((3, 1.0), (60, 60.0))
+MAPPING_UPDATE: Windows = ((1, 1.0), (15, 60.0), (30, 86400.0))  # and 30 a day
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,19 @@ CATALOG: tuple[Endpoint, ...] = (
     ),
 )
 ENDPOINTS += CATALOG
+ENDPOINTS += (
+    Endpoint("get_metrics", "GET", "/api/metrics", mapped_metrics.get_metrics, BULK),
+    Endpoint(
+        "get_mapped_metrics", "GET", "/api/mapped-metrics", mapped_metrics.get_mapped_metrics, SMALL
+    ),
+    Endpoint(
+        "update_mapped_metric",
+        "PATCH",
+        "/api/mapped-metrics/{id}",
+        mapped_metrics.update_mapped_metric,
+        MAPPING_UPDATE,
+    ),
+)
 # The catalog's write requests (what a re-sync with nothing changed must not send).
 CATALOG_WRITES: tuple[str, ...] = tuple(
     e.name for e in CATALOG if e.method == "POST" and e.name.startswith("bulk_")

@@ -78,12 +78,15 @@ class State:
             self.catalog_categories: dict[str, dict[str, Any]] = {}
             self.catalog_order = itertools.count(1)  # creation order, for pagination cursors
             self.back_in_stock: list[dict[str, Any]] = []
+            self.mapped_metrics: dict[str, dict[str, Any]] = {}  # mapped_metrics.py
             self.endpoint_counts: Counter[str] = Counter()  # every API request, unbounded
             self.catalog_failures: dict[str, ForcedFailure] = {}  # item id or external id
             self.import_failures: dict[str, ForcedFailure] = {}  # a profile identifier
             self.observed.clear()
             self.enforced.clear()
             self.duplicates = 0
+            # the latest duplicates (metric, unique_id, profile_id, endpoint): dedup hits
+            self.dedup_hits: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED_REQUESTS)
             self.rejected = 0
             self.request_count = 0
             self.accepted = 0

@@ -1,0 +1,248 @@
+"""Looking at Klaviyo's asynchronous jobs sooner than the scheduled follow-ups, for a process
+that waits for their outcome (a catalog sync: a new item's variants are queued once its job is
+complete, so each step of categories -> items -> variants waits for the one before).
+
+RQ's scheduler moves a scheduled look to the queue with a second's granularity; the follower
+reads the scheduled looks and does them itself when Klaviyo should have finished: at first
+soon, then after the median time Klaviyo took for jobs of that kind. It applies a finished
+job's outcome once (:func:`.followup.claim`) and removes a scheduled look with nothing left to
+do; whatever it has not done, the scheduled look still does.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from rq import Queue
+from rq.job import Job
+
+from ..ratelimit import RateLimiter
+from . import keys, kinds
+from .deadletters import DeadLetters
+from .followup import (
+    FINISHED,
+    FOLLOW_UP_BATCH_JOB,
+    apply_outcome,
+    claim,
+    job_attributes,
+    load_operations,
+    needs_operations,
+)
+from .outbox import FOLLOW_UP_JOB
+from .sender import Sender
+from .settings import DeliverySettings
+
+__all__ = ["Follower"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Watched:
+    """A Klaviyo job of a scheduled follow-up, looked at early."""
+
+    kind: kinds.Kind
+    job_id: str
+    rq_id: str  # the scheduled follow-up that would look at it
+    operations: Sequence[Mapping[str, Any]] | None  # None: kept in Redis (a batch's)
+    due: float  # time.time() of the next look
+    gap: float = 0.0  # the last wait between looks at this job
+    carries: bool = True  # an operation carries others to queue afterwards
+
+
+def _timestamp(value: Any) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+class Follower:
+    """Looks at the queue's scheduled follow-ups (of the kinds ``wanted`` accepts) when their
+    Klaviyo jobs should be done: at first ``FIRST_LOOK`` after the follow-up was scheduled, then
+    after the median time Klaviyo took for the jobs of that kind it already finished; an
+    unfinished job is looked at again after twice the last wait (at least ``MIN_GAP``, at most
+    the kind's own delay). Up to ``PARALLEL`` looks at once, every GET through the shared
+    limiter. A finished job's outcome is applied here (once: :func:`claim`); a scheduled
+    follow-up whose jobs are all done is removed."""
+
+    FIRST_LOOK = 0.05
+    MIN_GAP = 0.05
+    MAX_IDLE = 0.05  # the longest sleep between two scans of the scheduled registry
+    SAMPLES = 20
+    PARALLEL = 8
+    LEASE = 5.0  # seconds a scheduled follow-up watched here is kept from falling due
+
+    def __init__(
+        self,
+        connection: Any,
+        settings: DeliverySettings,
+        queue_name: str,
+        wanted: Callable[[str], bool] = lambda kind: True,
+    ) -> None:
+        self.connection = connection
+        self.queue_name = queue_name
+        self.registry = Queue(queue_name, connection=connection).scheduled_job_registry
+        self.wanted = wanted
+        self.dead_letters = DeadLetters(connection)
+        limiter = RateLimiter(connection, limits=kinds.rate_limits(settings.rate_limits))
+        self.sender = Sender(settings.client(), self.dead_letters, limiter=limiter)
+        self.scheduled: dict[str, set[str] | None] = {}  # RQ job id -> Klaviyo jobs left
+        self.watched: dict[str, _Watched] = {}  # Klaviyo job id -> when to look
+        self.took: dict[str, list[float]] = {}  # kind -> seconds Klaviyo took, latest last
+        self.pool = ThreadPoolExecutor(self.PARALLEL, thread_name_prefix="klaviyo-look")
+        self.held_until = 0.0
+        self.looks = 0
+        self.applied = 0
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    def step(self) -> float:
+        """Look at every watched job that is due; returns the seconds until the next one."""
+        self._scan()
+        now = time.time()
+        due = [watched for watched in self.watched.values() if watched.due <= now]
+        for watched, outcome in zip(due, self.pool.map(self._look, due), strict=True):
+            self._after(watched, outcome)
+        dues = [w.due for w in self.watched.values()]
+        return min([self.MAX_IDLE, *(due - time.time() for due in dues)])
+
+    def _scan(self) -> None:
+        ids = set(self.registry.get_job_ids())
+        for gone in set(self.scheduled) - ids:  # ran (or was removed) elsewhere
+            for job_id in self.scheduled.pop(gone) or ():
+                self.watched.pop(job_id, None)
+        new = [rq_id for rq_id in ids if rq_id not in self.scheduled]
+        for rq_id, job in zip(new, Job.fetch_many(new, connection=self.connection), strict=True):
+            found = self._watch(rq_id, job)
+            self.scheduled[rq_id] = {w.job_id for w in found} if found else None
+            for watched in found:
+                self.watched.setdefault(watched.job_id, watched)
+        now = time.time()
+        if now >= self.held_until - self.LEASE / 2:  # renew every lease
+            self._hold([rq_id for rq_id, left in self.scheduled.items() if left])
+            self.held_until = now + self.LEASE
+        else:
+            self._hold([rq_id for rq_id in new if self.scheduled.get(rq_id)])
+
+    def _hold(self, rq_ids: list[str]) -> None:
+        """Keep the scheduler off the follow-ups being looked at here: each is due ``LEASE``
+        seconds from now, renewed while this follower runs (if it stops, they fall due and
+        the workers do what is left). Only ones not due yet are moved (``XX``, ``GT``): one
+        the scheduler may be moving to the queue right now is left alone."""
+        if not rq_ids:
+            return
+        now = time.time()
+        scores = self.connection.zmscore(self.registry.key, rq_ids)
+        later = {
+            rq_id: now + self.LEASE
+            for rq_id, score in zip(rq_ids, scores, strict=True)
+            if score is not None and score > now + 0.2
+        }
+        if later:
+            self.connection.zadd(self.registry.key, later, xx=True, gt=True)
+
+    def _watch(self, rq_id: str, job: Job | None) -> list[_Watched]:
+        """The Klaviyo jobs a scheduled follow-up would look at (none: not one of ours)."""
+        if job is None or not job.args or job.args[0] != self.queue_name:
+            return []
+        if job.func_name == FOLLOW_UP_BATCH_JOB and len(job.args) >= 2:
+            pairs = [(e[0], e[1], None, bool(e[2]) if len(e) > 2 else True) for e in job.args[1]]
+        elif job.func_name == FOLLOW_UP_JOB and len(job.args) >= 4:
+            pairs = [(job.args[1], job.args[2], job.args[3], True)]
+        else:
+            return []
+        since = job.created_at.timestamp() if job.created_at is not None else time.time()
+        found = []
+        for kind_name, job_id, operations, carries in pairs:
+            if not self.wanted(kind_name):
+                return []  # a follow-up with jobs of other kinds is left to the workers
+            try:
+                kind = kinds.get(kind_name)
+            except LookupError:
+                return []
+            if kind.job is None:
+                return []
+            took = self.took.get(kind_name)
+            wait = statistics.median(took) if took else self.FIRST_LOOK
+            found.append(
+                _Watched(kind, job_id, rq_id, operations, since + wait, gap=wait, carries=carries)
+            )
+        return found
+
+    def _look(self, watched: _Watched) -> Mapping[str, Any] | None:
+        """One look (in a pool thread): the attributes of a finished job whose outcome this
+        call applied or found applied ({}), of an unfinished one, or None after an error."""
+        spec = watched.kind.job
+        assert spec is not None
+        if self.connection.exists(keys.followed_up(watched.job_id)):
+            return {}
+        path = spec.path.format(job_id=watched.job_id)
+        try:
+            answer = self.sender.call(
+                spec.endpoint, functools.partial(self.sender.client.send, "GET", path)
+            )
+            attributes = job_attributes(answer.data)
+            if str(attributes.get("status") or "") in FINISHED and claim(
+                self.connection, watched.job_id
+            ):
+                operations = watched.operations
+                if operations is None and needs_operations(attributes, watched.carries):
+                    operations = load_operations(self.connection, watched.job_id)
+                apply_outcome(
+                    self.connection,
+                    self.queue_name,
+                    watched.kind,
+                    watched.job_id,
+                    attributes,
+                    operations or [],
+                    self.dead_letters,
+                )
+                self.applied += 1
+            return attributes
+        except Exception as exc:  # the scheduled follow-up is still there to do it
+            log.info("klaviyo: early look at job %s failed (%s)", watched.job_id, exc)
+            return None
+        finally:
+            self.looks += 1
+
+    def _after(self, watched: _Watched, attributes: Mapping[str, Any] | None) -> None:
+        spec = watched.kind.job
+        assert spec is not None
+        if attributes is None:  # left to the scheduled follow-up
+            self.watched.pop(watched.job_id, None)
+            return
+        if attributes and str(attributes.get("status") or "") not in FINISHED:
+            watched.gap = min(max(2 * watched.gap, self.MIN_GAP), spec.delay or self.MIN_GAP)
+            watched.due = time.time() + watched.gap
+            return
+        started = _timestamp(attributes.get("created_at"))
+        ended = _timestamp(attributes.get("completed_at"))
+        if started is not None and ended is not None and ended >= started:
+            took = self.took.setdefault(watched.kind.name, [])
+            took.append(ended - started)
+            del took[: -self.SAMPLES]
+        self.watched.pop(watched.job_id, None)
+        left = self.scheduled.get(watched.rq_id)
+        if left is not None:
+            left.discard(watched.job_id)
+            if not left:
+                self._forget(watched.rq_id)
+
+    def _forget(self, rq_id: str) -> None:
+        """A scheduled follow-up with nothing left to do (if the scheduler moved it to the
+        queue meanwhile, it finds the markers and returns without a look)."""
+        self.scheduled.pop(rq_id, None)
+        if self.registry.remove(rq_id):
+            self.connection.delete(Job.key_for(rq_id))
