@@ -273,7 +273,7 @@ def main() -> None:
         )
     )
     spread = [f"{r['used']:.1%}" for v in variants for r in results[v]]
-    print(f"budget used, every run in order: {', '.join(spread)}")
+    print(f"budget used, every run (by variant, rounds in order): {', '.join(spread)}")
 
 
 if __name__ == "__main__":
