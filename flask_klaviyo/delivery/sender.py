@@ -126,7 +126,8 @@ class Sender:
 
     def call(self, endpoint: str, call: Callable[[], SendResult]) -> SendResult:
         """``call`` until it is accepted: 429s wait Retry-After (every worker waits) and do not
-        count as attempts up to THROTTLED_MAX in a row; other retryable errors back off."""
+        count as attempts up to THROTTLED_MAX in a row; other retryable errors back off. An
+        answer's RateLimit-* headers go to the limiter (what is left of the steady window)."""
         attempt = 0
         throttled = 0
         while True:
@@ -159,12 +160,8 @@ class Sender:
                 log.info("klaviyo: %s; retrying in %.1fs", exc, delay)
                 self.sleep(delay)
             else:
-                if (
-                    self.limiter is not None
-                    and result.rate_limit_remaining == 0
-                    and result.rate_limit_reset
-                ):
-                    self.limiter.block(endpoint, min(result.rate_limit_reset, RETRY_AFTER_CAP))
+                if self.limiter is not None:  # Klaviyo's word on the steady window
+                    self.limiter.observe(endpoint, result)
                 if self.answers is not None:
                     self.answers.append((endpoint, result.status_code))
                 return result

@@ -93,6 +93,10 @@ def _write(fake: FakeKlaviyo, request: Request, name: str) -> Answer | None:
     if name == "job-delay":
         fake.job_delay = _json(request).get("seconds")
         return json_answer(200, {"job_delay": fake.job_delay})
+    if name == "spend":
+        spec = _json(request)
+        admitted = fake.spend(str(spec.get("endpoint")), spec.get("count", 1))
+        return json_answer(200, {"admitted": admitted})
     if name == "catalog-failures":
         spec = _json(request)
         fake.fail_catalog_items(_strings(spec.get("ids")), **_failure(spec))

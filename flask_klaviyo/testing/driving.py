@@ -1,8 +1,9 @@
 """Misbehaviour and limits on demand: the half of FakeKlaviyo's Python API that drives it.
 
-Latency, queued faults (a status, a hold-then-hang-up, a reset), enforced rate windows, the
-bulk-job delay, and items or profiles a bulk job must fail. A mixin so ``FakeKlaviyo`` stays
-one object for the tests while lifecycle and inspection live in fake.py.
+Latency, queued faults (a status, a hold-then-hang-up, a reset), enforced rate windows and
+another integration spending them, the bulk-job delay, and items or profiles a bulk job must
+fail. A mixin so ``FakeKlaviyo`` stays one object for the tests while lifecycle and inspection
+live in fake.py.
 """
 
 from __future__ import annotations
@@ -91,6 +92,31 @@ class Driving:
             if time_scale is not None:
                 self.state.time_scale = float(time_scale)
             self.state.enforced.clear()
+
+    def spend(self, endpoint: str, count: int = 1) -> int:
+        """Another integration on the account (Klaviyo's limits are per account): ``count``
+        requests to ``endpoint`` counted in its rate windows, as if they had come in now.
+
+        Returns how many were admitted (the rest would have been answered 429; they are counted
+        neither as ours nor in :attr:`throttled`). The RateLimit-* headers of our next answers
+        show what they spent.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be an integer >= 1, got {count!r}")
+        target = registry.BY_NAME.get(endpoint)
+        if target is None:
+            raise ValueError(f"no endpoint {endpoint!r}; one of {sorted(registry.BY_NAME)}")
+        with self.state.lock:
+            windows = self.state.limits.get(endpoint)
+            scale = self.state.time_scale
+        admitted = 0
+        for _ in range(count):
+            if windows:
+                admitted += self.state.enforced.take(endpoint, windows, scale=scale).admitted
+            else:
+                self.state.observed.take(endpoint, (target.steady,), enforce=False)
+                admitted += 1
+        return admitted
 
     def fail_next(
         self,
