@@ -36,10 +36,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/rate_limited_drain.py
 	$(PY) benchmarks/latency.py
 	$(PY) benchmarks/worker_memory.py
+	$(PY) benchmarks/replicated_push.py
 
 # Each script in a few seconds on tiny sizes, same code path (tests/test_benchmarks.py does this).
 bench-smoke: $(STAMP)
-	for script in request_overhead drain_throughput rate_limited_drain latency worker_memory; do \
+	for script in request_overhead drain_throughput rate_limited_drain latency worker_memory \
+	  replicated_push; do \
 	  $(PY) benchmarks/$$script.py --smoke || exit 1; done
 
 lint: $(STAMP)
