@@ -8,13 +8,17 @@ every process it started.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
@@ -26,7 +30,7 @@ from flask_klaviyo.connection import (
 from flask_klaviyo.delivery.outbox import NotReplicated
 from flask_klaviyo.events import custom_event
 from flask_klaviyo.exceptions import KlaviyoConfigError
-from flask_klaviyo.testing.replication import ReplicatedRedis
+from flask_klaviyo.testing.replication import ReplicatedRedis, free_port
 
 API_KEY = "pk_test_private_key"
 METRIC = "Sentinel Order"
@@ -242,3 +246,99 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+# ---- a failover in the middle of a stream of tracked requests --------------------------------
+
+
+def start_store(env: dict[str, str], folder: Path, port: int) -> subprocess.Popen[bytes]:
+    """gunicorn with two processes serving the tracked page (a "web host")."""
+    with (folder / "gunicorn.log").open("wb") as out:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}",
+             "--chdir", str(folder), "--graceful-timeout", "2", "sentinel_store:app"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
+                return process
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError((folder / "gunicorn.log").read_text()[-3000:])
+        time.sleep(0.1)
+
+
+def stop_store(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def two_replicas(tmp_path: Path) -> Iterator[ReplicatedRedis]:
+    """MIN_REPLICAS=1 through a failover needs a replica left once one is promoted."""
+    with ReplicatedRedis(tmp_path / "redis", replicas=2) as servers:
+        yield servers
+
+
+@pytest.mark.slow
+def test_a_failover_mid_stream_loses_nothing_and_breaks_no_page(
+    two_replicas: ReplicatedRedis, fake: Any, workers: Any, tmp_path: Path
+) -> None:
+    """Two web hosts (gunicorn, own instance folders), two workers (``flask klaviyo worker`` and
+    a plain ``rq worker``), KLAVIYO_REDIS_MIN_REPLICAS=1; the primary SIGKILLed mid-stream."""
+    replicated = two_replicas
+    hosts = [tmp_path / "web1", tmp_path / "web2", tmp_path / "worker1"]
+    envs = []
+    for folder in hosts:
+        folder.mkdir()
+        envs.append(store_env(fake, replicated.url, folder, KLAVIYO_REDIS_MIN_REPLICAS="1"))
+    stores: list[subprocess.Popen[bytes]] = []
+    try:
+        ports = [free_port(), free_port()]
+        stores = [start_store(envs[i], hosts[i], ports[i]) for i in range(2)]
+        workers(envs[2], command=worker_command())
+        # A plain rq worker quits when Redis goes away mid-job: run it as systemd would
+        # (Restart=always). flask klaviyo worker starts again by itself.
+        supervised = " ".join((*rq_worker_command(), "--with-scheduler", "klaviyo"))
+        workers(envs[2], command=("sh", "-c", f"while :; do {supervised}; sleep 0.5; done"))
+
+        statuses: list[int] = []
+        slowest = 0.0
+        old = replicated.primary_port
+        killed_at = promoted_at = None
+        deadline = time.monotonic() + 45
+        with httpx.Client(timeout=15) as http:
+            n = 0
+            while time.monotonic() < deadline:
+                n += 1
+                started = time.monotonic()
+                statuses.append(http.get(f"http://127.0.0.1:{ports[n % 2]}/order/{n}").status_code)
+                slowest = max(slowest, time.monotonic() - started)
+                if killed_at is None and n >= 40 and (len(fake.events) >= 5 or n >= 300):
+                    replicated.kill(old)  # acknowledged pushes may not all have been replicated
+                    killed_at = time.monotonic()
+                if killed_at and promoted_at is None and replicated.reported_primary() != old:
+                    promoted_at = time.monotonic()
+                spooled = sum(
+                    (folder / "instance" / "klaviyo-spool.jsonl").exists() for folder in hosts
+                )
+                if promoted_at and n >= 120 and not spooled and time.monotonic() > promoted_at + 6:
+                    break
+                time.sleep(0.02)
+        assert promoted_at is not None, "no failover within the stream"
+        assert statuses == [200] * n, [s for s in statuses if s != 200]
+        assert not spooled, "a spool was never moved to the new primary"
+
+        kept = fake.wait_for(n, metric=METRIC, timeout=40)
+        ids = [event["unique_id"] for event in kept]
+        assert sorted(ids) == sorted(f"order-{i}" for i in range(1, n + 1))
+        assert len(ids) == len(set(ids)) == n  # each once, whatever was sent twice
+        print(
+            f"{n} pages, failover {promoted_at - killed_at:.1f}s after the kill, slowest page "
+            f"{slowest * 1000:.0f} ms, {fake.duplicates} repeat(s) dropped by unique_id"
+        )
+    finally:
+        for process in stores:
+            stop_store(process)
