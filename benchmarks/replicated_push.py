@@ -91,8 +91,9 @@ def main() -> None:
                     samples[name].append((time.perf_counter() - start) * 1000)
                     assert response.status_code == 200
             rounds.append(samples)
+        pushes = time_pushes(apps, args.rounds * args.requests)
         replica = servers.client(servers.replica_ports[0])
-        want = args.warmup + args.rounds * args.requests
+        want = args.warmup + 2 * args.rounds * args.requests
         for queue in ("q0", "q1", "qs"):  # every event on the replica too; nothing spooled
             deadline = time.monotonic() + 10
             while replica.xlen(f"klaviyo:outbox:{queue}") < want and time.monotonic() < deadline:
@@ -100,15 +101,34 @@ def main() -> None:
             assert replica.xlen(f"klaviyo:outbox:{queue}") == want, queue
         for app, _ in apps.values():
             assert app.extensions["klaviyo"].spool.size() == 0
-        report(rounds, args.requests)
+        report(rounds, args.requests, pushes)
 
 
-def report(rounds: list[dict[str, list[float]]], n: int) -> None:
+def time_pushes(apps: dict[str, tuple[Flask, str]], n: int) -> dict[str, list[float]]:
+    """One event per push, straight through each tracked app's outbox, interleaved."""
+    from flask_klaviyo.events import custom_event
+
+    tracked = {name: app for name, (app, path) in apps.items() if path == "/tracked"}
+    samples: dict[str, list[float]] = {name: [] for name in tracked}
+    contexts = {name: app.app_context() for name, app in tracked.items()}
+    item = custom_event("Viewed Product", {"ProductID": "1"}, profile={"email": "a@shop.test"})
+    for _ in range(n):
+        for name, app in tracked.items():
+            with contexts[name]:
+                outbox = app.extensions["klaviyo"].outbox
+                start = time.perf_counter()
+                outbox.push([item])
+                samples[name].append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+def report(rounds: list[dict[str, list[float]]], n: int, pushes: dict[str, list[float]]) -> None:
     pooled = {name: [x for r in rounds for x in r[name]] for name in rounds[0]}
     base = statistics.median(pooled["untracked"])
     print(
         f"replicated push, {len(rounds)} rounds x {n} requests per variant "
-        "(ms; Flask test client, a primary and a replica on loopback)"
+        "(ms; Flask test client, a primary and a replica on loopback); the push alone: "
+        "Outbox.push of one event outside a request, as many, interleaved"
     )
     rows = []
     for name, values in pooled.items():
@@ -129,10 +149,13 @@ def report(rounds: list[dict[str, list[float]]], n: int) -> None:
                 f"{p50 - base:.3f}",
                 f"{p50 / base:.2f}",
                 spread,
+                f"{statistics.median(pushes[name]):.3f}" if name in pushes else "-",
+                f"{percentile(pushes[name], 0.99):.3f}" if name in pushes else "-",
             ]
         )
     headers = ["variant", "p50", "p99", "added p50", "x untracked"]
-    print(table([*headers, "added p50 per round (median; min-max)"], rows))
+    spread_header = "added p50 per round (median; min-max)"
+    print(table([*headers, spread_header, "push alone p50", "push alone p99"], rows))
 
 
 if __name__ == "__main__":
