@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +148,6 @@ def store_env(fake: Any, url: str, folder: Path, **extra: str) -> dict[str, str]
         "KLAVIYO_PRIVATE_API_KEY": API_KEY,
         "KLAVIYO_ACTIVE_ON_SITE": "false",
         "KLAVIYO_RECLAIM_AFTER": "1",
-        "PYTHONFAULTHANDLER": "1",
         **extra,
     }
     env.pop("FLASK_RUN_FROM_CLI", None)
@@ -250,14 +249,6 @@ def test_min_replicas_waits_for_a_replica_and_spools_without_one(
         push_now([event(3)])  # the request path: to the spool, the page goes on
     assert 0.15 < waited < 2.0  # bounded by KLAVIYO_REDIS_WAIT_TIMEOUT
     assert "order-3" in state.spool.path.read_text()
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 # ---- a failover in the middle of a stream of tracked requests --------------------------------
