@@ -367,3 +367,19 @@ def test_a_failover_mid_stream_loses_nothing_and_breaks_no_page(
     finally:
         for process in stores:
             stop_store(process)
+
+
+@pytest.mark.slow
+def test_a_push_to_a_replica_is_refused_and_drops_its_connection(
+    replicated: ReplicatedRedis, make_app: Any
+) -> None:
+    """A connection still open to a primary that became a replica answers READONLY (from
+    inside the push script, so redis-py does not see it as such): the push fails, for the
+    spool, and the connection is dropped so the next connect asks the sentinels again."""
+    replica_url = f"redis://127.0.0.1:{replicated.replica_ports[0]}/0"
+    app = make_app(replica_url)
+    with app.app_context():
+        outbox = app.extensions["klaviyo"].outbox
+        with pytest.raises(redis.ResponseError, match="READONLY"):
+            outbox.push([event(1)])
+    assert outbox._local.connection._sock is None  # disconnected: not stuck on the replica
