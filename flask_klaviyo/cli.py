@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import click
+import redis
 from flask import current_app
 from flask.cli import AppGroup
 from rq import Queue, SimpleWorker, Worker
@@ -24,6 +26,9 @@ from .progress import progress
 from .status import Thresholds, gather, problems, render
 
 __all__ = ["klaviyo_cli"]
+
+RESTART_PAUSE = 0.5  # seconds before a worker that lost Redis starts again (doubling, capped)
+MAX_RESTART_PAUSE = 5.0
 
 klaviyo_cli = AppGroup(
     "klaviyo",
@@ -47,12 +52,23 @@ def worker_command(burst: bool, simple: bool) -> None:
     connection = state.redis
     queue = Queue(current_app.config["KLAVIYO_QUEUE"], connection=connection)
     worker_class = SimpleWorker if simple else Worker
-    # The job reads the API key and URL from this app's config: jobs run inside its context.
-    worker = worker_class([queue], connection=connection)
-    if _drain_on_start(Outbox(connection, queue_name=queue.name)):
-        click.echo("events are waiting in the outbox: a drain is queued")
-    click.echo(f"klaviyo worker on queue {queue.name!r} ({'burst' if burst else 'long-running'})")
-    worker.work(burst=burst, with_scheduler=True)
+    pause = RESTART_PAUSE
+    while True:  # RQ quits on a Redis error outside its dequeue: start again (a failover)
+        try:
+            # The job reads the API key and URL from this app's config: jobs run in its context.
+            worker = worker_class([queue], connection=connection)
+            if _drain_on_start(Outbox(connection, queue_name=queue.name)):
+                click.echo("events are waiting in the outbox: a drain is queued")
+            mode = "burst" if burst else "long-running"
+            click.echo(f"klaviyo worker on queue {queue.name!r} ({mode})")
+            worker.work(burst=burst, with_scheduler=True)
+            return
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if burst:
+                raise
+            click.echo(f"klaviyo worker: Redis unreachable ({exc}); again in {pause:g}s", err=True)
+            time.sleep(pause)
+            pause = min(pause * 2, MAX_RESTART_PAUSE)
 
 
 def _drain_on_start(outbox: Outbox) -> bool:

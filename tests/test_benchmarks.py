@@ -25,6 +25,7 @@ SCRIPTS = (
     "worker_memory",
     "catalog_sync",
     "backfill",
+    "replicated_push",
 )
 TIMEOUT = 240.0  # smoke runs take seconds; a worker that never starts is given up after 60 s
 NUMBER = re.compile(r"\d")

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from rq import Queue, Retry
 
-from .._settings import DEFAULT_RETRY_MAX
+from .._settings import DEFAULT_RETRY_MAX, DEFAULT_WAIT_TIMEOUT_MS
 from ..events import Event
 from . import counters, keys, scripts
 from .keys import CONSUMER_GROUP
@@ -34,7 +34,7 @@ from .operations import Operation
 if TYPE_CHECKING:
     from ..inspect.journal import Journal
 
-__all__ = ["DRAIN_JOB", "FOLLOW_UP_JOB", "Outbox", "PendingPush"]
+__all__ = ["DRAIN_JOB", "FOLLOW_UP_JOB", "NotReplicated", "Outbox", "PendingPush"]
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +64,30 @@ def _pack(command: Sequence[Any]) -> bytes:
     return b"".join(parts)
 
 
+def _connected(connection: Any) -> Any:
+    """Connect through ``connect()``: a Sentinel connection asks there for the primary (writing
+    on an unconnected one would connect to redis-py's default address instead)."""
+    if getattr(connection, "_sock", None) is None:
+        connection.connect()
+    return connection
+
+
+class NotReplicated(redis.exceptions.RedisError):
+    """Fewer replicas than ``KLAVIYO_REDIS_MIN_REPLICAS`` acknowledged a push in time: the
+    caller spools it (a failover now could lose it; a copy in both is harmless)."""
+
+
 class PendingPush:
     """A push sent to Redis; :meth:`confirm` reads its answer and schedules a drain if needed."""
 
-    __slots__ = ("_confirmed", "command", "connection", "count", "outbox")
+    __slots__ = ("_confirmed", "command", "connection", "count", "outbox", "waits")
 
     def __init__(self, outbox: Outbox, connection: Any, command: tuple[Any, ...], count: int):
         self.outbox = outbox
         self.connection = connection
         self.command = command
         self.count = count
+        self.waits = outbox.min_replicas > 0  # a WAIT went with it: two answers to read
         self._confirmed = count == 0
 
     def confirm(self) -> int:
@@ -94,8 +108,13 @@ class Outbox:
         *,
         queue_name: str = "klaviyo",
         retry_max: int = DEFAULT_RETRY_MAX,
+        min_replicas: int = 0,
+        wait_timeout_ms: int = DEFAULT_WAIT_TIMEOUT_MS,
     ) -> None:
         self.connection = connection
+        # KLAVIYO_REDIS_MIN_REPLICAS: a WAIT pipelined after each push (WAIT cannot run in Lua)
+        self.min_replicas = min_replicas
+        self._wait = _pack(("WAIT", min_replicas, wait_timeout_ms)) if min_replicas else b""
         self.queue = Queue(queue_name, connection=connection)
         self.retry_max = retry_max
         self.stream = keys.outbox_stream(queue_name)
@@ -152,13 +171,13 @@ class Outbox:
                     exc,
                 )
         connection = self._push_connection()
-        packed = [_pack(command)]
+        packed = [_pack(command) + self._wait]
         try:
-            connection.send_packed_command(packed, False)
+            _connected(connection).send_packed_command(packed, False)
         except redis.exceptions.ConnectionError:  # stale (Redis restarted): once more, anew
             connection.disconnect()
             try:
-                connection.send_packed_command(packed, False)
+                _connected(connection).send_packed_command(packed, False)
             except BaseException:
                 connection.disconnect()
                 raise
@@ -177,25 +196,46 @@ class Outbox:
             self._local.outstanding = None
         connection = pending.connection
         try:
-            return connection.read_response()
-        except redis.exceptions.NoScriptError:  # a restarted or flushed Redis: EVAL loads it
-            source = scripts.source_of(pending.command[1])  # plain, journaled or counted
-            return self._round_trip(("EVAL", source, *pending.command[2:]))
-        except redis.exceptions.ConnectionError:
+            answer, replicas = self._read(connection, pending.waits)
+        except redis.exceptions.ConnectionError:  # also a primary turned replica (Sentinel)
             connection.disconnect()
             return self._round_trip(pending.command)
         except BaseException:
             connection.disconnect()  # a timeout or an interrupt leaves the answer unread
             raise
+        if isinstance(answer, redis.exceptions.NoScriptError):  # restarted or flushed: EVAL
+            source = scripts.source_of(pending.command[1])  # plain, journaled or counted
+            return self._round_trip(("EVAL", source, *pending.command[2:]))
+        return self._checked(connection, answer, replicas)
+
+    def _read(self, connection: Any, waits: bool) -> tuple[Any, Any]:
+        """The push's answer (a script error returned, not raised) and WAIT's, if sent."""
+        try:
+            answer = connection.read_response()
+        except redis.exceptions.ResponseError as exc:
+            answer = exc  # WAIT's answer still follows: read it before raising
+        return answer, connection.read_response() if waits else None
+
+    def _checked(self, connection: Any, answer: Any, replicas: Any) -> Any:
+        if isinstance(answer, redis.exceptions.ResponseError):
+            if "READONLY" in str(answer):  # a demoted primary: the next connect asks Sentinel
+                connection.disconnect()
+            raise answer
+        if replicas is not None and int(replicas) < self.min_replicas:
+            raise NotReplicated(
+                f"{replicas} of {self.min_replicas} replica(s) acknowledged the push in time"
+            )
+        return answer
 
     def _round_trip(self, command: tuple[Any, ...]) -> Any:
         connection = self._push_connection()
         try:
-            connection.send_packed_command([_pack(command)], False)
-            return connection.read_response()
+            _connected(connection).send_packed_command([_pack(command) + self._wait], False)
+            answer, replicas = self._read(connection, self.min_replicas > 0)
         except BaseException:
             connection.disconnect()
             raise
+        return self._checked(connection, answer, replicas)
 
     def _push_connection(self) -> Any:
         local = self._local
