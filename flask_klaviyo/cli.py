@@ -10,7 +10,7 @@ import click
 import redis
 from flask import current_app
 from flask.cli import AppGroup
-from rq import Queue, SimpleWorker, Worker
+from rq import Queue, Worker
 
 from ._state import current_state
 from .backfill.commands import backfill_cli
@@ -18,6 +18,12 @@ from .catalog.report import render_report
 from .delivery import kinds
 from .delivery.outbox import Outbox
 from .delivery.settings import DeliverySettings, parse_rate_limits
+from .delivery.workers import (
+    BurstWorker,
+    InProcessWorker,
+    LongRunningSimpleWorker,
+    LongRunningWorker,
+)
 from .exceptions import KlaviyoConfigError, KlaviyoSchemaError
 from .map_metrics_cli import map_metrics_command
 from .ops import DEFAULT_BACKFILL_AFTER, replay_dead_letters, verify_dedup
@@ -51,7 +57,10 @@ def worker_command(burst: bool, simple: bool) -> None:
     state = current_state()
     connection = state.redis
     queue = Queue(current_app.config["KLAVIYO_QUEUE"], connection=connection)
-    worker_class = SimpleWorker if simple else Worker
+    if burst:  # one pass takes no remote commands: no listener to wait for on the way out
+        worker_class: type[Worker] = InProcessWorker if simple else BurstWorker
+    else:
+        worker_class = LongRunningSimpleWorker if simple else LongRunningWorker
     pause = RESTART_PAUSE
     while True:  # RQ quits on a Redis error outside its dequeue: start again (a failover)
         try:

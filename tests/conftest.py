@@ -30,7 +30,7 @@ from rq import Queue
 from werkzeug.serving import make_server
 
 from flask_klaviyo import Klaviyo
-from flask_klaviyo.delivery.inprocess import InProcessWorker
+from flask_klaviyo.delivery.workers import InProcessWorker
 from flask_klaviyo.embedded import embedded_redis_url, stop_embedded_redis
 
 

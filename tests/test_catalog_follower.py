@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.job import Job
 
 from flask_klaviyo.delivery import keys
@@ -17,6 +17,7 @@ from flask_klaviyo.delivery.deadletters import DeadLetters
 from flask_klaviyo.delivery.follower import Follower
 from flask_klaviyo.delivery.followup import FOLLOW_UP_BATCH_JOB, follow_up_batch
 from flask_klaviyo.delivery.settings import DeliverySettings
+from flask_klaviyo.delivery.workers import InProcessWorker
 
 PREFIX = "$custom:::$default:::"
 
@@ -91,7 +92,7 @@ def send_items(app: Flask, fake: Any, skus: list[str]) -> Queue:
             }  # fmt: skip
             klaviyo.enqueue("catalog_item_create", payload, key=sku)
         queue = Queue(app.config["KLAVIYO_QUEUE"], connection=state.redis)
-        SimpleWorker([queue], connection=state.redis).work(burst=True)
+        InProcessWorker([queue], connection=state.redis).work(burst=True)
     return queue
 
 

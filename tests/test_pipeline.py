@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 from flask import Flask
-from rq import Queue, SimpleWorker
+from rq import Queue
 
 from flask_klaviyo import Klaviyo
 from flask_klaviyo.delivery import kinds
@@ -19,6 +19,7 @@ from flask_klaviyo.delivery.drain import coalesce
 from flask_klaviyo.delivery.kinds import Kind, pointer_index
 from flask_klaviyo.delivery.operations import Operation, decode
 from flask_klaviyo.delivery.outbox import Outbox
+from flask_klaviyo.delivery.workers import InProcessWorker
 
 API_KEY = "pk_test_private_key"
 WHEN = datetime(2026, 11, 1, 10, 0, tzinfo=UTC).isoformat()
@@ -128,7 +129,7 @@ def run_worker(app: Flask) -> None:
     state = app.extensions["klaviyo"]
     with app.app_context():
         queue = Queue("klaviyo", connection=state.redis)
-        SimpleWorker([queue], connection=state.redis).work(burst=True)
+        InProcessWorker([queue], connection=state.redis).work(burst=True)
 
 
 def test_a_toy_kind_goes_from_a_request_through_a_real_worker_to_the_stand_in(
@@ -397,7 +398,7 @@ def run_worker_and_scheduler(app: Flask) -> None:
     state = app.extensions["klaviyo"]
     with app.app_context():
         queue = Queue("klaviyo", connection=state.redis)
-        SimpleWorker([queue], connection=state.redis).work(burst=True, with_scheduler=True)
+        InProcessWorker([queue], connection=state.redis).work(burst=True, with_scheduler=True)
 
 
 def test_a_failing_item_inside_an_asynchronous_job_becomes_a_dead_letter(

@@ -24,6 +24,7 @@ from flask_klaviyo.delivery import keys
 from flask_klaviyo.delivery.deadletters import DeadLetters
 from flask_klaviyo.delivery.operations import Operation
 from flask_klaviyo.delivery.sender import Sender
+from flask_klaviyo.delivery.workers import InProcessWorker
 from flask_klaviyo.events import custom_event
 from flask_klaviyo.status import masked_url
 
@@ -47,23 +48,12 @@ def worker_seen(app: Flask, redis_client: redis.Redis) -> Iterator[SimpleWorker]
     worker.register_death()
 
 
-class QuietWorker(SimpleWorker):
-    """RQ's SimpleWorker without its command channel (``rq suspend`` / stop-job pubsub): with
-    rq 3.0 and redis-py 8, closing that channel can hang for its 60 s read timeout."""
-
-    def subscribe(self) -> None:
-        pass
-
-    def unsubscribe(self) -> None:
-        pass
-
-
 def drain(app: Flask) -> None:
     """Work the app's queued jobs in this process (a real RQ worker, in burst mode)."""
     redis_client = app.extensions["klaviyo"].redis
     with app.app_context():
         queue = Queue(app.config["KLAVIYO_QUEUE"], connection=redis_client)
-        QuietWorker([queue], connection=redis_client).work(burst=True)
+        InProcessWorker([queue], connection=redis_client).work(burst=True)
 
 
 def status(app: Flask, *args: str) -> Result:

@@ -26,9 +26,9 @@ from rq import Queue, Worker
 from rq.job import Job
 
 from .._state import current_state
-from ..delivery.inprocess import work_burst
 from ..delivery.operations import Operation
 from ..delivery.outbox import DRAIN_FLAG_TTL, FOLLOW_UP_JOB, Outbox
+from ..delivery.workers import work_burst
 from ..events import Event
 from ..exceptions import KlaviyoSchemaError
 from ..progress import ProgressCallback

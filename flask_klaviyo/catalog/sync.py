@@ -25,9 +25,9 @@ from rq.scheduler import RQScheduler
 from .._state import current_state, tolerate
 from ..delivery import keys
 from ..delivery.follower import Follower
-from ..delivery.inprocess import work_burst
 from ..delivery.operations import Operation
 from ..delivery.settings import DeliverySettings
+from ..delivery.workers import work_burst
 from ..exceptions import KlaviyoConfigError, KlaviyoSchemaError
 from ..progress import ProgressCallback
 from .model import CatalogCategory, CatalogItem, coerce_entry
