@@ -214,6 +214,34 @@ def percentile(samples: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+SIDE_BY_SIDE = (
+    "variant", "p50", "p99", "added p50", "x untracked", "added p50 per round (median; min-max)",
+)  # fmt: skip
+
+
+def side_by_side(
+    rounds: Sequence[dict[str, list[float]]], base: str = "untracked"
+) -> list[list[str]]:
+    """One row per variant of interleaved rounds (ms samples per variant per round): p50, p99,
+    what it adds to ``base`` and each round's added p50 (the machine's drift shows there)."""
+    pooled = {name: [x for r in rounds for x in r[name]] for name in rounds[0]}
+    base_p50 = statistics.median(pooled[base])
+    rows = []
+    for name, values in pooled.items():
+        p50 = statistics.median(values)
+        added = sorted(statistics.median(r[name]) - statistics.median(r[base]) for r in rounds)
+        spread = (
+            "-"
+            if name == base
+            else f"{statistics.median(added):.3f}; {added[0]:.3f}-{added[-1]:.3f}"
+        )
+        rows.append(
+            [name, f"{p50:.3f}", f"{percentile(values, 0.99):.3f}", f"{p50 - base_p50:.3f}",
+             f"{p50 / base_p50:.2f}", spread]
+        )  # fmt: skip
+    return rows
+
+
 def median(samples: Sequence[float]) -> float:
     return statistics.median(samples)
 

@@ -17,12 +17,11 @@ and that nothing was spooled.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from _support import parse_args, table
+from _support import SIDE_BY_SIDE, median, parse_args, percentile, side_by_side, table
 from flask import Flask, render_template_string
 
 from flask_klaviyo import Klaviyo, tracks
@@ -55,11 +54,6 @@ def make_app(folder: Path, redis_url: str, min_replicas: int, queue: str) -> Fla
         return render_template_string(PAGE, product=PRODUCT)
 
     return app
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> None:
@@ -123,39 +117,18 @@ def time_pushes(apps: dict[str, tuple[Flask, str]], n: int) -> dict[str, list[fl
 
 
 def report(rounds: list[dict[str, list[float]]], n: int, pushes: dict[str, list[float]]) -> None:
-    pooled = {name: [x for r in rounds for x in r[name]] for name in rounds[0]}
-    base = statistics.median(pooled["untracked"])
     print(
         f"replicated push, {len(rounds)} rounds x {n} requests per variant "
         "(ms; Flask test client, a primary and a replica on loopback); the push alone: "
         "Outbox.push of one event outside a request, as many, interleaved"
     )
-    rows = []
-    for name, values in pooled.items():
-        p50 = statistics.median(values)
-        added = sorted(
-            statistics.median(r[name]) - statistics.median(r["untracked"]) for r in rounds
-        )
-        spread = (
-            "-"
-            if name == "untracked"
-            else f"{statistics.median(added):.3f}; {added[0]:.3f}-{added[-1]:.3f}"
-        )
-        rows.append(
-            [
-                name,
-                f"{p50:.3f}",
-                f"{percentile(values, 0.99):.3f}",
-                f"{p50 - base:.3f}",
-                f"{p50 / base:.2f}",
-                spread,
-                f"{statistics.median(pushes[name]):.3f}" if name in pushes else "-",
-                f"{percentile(pushes[name], 0.99):.3f}" if name in pushes else "-",
-            ]
-        )
-    headers = ["variant", "p50", "p99", "added p50", "x untracked"]
-    spread_header = "added p50 per round (median; min-max)"
-    print(table([*headers, spread_header, "push alone p50", "push alone p99"], rows))
+    rows = [
+        [*row, f"{median(pushes[row[0]]):.3f}", f"{percentile(pushes[row[0]], 0.99):.3f}"]
+        if row[0] in pushes
+        else [*row, "-", "-"]
+        for row in side_by_side(rounds)
+    ]
+    print(table([*SIDE_BY_SIDE, "push alone p50", "push alone p99"], rows))
 
 
 if __name__ == "__main__":

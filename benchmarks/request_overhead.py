@@ -23,12 +23,11 @@ Checks at the end that every tracked page queued its event.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from _support import parse_args, table
+from _support import SIDE_BY_SIDE, parse_args, side_by_side, table
 from flask import Flask, render_template_string
 
 from flask_klaviyo import Klaviyo, tracks
@@ -106,11 +105,6 @@ def make_app(
     return app
 
 
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000, help="per variant and round")
@@ -158,35 +152,11 @@ def main() -> None:
 
 
 def report(rounds: list[dict[str, list[float]]], n: int, *, inspector: bool = False) -> None:
-    pooled = {name: [x for r in rounds for x in r[name]] for name in rounds[0]}
-    base = statistics.median(pooled["untracked"])
     print(
         f"request overhead, {len(rounds)} rounds x {n} requests per variant "
         f"(ms; Flask test client, embedded Redis; inspector {'on' if inspector else 'off'})"
     )
-    rows = []
-    for name, values in pooled.items():
-        p50 = statistics.median(values)
-        added = sorted(
-            statistics.median(r[name]) - statistics.median(r["untracked"]) for r in rounds
-        )
-        spread = (
-            "-"
-            if name == "untracked"
-            else f"{statistics.median(added):.3f}; {added[0]:.3f}-{added[-1]:.3f}"
-        )
-        rows.append(
-            [
-                name,
-                f"{p50:.3f}",
-                f"{percentile(values, 0.99):.3f}",
-                f"{p50 - base:.3f}",
-                f"{p50 / base:.2f}",
-                spread,
-            ]
-        )
-    headers = ["variant", "p50", "p99", "added p50", "x untracked"]
-    print(table([*headers, "added p50 per round (median; min-max)"], rows))
+    print(table(SIDE_BY_SIDE, side_by_side(rounds)))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _support import parse_args, percentile, table
+from _support import SIDE_BY_SIDE, parse_args, side_by_side, table
 from flask import Flask
 from flask.testing import FlaskClient
 from markupsafe import Markup
@@ -231,41 +231,18 @@ def main() -> None:
 def report(
     rounds: list[dict[str, list[float]]], cpu_rounds: list[dict[str, list[float]]], n: int
 ) -> None:
-    pooled = {name: [x for r in rounds for x in r[name]] for name in rounds[0]}
     pooled_cpu = {name: [x for r in cpu_rounds for x in r[name]] for name in rounds[0]}
-    base = statistics.median(pooled["untracked"])
     base_cpu = statistics.median(pooled_cpu["untracked"])
     print(
         f"demo store product page, logged-in shopper, {len(rounds)} rounds x {n} requests per "
         "variant (ms; Flask test client, embedded Redis; CPU: this thread's CPU time, which a "
         "busy machine inflates less than the wall clock)"
     )
-    rows = []
-    for name, values in pooled.items():
-        p50 = statistics.median(values)
-        added = sorted(
-            statistics.median(r[name]) - statistics.median(r["untracked"]) for r in rounds
-        )
-        spread = (
-            "-"
-            if name == "untracked"
-            else f"{statistics.median(added):.3f}; {added[0]:.3f}-{added[-1]:.3f}"
-        )
-        cpu = statistics.median(pooled_cpu[name])
-        rows.append(
-            [
-                name,
-                f"{p50:.3f}",
-                f"{percentile(values, 0.99):.3f}",
-                f"{p50 - base:.3f}",
-                f"{p50 / base:.2f}",
-                spread,
-                f"{cpu - base_cpu:.3f}",
-            ]
-        )
-    headers = ["variant", "p50", "p99", "added p50", "x untracked"]
-    headers += ["added p50 per round (median; min-max)", "added CPU p50"]
-    print(table(headers, rows))
+    rows = [
+        [*row, f"{statistics.median(pooled_cpu[row[0]]) - base_cpu:.3f}"]
+        for row in side_by_side(rounds)
+    ]
+    print(table([*SIDE_BY_SIDE, "added CPU p50"], rows))
 
 
 if __name__ == "__main__":
