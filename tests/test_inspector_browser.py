@@ -12,10 +12,8 @@ Without ``/usr/bin/chromium`` these tests are skipped, except under ``CI=true``.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,34 +25,7 @@ from example_store.catalog import SEED_PRODUCTS
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("KLAVIYO_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]  # fmt: skip
 EMAIL = "new.shopper@shop.test"
-
-
-def no_browser(reason: str) -> None:
-    reason = f"{reason}; `make test` installs Debian's chromium when apt is usable"
-    if os.environ.get("CI", "").strip().lower() in ("true", "1"):
-        pytest.fail(f"CI=true and no browser: {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        found = shutil.which("chromium")
-        no_browser(f"no Chromium at {CHROMIUM}" + (f" (there is {found})" if found else ""))
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        try:
-            instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        except Exception as exc:  # a broken install: same rule as a missing one
-            no_browser(f"Chromium at {CHROMIUM} did not start: {exc}")
-        yield instance
-        instance.close()
 
 
 @pytest.fixture
