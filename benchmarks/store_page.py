@@ -71,6 +71,9 @@ def make_app(folder: Path, redis_url: str, variant: str) -> Flask:
         "KLAVIYO_PRIVATE_API_KEY": "pk_bench_key",
         "KLAVIYO_PUBLIC_API_KEY": PUBLIC_KEY,
         "KLAVIYO_API_URL": "http://127.0.0.1:9",  # no worker runs: nothing is sent
+        # As in production: the inspector (on by default against a loopback stand-in) journals
+        # every push for the developer's page, a cost no production page pays.
+        "KLAVIYO_INSPECTOR": False,
     }
     if not bridge_on:
         # Without klaviyo.js on the page the server sends Active on Site itself, once per visit,

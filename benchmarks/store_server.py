@@ -72,6 +72,7 @@ class Gunicorn:
             KLAVIYO_PRIVATE_API_KEY="pk_bench_key",
             KLAVIYO_PUBLIC_API_KEY=PUBLIC_KEY,
             KLAVIYO_API_URL="http://127.0.0.1:9",  # no worker runs: nothing is sent
+            KLAVIYO_INSPECTOR="false",  # as in production (auto turns it on for a loopback API)
             STORE_DATABASE=str(folder / f"store-{self.port}.sqlite3"),
             STORE_PAYMENTS_AUTO_CALLBACK="false",
         )

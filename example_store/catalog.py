@@ -6,6 +6,7 @@ so an edit here reaches an existing database without deleting it.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Mapping
@@ -13,7 +14,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, url_for
+from flask import Flask, current_app, has_request_context, request, url_for
 
 from .db import connect, get_db
 
@@ -66,19 +67,38 @@ class Product:
         Prices in dollars, URLs absolute (Klaviyo's emails link to them), so it needs a request
         context (or ``SERVER_NAME``) for ``url_for``.
         """
+        if has_request_context():  # every product page asks: remembered per app and host
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            url, image_url = _absolute_urls(app, request.root_url, self.id, self.image)
+        else:
+            url, image_url = _build_absolute_urls(self.id, self.image)
         return {
             "id": self.id,
             "name": self.name,
             "price": self.price_cents / 100,
             "sku": self.sku,
-            "url": url_for("store.product", product_id=self.id, _external=True),
-            "image_url": url_for("static", filename=self.image, _external=True),
+            "url": url,
+            "image_url": image_url,
             "categories": list(self.categories),
             "brand": self.brand,
             "compare_at_price": (
                 self.compare_at_cents / 100 if self.compare_at_cents is not None else None
             ),
         }
+
+
+@functools.lru_cache(maxsize=4096)
+def _absolute_urls(app: Flask, root_url: str, product_id: str, image: str) -> tuple[str, str]:
+    """A product's page and image URLs; the same for every request to one app at one root, and
+    two external ``url_for``s cost as much as the rest of the Viewed Product event."""
+    return _build_absolute_urls(product_id, image)
+
+
+def _build_absolute_urls(product_id: str, image: str) -> tuple[str, str]:
+    return (
+        url_for("store.product", product_id=product_id, _external=True),
+        url_for("static", filename=image, _external=True),
+    )
 
 
 def _product(
