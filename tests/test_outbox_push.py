@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import redis
 
-from flask_klaviyo.delivery.outbox import Outbox, _pack
+from flask_klaviyo.delivery.outbox import Outbox
+from flask_klaviyo.delivery.wire import pack
 from flask_klaviyo.events import Event
 
 
@@ -49,7 +50,7 @@ def test_pack_is_the_resp_redis_py_sends(redis_client: redis.Redis) -> None:
     command = ("EVALSHA", "abc", 2, "klaviyo:outbox:x", "flag", 30, '{"n":"ünï ✓"}', b"\x00raw")
     connection = redis_client.connection_pool.get_connection()
     try:
-        assert _pack(command) == b"".join(connection.pack_command(*command))
+        assert pack(command) == b"".join(connection.pack_command(*command))
     finally:
         redis_client.connection_pool.release(connection)
 

@@ -30,6 +30,7 @@ from ..events import Event
 from . import counters, keys, scripts
 from .keys import CONSUMER_GROUP
 from .operations import Operation
+from .wire import compact_json, connected, pack, read_answer
 
 if TYPE_CHECKING:
     from ..inspect.journal import Journal
@@ -47,29 +48,6 @@ JOB_TIMEOUT = 600
 FAILURE_TTL = 30 * 24 * 3600
 # A drain's lease in the set of running drains; drains renew it every batch (and while waiting).
 DRAIN_LEASE_SECONDS = 30
-
-# json.dumps builds an encoder per call when given options; this one is built once.
-_compact_json = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def _pack(command: Sequence[Any]) -> bytes:
-    """RESP for one command of str/int/bytes arguments (a quarter of redis-py's cost)."""
-    parts = [b"*%d\r\n" % len(command)]
-    for argument in command:
-        if isinstance(argument, str):
-            argument = argument.encode()
-        elif isinstance(argument, int):
-            argument = b"%d" % argument
-        parts.append(b"$%d\r\n%s\r\n" % (len(argument), argument))
-    return b"".join(parts)
-
-
-def _connected(connection: Any) -> Any:
-    """Connect through ``connect()``: a Sentinel connection asks there for the primary (writing
-    on an unconnected one would connect to redis-py's default address instead)."""
-    if getattr(connection, "_sock", None) is None:
-        connection.connect()
-    return connection
 
 
 class NotReplicated(redis.exceptions.RedisError):
@@ -114,7 +92,7 @@ class Outbox:
         self.connection = connection
         # KLAVIYO_REDIS_MIN_REPLICAS: a WAIT pipelined after each push (WAIT cannot run in Lua)
         self.min_replicas = min_replicas
-        self._wait = _pack(("WAIT", min_replicas, wait_timeout_ms)) if min_replicas else b""
+        self._wait = pack(("WAIT", min_replicas, wait_timeout_ms)) if min_replicas else b""
         self.queue = Queue(queue_name, connection=connection)
         self.retry_max = retry_max
         self.stream = keys.outbox_stream(queue_name)
@@ -142,7 +120,7 @@ class Outbox:
         """
         if not events:
             return PendingPush(self, None, (), 0)
-        entries = [_compact_json(event.to_dict()) for event in events]
+        entries = [compact_json(event.to_dict()) for event in events]
         if self.journal is not None:
             command: tuple[Any, ...] = self.journal.push_command(
                 self.stream, self.flag, DRAIN_FLAG_TTL, entries, events, counted=self.counted
@@ -171,13 +149,13 @@ class Outbox:
                     exc,
                 )
         connection = self._push_connection()
-        packed = [_pack(command) + self._wait]
+        packed = [pack(command) + self._wait]
         try:
-            _connected(connection).send_packed_command(packed, False)
+            connected(connection).send_packed_command(packed, False)
         except redis.exceptions.ConnectionError:  # stale (Redis restarted): once more, anew
             connection.disconnect()
             try:
-                _connected(connection).send_packed_command(packed, False)
+                connected(connection).send_packed_command(packed, False)
             except BaseException:
                 connection.disconnect()
                 raise
@@ -210,17 +188,16 @@ class Outbox:
 
     def _read(self, connection: Any, waits: bool) -> tuple[Any, Any]:
         """The push's answer (a script error returned, not raised) and WAIT's, if sent."""
-        try:
-            answer = connection.read_response()
-        except redis.exceptions.ResponseError as exc:
-            answer = exc  # WAIT's answer still follows: read it before raising
-        return answer, connection.read_response() if waits else None
+        answer = read_answer(connection)  # an error still has WAIT's answer behind it
+        return answer, read_answer(connection) if waits else None
 
     def _checked(self, connection: Any, answer: Any, replicas: Any) -> Any:
         if isinstance(answer, redis.exceptions.ResponseError):
             if "READONLY" in str(answer):  # a demoted primary: the next connect asks Sentinel
                 connection.disconnect()
             raise answer
+        if isinstance(replicas, redis.exceptions.ResponseError):
+            raise replicas
         if replicas is not None and int(replicas) < self.min_replicas:
             raise NotReplicated(
                 f"{replicas} of {self.min_replicas} replica(s) acknowledged the push in time"
@@ -230,7 +207,7 @@ class Outbox:
     def _round_trip(self, command: tuple[Any, ...]) -> Any:
         connection = self._push_connection()
         try:
-            _connected(connection).send_packed_command([_pack(command) + self._wait], False)
+            connected(connection).send_packed_command([pack(command) + self._wait], False)
             answer, replicas = self._read(connection, self.min_replicas > 0)
         except BaseException:
             connection.disconnect()
