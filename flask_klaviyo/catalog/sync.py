@@ -25,6 +25,7 @@ from rq.scheduler import RQScheduler
 from .._state import current_state, tolerate
 from ..delivery import keys
 from ..delivery.follower import Follower
+from ..delivery.klaviyo_kinds import CATALOG_JOB_SIZE, chunked
 from ..delivery.operations import Operation
 from ..delivery.settings import DeliverySettings
 from ..delivery.workers import work_burst
@@ -38,7 +39,7 @@ __all__ = ["Applier", "SyncReport", "collect", "ensure_api_mode", "run_sync", "w
 
 log = logging.getLogger(__name__)
 
-PUSH_CHUNK = 1000
+PUSH_CHUNK = 20  # chunks per push (2,000 resources)
 
 
 @dataclass
@@ -108,10 +109,21 @@ class _Abandoned(Exception):
     """Reading Klaviyo's catalog is no longer wanted."""
 
 
-def _push(operations: list[Operation]) -> None:
+def _push(entries: list[Operation]) -> None:
     outbox = current_state().outbox
-    for start in range(0, len(operations), PUSH_CHUNK):
-        outbox.push(operations[start : start + PUSH_CHUNK])
+    for start in range(0, len(entries), PUSH_CHUNK):
+        outbox.push(entries[start : start + PUSH_CHUNK])
+
+
+def _jobs(chunks: list[Operation]) -> int:
+    """How many Klaviyo jobs (chunk operations) ``chunks`` come to, with the variant chunks
+    their new items' follow-ups queue (every item created)."""
+    total = len(chunks)
+    for chunk in chunks:
+        resources = chunk.payload.get("resources") or ()
+        then = sum(len(entry["payload"].get("then") or ()) for entry in resources)
+        total += -(-then // CATALOG_JOB_SIZE)
+    return total
 
 
 def _handled(connection: Any) -> int:
@@ -164,13 +176,15 @@ def run_sync(
 
     with Applier(timeout=timeout) if wait else contextlib.nullcontext() as applier:
         first = before() if result.first else None
-        _push(result.first)  # Klaviyo works on the categories while the items are planned
+        first_chunks = chunked(result.first)
+        _push(first_chunks)  # Klaviyo works on the categories while the items are planned
         plan_items(result, items, held, keep=keep)
         if result.writes() == 0:  # nothing changed: reads only
             report.seconds = time.monotonic() - started
             return report
         dead_before, base = first or before()
-        total = result.writes()
+        then_chunks = chunked(result.then)
+        total = _jobs(first_chunks) + _jobs(then_chunks)  # operations: one per Klaviyo job
 
         def tick() -> None:
             if progress is not None:
@@ -178,7 +192,7 @@ def run_sync(
 
         if applier is not None and result.first:
             applier.wait(tick)
-        _push(result.then)
+        _push(then_chunks)
         names = {c.id: c.name for c in categories}
         known = {v.id: i.id for i in items for v in i.variants}
         remember(connection, result.memberships, names, known)

@@ -198,6 +198,9 @@ class Drain:
         self.touched = time.monotonic()
         # the batch being sent: its result, its entry ids, its items (for the journal)
         self.in_flight: tuple[Future[dict[str, int]], list[bytes], list[Any]] | None = None
+        # Each Klaviyo job's follow-up is scheduled as soon as the job is accepted (the next
+        # step, a new catalog item's variants, need not wait for the rest of the batch).
+        self.sender.on_job = self.follow_up_jobs
         self.journal = Journal(connection) if settings.inspector else None  # dev only
         if self.journal is not None:
             self.sender.answers, self.sender.deaths = [], []
