@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..exceptions import KlaviyoSchemaError
-from ..models import Product, is_money
+from ..models import Product
 from ..models.coerce import (
     PRODUCT_CATEGORY_NAMES,
     PRODUCT_ID_NAMES,
@@ -31,6 +30,7 @@ from ..models.coerce import (
     _identifier,
     _pick,
 )
+from .checks import check_item
 from .shapes import Shapes
 
 __all__ = [
@@ -47,7 +47,6 @@ __all__ = [
 
 ITEM_FIELDS = ("title", "description", "url", "price", "image_full_url", "published")
 VARIANT_FIELDS = (*ITEM_FIELDS, "sku", "inventory_quantity", "inventory_policy")
-ABSOLUTE_URL = re.compile(r"^https?://[^/\s]+\S*$")
 POLICIES = {"deny": 1, "continue": 2, 0: 0, 1: 1, 2: 2}  # Shopify's words, Klaviyo's numbers
 
 DESCRIPTION_NAMES = ("description", "body", "body_html", "Description")
@@ -253,29 +252,9 @@ class CatalogItem:
         return sum(_number(v.inventory_quantity) for v in self.variants)
 
     def validate(self) -> CatalogItem:
-        """Everything Klaviyo needs and would refuse, checked here; returns self."""
-        subject = f"catalog item {self.id!r}"
-        _check_text(self.title, subject, "title")
-        _check_text(self.description, subject, "description", empty=True)
-        _check_url(self.url, subject, "url")
-        _check_url(self.image_url, subject, "image_url", required=False)
-        _check_amount(self.price, subject, "price")
-        if self.inventory_quantity is not None:
-            _check_amount(self.inventory_quantity, subject, "inventory_quantity")
-        if not isinstance(self.published, bool):
-            raise KlaviyoSchemaError(subject, "published", "must be True or False")
-        seen: set[str] = set()
-        for index, variant in enumerate(self.variants):
-            where = f"variants[{index}]"
-            if variant.id in seen:
-                raise KlaviyoSchemaError(subject, f"{where}.id", f"repeated id {variant.id!r}")
-            seen.add(variant.id)
-            _check_text(variant.title, subject, f"{where}.title")
-            _check_text(variant.sku, subject, f"{where}.sku")
-            _check_url(variant.url, subject, f"{where}.url")
-            _check_url(variant.image_url, subject, f"{where}.image_url", required=False)
-            _check_amount(variant.price, subject, f"{where}.price")
-            _check_amount(variant.inventory_quantity, subject, f"{where}.inventory_quantity")
+        """Everything Klaviyo needs and would refuse, checked here (:mod:`.checks`); returns
+        self."""
+        check_item(self)
         return self
 
 
@@ -352,24 +331,3 @@ def _variant(obj: Any, item: CatalogItem, index: int) -> CatalogVariant:
         image_url=image or item.image_url,
         published=item.published if published is None else published,
     )
-
-
-def _check_text(value: Any, subject: str, field: str, *, empty: bool = False) -> None:
-    if not isinstance(value, str) or (not empty and not value.strip()):
-        raise KlaviyoSchemaError(subject, field, f"must be {'' if empty else 'non-empty '}text")
-
-
-def _check_url(value: Any, subject: str, field: str, *, required: bool = True) -> None:
-    if value is None and not required:
-        return
-    if not isinstance(value, str) or not ABSOLUTE_URL.match(value):
-        raise KlaviyoSchemaError(subject, field, f"must be an absolute http(s) URL, got {value!r}")
-
-
-def _check_amount(value: Any, subject: str, field: str) -> None:
-    if value is None:
-        raise KlaviyoSchemaError(subject, field, "is required")
-    if not is_money(value) or not math.isfinite(float(value)):
-        raise KlaviyoSchemaError(subject, field, f"must be a number, got {value!r}")
-    if value < 0:
-        raise KlaviyoSchemaError(subject, field, f"must not be negative, got {value!r}")
