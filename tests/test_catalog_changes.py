@@ -65,7 +65,7 @@ def ext(app: Flask) -> Any:
 
 
 def settle(app: Flask) -> None:
-    from flask_klaviyo.catalog.sync import wait_applied
+    from flask_klaviyo.catalog.applier import wait_applied
 
     with app.app_context():
         wait_applied(timeout=30)
