@@ -4,6 +4,7 @@ sync's reading (plain dicts by shape, fingerprints as tuples) answer what the sl
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from types import SimpleNamespace
@@ -148,3 +149,24 @@ def test_fingerprints_match_klaviyos_answer_and_tell_a_change() -> None:
     assert fingerprint(ours, VARIANT_FIELDS) != fingerprint(
         {**klaviyos, "published": False}, VARIANT_FIELDS
     )
+
+
+def test_the_collector_runs_again_after_a_sync_however_it_ends(
+    make_app: Callable[..., Flask], fake: Any
+) -> None:
+    def views(app: Flask, klaviyo: Any) -> None:
+        @klaviyo.catalog_source
+        def products() -> Iterator[dict[str, Any]]:
+            yield product(1)
+            if app.config.get("BROKEN_SOURCE"):
+                raise RuntimeError("the store's database went away")
+
+    app = make_app(fake=fake, views=views, KLAVIYO_STRICT=True)
+    assert gc.isenabled()
+    with app.app_context():
+        app.extensions["klaviyo"].extension.catalog_sync()
+        assert gc.isenabled()
+        app.config["BROKEN_SOURCE"] = True
+        with pytest.raises(RuntimeError):
+            app.extensions["klaviyo"].extension.catalog_sync()
+    assert gc.isenabled()

@@ -175,23 +175,20 @@ def run_sync(
             return read_catalog(connection, progress=page_read)
 
     # Klaviyo's answers are awaited while the source is read and checked here.
-    planning = _CollectorPause().__enter__()
-    with ThreadPoolExecutor(1, thread_name_prefix="klaviyo-catalog-read") as pool:
-        reading = pool.submit(read)
-        try:
-            items, categories, invalid = collect(source())
-        except BaseException:
-            abandon.set()
-            planning.resume()
-            raise
-        held = reading.result()
-    keep = [entry["item"].removeprefix("catalog item ").strip("'") for entry in invalid]
-    if dry_run:
-        with planning:
+    with _CollectorPause() as planning:  # on again however this ends (or once queued)
+        with ThreadPoolExecutor(1, thread_name_prefix="klaviyo-catalog-read") as pool:
+            reading = pool.submit(read)
+            try:
+                items, categories, invalid = collect(source())
+            except BaseException:
+                abandon.set()
+                raise
+            held = reading.result()
+        keep = [entry["item"].removeprefix("catalog item ").strip("'") for entry in invalid]
+        if dry_run:
             report = SyncReport(plan(items, categories, held, keep=keep), invalid, dry_run=True)
-        report.seconds = time.monotonic() - started
-        return report
-    with planning:
+            report.seconds = time.monotonic() - started
+            return report
         return _apply(
             items, categories, invalid, held, keep, started, wait, timeout, progress, planning
         )
