@@ -27,7 +27,11 @@ MUG = {
 
 @pytest.fixture(autouse=True)
 def quick_follow_up() -> Iterator[None]:
-    originals = {name: kinds.get(name) for name in kinds.names() if name.startswith("catalog_")}
+    originals = {  # each resource's kind (its chunk kind sends through it)
+        name: kinds.get(name)
+        for name in kinds.names()
+        if name.startswith("catalog_") and not name.endswith("_chunk")
+    }
     for kind in originals.values():
         assert kind.job is not None
         kinds.register(replace(kind, job=replace(kind.job, delay=0.0)), replace=True)
@@ -61,7 +65,7 @@ def ext(app: Flask) -> Any:
 
 
 def settle(app: Flask) -> None:
-    from flask_klaviyo.catalog.sync import wait_applied
+    from flask_klaviyo.catalog.applier import wait_applied
 
     with app.app_context():
         wait_applied(timeout=30)

@@ -72,6 +72,13 @@ def test_a_waiting_sync_looks_at_its_jobs_itself_before_the_scheduler(
     assert len({r["path"] for r in looks}) == 3  # categories, items, variants: one job each
 
 
+def waiting_resources(app: Flask) -> list[str]:
+    """The keys of the catalog resources waiting in the outbox (queued as chunks)."""
+    waiting = app.extensions["klaviyo"].outbox.waiting()
+    assert all(entry["op"].endswith("_chunk") for entry in waiting)  # one entry per job
+    return [r["key"] for entry in waiting for r in entry["payload"]["resources"]]
+
+
 def send_items(app: Flask, fake: Any, skus: list[str]) -> Queue:
     """Items queued and sent by a drain (no scheduler: the follow-up stays scheduled)."""
     state = app.extensions["klaviyo"]
@@ -113,7 +120,8 @@ def test_one_scheduled_look_per_send_with_the_operations_kept_in_redis(
     assert result["finished"] == 1 and result["dead"] == 0
     assert not queue.connection.exists(keys.follow_up_operations(job_id))  # applied: gone
     waiting = app.extensions["klaviyo"].outbox.waiting()
-    assert sorted(entry["key"] for entry in waiting) == ["A-v", "B-v"]  # the variants, queued
+    assert [entry["op"] for entry in waiting] == ["catalog_variant_create_chunk"]  # one job's
+    assert sorted(waiting_resources(app)) == ["A-v", "B-v"]  # the variants, queued
 
 
 def test_the_follower_applies_an_outcome_once_and_the_scheduled_look_then_does_nothing(
@@ -141,8 +149,7 @@ def test_the_follower_applies_an_outcome_once_and_the_scheduled_look_then_does_n
     [dead] = DeadLetters(queue.connection).all()
     assert dead["operation"]["key"] == "B" and dead["reason"] == "job_failed"
     assert dead["operation"]["payload"]["then"][0]["key"] == "B-v"  # kept for a replay
-    waiting = app.extensions["klaviyo"].outbox.waiting()
-    assert [entry["key"] for entry in waiting] == ["A-v"]  # only the created item's variant
+    assert waiting_resources(app) == ["A-v"]  # only the created item's variant
 
 
 def test_a_look_that_fails_is_tried_again_later_without_holding_up_the_batch(
@@ -165,5 +172,4 @@ def test_a_look_that_fails_is_tried_again_later_without_holding_up_the_batch(
         assert first["unfinished"] == 1  # looked at again later, nothing lost
         both = follow_up_batch(queue.connection, settings, queue.name, pending, 2)
     assert both["finished"] == 2
-    waiting = app.extensions["klaviyo"].outbox.waiting()
-    assert sorted(entry["key"] for entry in waiting) == ["A-v", "B-v"]
+    assert sorted(waiting_resources(app)) == ["A-v", "B-v"]

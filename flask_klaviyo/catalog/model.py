@@ -9,18 +9,29 @@ the item (``catalog item 'SKU-1'``) and whose ``field`` names the field (``varia
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
-import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from ..exceptions import KlaviyoSchemaError
-from ..models import Product, is_money
-from ..models.coerce import PRODUCT_ID_NAMES, _category_list, _identifier, _pick
+from ..models import Product
+from ..models.coerce import (
+    PRODUCT_CATEGORY_NAMES,
+    PRODUCT_ID_NAMES,
+    PRODUCT_IMAGE_NAMES,
+    PRODUCT_NAME_NAMES,
+    PRODUCT_PRICE_NAMES,
+    PRODUCT_URL_NAMES,
+    _category_list,
+    _identifier,
+    _pick,
+)
+from .checks import check_item
+from .shapes import Shapes
 
 __all__ = [
     "ITEM_FIELDS",
@@ -36,7 +47,6 @@ __all__ = [
 
 ITEM_FIELDS = ("title", "description", "url", "price", "image_full_url", "published")
 VARIANT_FIELDS = (*ITEM_FIELDS, "sku", "inventory_quantity", "inventory_policy")
-ABSOLUTE_URL = re.compile(r"^https?://[^/\s]+\S*$")
 POLICIES = {"deny": 1, "continue": 2, 0: 0, 1: 1, 2: 2}  # Shopify's words, Klaviyo's numbers
 
 DESCRIPTION_NAMES = ("description", "body", "body_html", "Description")
@@ -46,6 +56,14 @@ INVENTORY_NAMES = ("inventory_quantity", "inventory", "stock", "InventoryQuantit
 POLICY_NAMES = ("inventory_policy", "InventoryPolicy")
 VARIANT_ID_NAMES = ("id", "variant_id", "sku", "SKU")
 VARIANT_TITLE_NAMES = ("title", "name", "Title")
+# A plain dict product's fields, in the order CatalogItem.coerce unpacks them; a variant's.
+ITEM_SHAPES = Shapes((PRODUCT_ID_NAMES, PRODUCT_NAME_NAMES, PRODUCT_PRICE_NAMES,
+                      PRODUCT_URL_NAMES, PRODUCT_IMAGE_NAMES, PRODUCT_CATEGORY_NAMES,
+                      DESCRIPTION_NAMES, PUBLISHED_NAMES, POLICY_NAMES, INVENTORY_NAMES,
+                      VARIANTS_NAMES))  # fmt: skip
+VARIANT_SHAPES = Shapes((VARIANT_ID_NAMES, ("sku", "SKU"), ("price", "Price"), PUBLISHED_NAMES,
+                         VARIANT_TITLE_NAMES, DESCRIPTION_NAMES, INVENTORY_NAMES, POLICY_NAMES,
+                         ("url", "URL"), ("image_url", "image", "ImageURL")))  # fmt: skip
 
 
 def compound_id(external_id: str) -> str:
@@ -58,21 +76,29 @@ def category_key(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or name
 
 
-def fingerprint(attributes: Mapping[str, Any], fields: Sequence[str]) -> str:
-    """A digest of what the sync manages (``fields``), the same from the store's side and from
-    what Klaviyo answers: numbers as floats, no value and empty values alike."""
-    canonical = {}
+def fingerprint(attributes: Mapping[str, Any], fields: Sequence[str]) -> tuple[Any, ...]:
+    """What the sync manages (``fields``) in a form compared for equality, the same from the
+    store's side and from what Klaviyo answers: numbers as floats, no value and empty values
+    alike, ``published`` True unless False (Klaviyo's default). A tuple, not a digest: nothing
+    stores it, and a sync compares tens of thousands."""
+    canonical = []
     for name in fields:
         value = attributes.get(name)
-        if name == "published" and value is None:
-            value = True  # Klaviyo's default
-        elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        kind = type(value)
+        if kind is str:
+            if not value:
+                value = None
+        elif value is None:
+            if name == "published":
+                value = True
+        elif kind is not bool and isinstance(value, int | float | Decimal):
             value = float(value)
-        elif value in ("", [], {}):
+        elif value in ([], {}):
             value = None
-        canonical[name] = value
-    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:20]
+        elif isinstance(value, list | dict):  # images, custom metadata: compared as JSON
+            value = json.dumps(value, sort_keys=True, default=str)
+        canonical.append(value)
+    return tuple(canonical)
 
 
 @dataclass(frozen=True)
@@ -87,7 +113,7 @@ class CatalogCategory:
         if isinstance(obj, CatalogCategory):
             return obj
         if isinstance(obj, str):
-            return cls(category_key(obj), obj)
+            return _named(obj)
         name = _pick(obj, ("name", "title"))
         if not isinstance(name, str) or not name.strip():
             raise KlaviyoSchemaError("catalog category", "name", f"no name in {obj!r}")
@@ -151,6 +177,27 @@ class CatalogItem:
         """What ``Product.coerce`` reads, plus description, published, inventory, variants."""
         if isinstance(obj, CatalogItem):
             return obj
+        found = ITEM_SHAPES.values(obj)  # a plain dict: each field's key found once per shape
+        if found is not None:
+            given, title, price, url, image, groups, description, published, policy, stock, *_ = (
+                found
+            )
+            given = _identifier(given)
+            if given is not None and title is not None:  # else the errors below name it
+                subject = f"catalog item {str(given)!r}"
+                item = cls(
+                    id=str(given),
+                    title=title,
+                    description=description or "",
+                    price=price,
+                    url=url,
+                    image_url=image,
+                    published=True if published is None else published,
+                    categories=tuple(_categories_of(groups, subject)),
+                    inventory_quantity=stock,
+                    inventory_policy=_policy(policy, subject, "inventory_policy"),
+                )
+                return item._with_variants(found[-1], subject)
         try:
             product = Product.coerce(obj)
         except KlaviyoSchemaError as exc:  # named as the catalog names it
@@ -175,11 +222,17 @@ class CatalogItem:
             inventory_quantity=_pick(source, INVENTORY_NAMES),
             inventory_policy=policy,
         )
-        raw_variants = _pick(source, VARIANTS_NAMES) or ()
+        return item._with_variants(_pick(source, VARIANTS_NAMES), subject)
+
+    def _with_variants(self, raw_variants: Any, subject: str) -> CatalogItem:
+        """Set once, while coercing (frozen: no copy by dataclasses.replace)."""
+        if raw_variants is None:
+            return self
         if isinstance(raw_variants, str | bytes) or not isinstance(raw_variants, Iterable):
             raise KlaviyoSchemaError(subject, "variants", "must be a list of variants")
-        variants = tuple(_variant(v, item, i) for i, v in enumerate(raw_variants))
-        return replace(item, variants=variants)
+        variants = tuple(_variant(v, self, i) for i, v in enumerate(raw_variants))
+        object.__setattr__(self, "variants", variants)
+        return self
 
     def attributes(self) -> dict[str, Any]:
         return {
@@ -199,29 +252,9 @@ class CatalogItem:
         return sum(_number(v.inventory_quantity) for v in self.variants)
 
     def validate(self) -> CatalogItem:
-        """Everything Klaviyo needs and would refuse, checked here; returns self."""
-        subject = f"catalog item {self.id!r}"
-        _check_text(self.title, subject, "title")
-        _check_text(self.description, subject, "description", empty=True)
-        _check_url(self.url, subject, "url")
-        _check_url(self.image_url, subject, "image_url", required=False)
-        _check_amount(self.price, subject, "price")
-        if self.inventory_quantity is not None:
-            _check_amount(self.inventory_quantity, subject, "inventory_quantity")
-        if not isinstance(self.published, bool):
-            raise KlaviyoSchemaError(subject, "published", "must be True or False")
-        seen: set[str] = set()
-        for index, variant in enumerate(self.variants):
-            where = f"variants[{index}]"
-            if variant.id in seen:
-                raise KlaviyoSchemaError(subject, f"{where}.id", f"repeated id {variant.id!r}")
-            seen.add(variant.id)
-            _check_text(variant.title, subject, f"{where}.title")
-            _check_text(variant.sku, subject, f"{where}.sku")
-            _check_url(variant.url, subject, f"{where}.url")
-            _check_url(variant.image_url, subject, f"{where}.image_url", required=False)
-            _check_amount(variant.price, subject, f"{where}.price")
-            _check_amount(variant.inventory_quantity, subject, f"{where}.inventory_quantity")
+        """Everything Klaviyo needs and would refuse, checked here (:mod:`.checks`); returns
+        self."""
+        check_item(self)
         return self
 
 
@@ -236,6 +269,12 @@ def coerce_entry(obj: Any) -> CatalogItem | CatalogCategory:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4096)
+def _named(name: str) -> CatalogCategory:
+    """A category given by name (a catalog has few: each is made once, not once per product)."""
+    return CatalogCategory(category_key(name), name)
+
+
 def _number(value: Any) -> Any:
     """Decimal to float for JSON (anything else as it is: validation names a bad one)."""
     return float(value) if isinstance(value, Decimal) else value
@@ -253,7 +292,10 @@ def _policy(value: Any, subject: str, field: str) -> int:
 
 
 def _categories(obj: Any, product: Product, subject: str) -> list[CatalogCategory]:
-    raw = _pick(obj, ("categories", "category", "Categories"))
+    return _categories_of(_pick(obj, PRODUCT_CATEGORY_NAMES), subject)
+
+
+def _categories_of(raw: Any, subject: str) -> list[CatalogCategory]:
     listed = raw if isinstance(raw, list | tuple) else _category_list(raw)
     found: dict[str, CatalogCategory] = {}
     for entry in listed:
@@ -266,45 +308,26 @@ def _categories(obj: Any, product: Product, subject: str) -> list[CatalogCategor
 
 
 def _variant(obj: Any, item: CatalogItem, index: int) -> CatalogVariant:
-    subject = f"catalog item {item.id!r}"
-    variant_id = _identifier(_pick(obj, VARIANT_ID_NAMES))
+    found = VARIANT_SHAPES.values(obj)
+    if found is None:  # not a plain dict, or one of a shape _pick reads
+        found = [_pick(obj, names) for names in VARIANT_SHAPES.fields]
+    variant_id, sku, price, published, title, description, stock, policy, url, image = found
+    variant_id = _identifier(variant_id)
     if variant_id is None:
-        raise KlaviyoSchemaError(subject, f"variants[{index}].id", "no variant id or SKU")
-    sku = _pick(obj, ("sku", "SKU"))
-    price = _pick(obj, ("price", "Price"))
-    published = _pick(obj, PUBLISHED_NAMES)
+        raise KlaviyoSchemaError(
+            f"catalog item {item.id!r}", f"variants[{index}].id", "no variant id or SKU"
+        )
+    if policy:
+        policy = _policy(policy, f"catalog item {item.id!r}", f"variants[{index}].policy")
     return CatalogVariant(
         id=str(variant_id),
         sku=str(sku) if sku is not None else str(variant_id),
-        title=_pick(obj, VARIANT_TITLE_NAMES) or item.title,
-        description=_pick(obj, DESCRIPTION_NAMES) or item.description,
+        title=title or item.title,
+        description=description or item.description,
         price=item.price if price is None else price,
-        inventory_quantity=_pick(obj, INVENTORY_NAMES),
-        inventory_policy=_policy(
-            _pick(obj, POLICY_NAMES) or item.inventory_policy, subject, f"variants[{index}].policy"
-        ),
-        url=_pick(obj, ("url", "URL")) or item.url,
-        image_url=_pick(obj, ("image_url", "image", "ImageURL")) or item.image_url,
+        inventory_quantity=stock,
+        inventory_policy=policy or item.inventory_policy,
+        url=url or item.url,
+        image_url=image or item.image_url,
         published=item.published if published is None else published,
     )
-
-
-def _check_text(value: Any, subject: str, field: str, *, empty: bool = False) -> None:
-    if not isinstance(value, str) or (not empty and not value.strip()):
-        raise KlaviyoSchemaError(subject, field, f"must be {'' if empty else 'non-empty '}text")
-
-
-def _check_url(value: Any, subject: str, field: str, *, required: bool = True) -> None:
-    if value is None and not required:
-        return
-    if not isinstance(value, str) or not ABSOLUTE_URL.match(value):
-        raise KlaviyoSchemaError(subject, field, f"must be an absolute http(s) URL, got {value!r}")
-
-
-def _check_amount(value: Any, subject: str, field: str) -> None:
-    if value is None:
-        raise KlaviyoSchemaError(subject, field, "is required")
-    if not is_money(value) or not math.isfinite(float(value)):
-        raise KlaviyoSchemaError(subject, field, f"must be a number, got {value!r}")
-    if value < 0:
-        raise KlaviyoSchemaError(subject, field, f"must not be negative, got {value!r}")

@@ -26,6 +26,8 @@ from .model import (
     fingerprint,
 )
 
+PREFIX = compound_id("")
+
 __all__ = [
     "Changes",
     "Held",
@@ -105,15 +107,19 @@ class Plan:
 
 
 def _category_links(item: CatalogItem) -> dict[str, Any]:
-    data = [{"type": "catalog-category", "id": compound_id(c.id)} for c in item.categories]
+    data = [{"type": "catalog-category", "id": PREFIX + c.id} for c in item.categories]
     return {"categories": {"data": data}}
 
 
-def variant_create(variant: CatalogVariant, item_id: str) -> Operation:
+def _variant_create_payload(variant: CatalogVariant, item_id: str) -> dict[str, Any]:
     attributes = {k: v for k, v in variant.attributes().items() if v is not None}
-    links = {"item": {"data": {"type": "catalog-item", "id": compound_id(item_id)}}}
+    links = {"item": {"data": {"type": "catalog-item", "id": PREFIX + item_id}}}
+    return {"attributes": attributes, "relationships": links}
+
+
+def variant_create(variant: CatalogVariant, item_id: str) -> Operation:
     return Operation(
-        "catalog_variant_create", {"attributes": attributes, "relationships": links}, variant.id
+        "catalog_variant_create", _variant_create_payload(variant, item_id), variant.id
     )
 
 
@@ -129,8 +135,12 @@ def _variant_update(variant: CatalogVariant) -> Operation:
 def _item_create(item: CatalogItem) -> Operation:
     attributes = {k: v for k, v in item.attributes().items() if v is not None}
     payload: dict[str, Any] = {"attributes": attributes, "relationships": _category_links(item)}
-    if item.variants:  # queued by the follow-up once Klaviyo created the item
-        payload["then"] = [variant_create(v, item.id).to_dict() for v in item.variants]
+    if item.variants:  # queued by the follow-up once Klaviyo created the item (stored form)
+        payload["then"] = [
+            {"op": "catalog_variant_create", "key": v.id,
+             "payload": _variant_create_payload(v, item.id)}
+            for v in item.variants
+        ]  # fmt: skip
     return Operation("catalog_item_create", payload, item.id)
 
 

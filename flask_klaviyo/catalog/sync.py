@@ -10,6 +10,7 @@ exists. Deletions go last. Failed items are the dead letters the follow-ups keep
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import threading
 import time
@@ -19,26 +20,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
-from rq import Queue, Worker
-from rq.scheduler import RQScheduler
 
 from .._state import current_state, tolerate
 from ..delivery import keys
-from ..delivery.follower import Follower
+from ..delivery.klaviyo_kinds import CATALOG_JOB_SIZE, chunked
 from ..delivery.operations import Operation
-from ..delivery.settings import DeliverySettings
-from ..delivery.workers import work_burst
 from ..exceptions import KlaviyoConfigError, KlaviyoSchemaError
 from ..progress import ProgressCallback
+from .applier import Applier
 from .model import CatalogCategory, CatalogItem, coerce_entry
 from .plan import Held, Plan, plan, plan_categories, plan_items
 from .remote import forget_items, read_catalog, remember
 
-__all__ = ["Applier", "SyncReport", "collect", "ensure_api_mode", "run_sync", "wait_applied"]
+__all__ = ["SyncReport", "collect", "ensure_api_mode", "run_sync"]
 
 log = logging.getLogger(__name__)
 
-PUSH_CHUNK = 1000
+PUSH_CHUNK = 20  # chunks per push (2,000 resources)
 
 
 @dataclass
@@ -104,14 +102,48 @@ def collect(
     return list(items.values()), list(categories.values()), invalid
 
 
+class _CollectorPause:
+    """Python's cyclic garbage collector off while a sync builds and queues its plan: the tens
+    of thousands of small dicts it makes (none in a cycle) had full collections scan a growing
+    heap again and again, about half the planning's CPU. On again (if it was) once queued."""
+
+    def __init__(self) -> None:
+        self.paused = False
+
+    def __enter__(self) -> _CollectorPause:
+        if gc.isenabled():
+            gc.disable()
+            self.paused = True
+        return self
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            gc.enable()
+
+    def __exit__(self, *exc: object) -> None:
+        self.resume()
+
+
 class _Abandoned(Exception):
     """Reading Klaviyo's catalog is no longer wanted."""
 
 
-def _push(operations: list[Operation]) -> None:
+def _push(entries: list[Operation]) -> None:
     outbox = current_state().outbox
-    for start in range(0, len(operations), PUSH_CHUNK):
-        outbox.push(operations[start : start + PUSH_CHUNK])
+    for start in range(0, len(entries), PUSH_CHUNK):
+        outbox.push(entries[start : start + PUSH_CHUNK])
+
+
+def _jobs(chunks: list[Operation]) -> int:
+    """How many Klaviyo jobs (chunk operations) ``chunks`` come to, with the variant chunks
+    their new items' follow-ups queue (every item created)."""
+    total = len(chunks)
+    for chunk in chunks:
+        resources = chunk.payload.get("resources") or ()
+        then = sum(len(entry["payload"].get("then") or ()) for entry in resources)
+        total += -(-then // CATALOG_JOB_SIZE)
+    return total
 
 
 def _handled(connection: Any) -> int:
@@ -143,19 +175,39 @@ def run_sync(
             return read_catalog(connection, progress=page_read)
 
     # Klaviyo's answers are awaited while the source is read and checked here.
-    with ThreadPoolExecutor(1, thread_name_prefix="klaviyo-catalog-read") as pool:
-        reading = pool.submit(read)
-        try:
-            items, categories, invalid = collect(source())
-        except BaseException:
-            abandon.set()
-            raise
-        held = reading.result()
-    keep = [entry["item"].removeprefix("catalog item ").strip("'") for entry in invalid]
-    if dry_run:
-        report = SyncReport(plan(items, categories, held, keep=keep), invalid, dry_run=True)
-        report.seconds = time.monotonic() - started
-        return report
+    with _CollectorPause() as planning:  # on again however this ends (or once queued)
+        with ThreadPoolExecutor(1, thread_name_prefix="klaviyo-catalog-read") as pool:
+            reading = pool.submit(read)
+            try:
+                items, categories, invalid = collect(source())
+            except BaseException:
+                abandon.set()
+                raise
+            held = reading.result()
+        keep = [entry["item"].removeprefix("catalog item ").strip("'") for entry in invalid]
+        if dry_run:
+            report = SyncReport(plan(items, categories, held, keep=keep), invalid, dry_run=True)
+            report.seconds = time.monotonic() - started
+            return report
+        return _apply(
+            items, categories, invalid, held, keep, started, wait, timeout, progress, planning
+        )
+
+
+def _apply(
+    items: list[CatalogItem],
+    categories: list[CatalogCategory],
+    invalid: list[dict[str, str]],
+    held: Held,
+    keep: list[str],
+    started: float,
+    wait: bool,
+    timeout: float,
+    progress: ProgressCallback | None,
+    planning: _CollectorPause,
+) -> SyncReport:
+    """Plan, queue and (``wait``) apply (:func:`run_sync`'s second half)."""
+    connection = current_state().redis
     result = plan_categories(categories, held)
     report = SyncReport(result, invalid)
 
@@ -164,13 +216,15 @@ def run_sync(
 
     with Applier(timeout=timeout) if wait else contextlib.nullcontext() as applier:
         first = before() if result.first else None
-        _push(result.first)  # Klaviyo works on the categories while the items are planned
+        first_chunks = chunked(result.first)
+        _push(first_chunks)  # Klaviyo works on the categories while the items are planned
         plan_items(result, items, held, keep=keep)
         if result.writes() == 0:  # nothing changed: reads only
             report.seconds = time.monotonic() - started
             return report
         dead_before, base = first or before()
-        total = result.writes()
+        then_chunks = chunked(result.then)
+        total = _jobs(first_chunks) + _jobs(then_chunks)  # operations: one per Klaviyo job
 
         def tick() -> None:
             if progress is not None:
@@ -178,13 +232,20 @@ def run_sync(
 
         if applier is not None and result.first:
             applier.wait(tick)
-        _push(result.then)
+        if applier is None:
+            _push(then_chunks)
+        else:  # queued a few jobs ahead of the drains, so that several share them
+            applier.wait(tick, feed=then_chunks, fed=True)
+        # What catalog_changed reads later, once all is queued.
         names = {c.id: c.name for c in categories}
         known = {v.id: i.id for i in items for v in i.variants}
         remember(connection, result.memberships, names, known)
         forget_items(
             connection, result.items.delete, result.variants.delete, result.categories.delete
         )
+        result.first, result.then = [], []  # queued: the report keeps the counts only
+        del then_chunks
+        planning.resume()  # the plan is queued: what is left is the queue's work
         if applier is not None:
             applier.wait(tick)
             report.waited = True
@@ -196,102 +257,3 @@ def run_sync(
             ]
     report.seconds = time.monotonic() - started
     return report
-
-
-def idle(queue: Queue) -> bool:
-    """Nothing of the queue left: no waiting entry, job, scheduled follow-up or running job."""
-    outbox = current_state().outbox
-    if outbox.depth() or queue.count or queue.started_job_registry.count:
-        return False
-    # A drain that ended while another held entries schedules a reclaiming drain (after
-    # KLAVIYO_RECLAIM_AFTER); with the outbox empty it has nothing to do: not worth waiting for.
-    reclaiming = 1 if outbox.connection.exists(keys.reclaim_flag(queue.name)) else 0
-    return queue.scheduled_job_registry.count <= reclaiming
-
-
-def _follow(follower: Follower, stop: threading.Event) -> None:
-    """The follower's thread: look at catalog jobs as they become due, until told to stop."""
-    while not stop.is_set():
-        try:
-            wait = follower.step()
-        except Exception:  # the scheduled follow-ups remain: nothing is lost, only time
-            log.exception("klaviyo: looking at catalog jobs early failed; left to the workers")
-            wait = 1.0
-        stop.wait(max(wait, 0.002))
-
-
-class Applier:
-    """Works the queue in this process until it is idle: every operation sent and every
-    Klaviyo job followed up.
-
-    While open, a thread looks at the catalog jobs as soon as Klaviyo should have finished them
-    (a :class:`Follower`), so the next step (a new item's variants) is queued without waiting
-    for RQ's scheduler. :meth:`wait` runs queued jobs in a burst worker here when no worker is
-    running, when a job has waited ``help_after`` seconds (the running ones are busy), or when
-    a scheduled job is due and no running worker's scheduler is there to move it."""
-
-    help_after = 2.0  # seconds a queued job waits for a running worker before this one runs it
-
-    def __init__(self, *, timeout: float = 3600.0, poll: float = 0.05) -> None:
-        self.connection = current_state().redis
-        self.queue = Queue(current_app.config["KLAVIYO_QUEUE"], connection=self.connection)
-        self.timeout = timeout
-        self.poll = poll
-        self.follower = Follower(
-            self.connection,
-            DeliverySettings.load(),
-            self.queue.name,
-            lambda kind: kind.startswith("catalog_"),
-        )
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=_follow, args=(self.follower, self.stop))
-        self.thread.name = "klaviyo-follow"
-        self.thread.daemon = True
-
-    def __enter__(self) -> Applier:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
-        self.follower.close()
-        log.info("klaviyo: %d early look(s) at catalog jobs, %d applied", self.follower.looks,
-                 self.follower.applied)  # fmt: skip
-
-    def wait(self, tick: Callable[[], None] | None = None) -> None:
-        queue, connection = self.queue, self.connection
-        deadline = time.monotonic() + self.timeout
-        waiting_since: float | None = None
-        while not idle(queue):
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"catalog sync: the queue was still busy after {self.timeout:g}s"
-                )
-            # Scheduled jobs due and no scheduler of a running worker to move them: ours does.
-            due = bool(
-                queue.scheduled_job_registry.get_jobs_to_schedule(int(time.time()), 1)
-            ) and not connection.exists(RQScheduler.get_locking_key(queue.name))
-            if queue.count and waiting_since is None:
-                waiting_since = time.monotonic()
-            elif not queue.count:
-                waiting_since = None
-            # Running workers take the queue's jobs; this process does when there are none,
-            # or when a job has waited long (they are all busy), or for the scheduler's part.
-            stuck = waiting_since is not None and time.monotonic() - waiting_since > self.help_after
-            if due or stuck or (queue.count and not Worker.count(queue=queue)):
-                work_burst(queue, with_scheduler=due)
-                waiting_since = None
-            if tick is not None:
-                tick()
-            time.sleep(self.poll)
-        if tick is not None:
-            tick()
-
-
-def wait_applied(
-    *, timeout: float = 3600.0, tick: Callable[[], None] | None = None, poll: float = 0.05
-) -> None:
-    """Work the queue in this process until it is idle (see :class:`Applier`)."""
-    with Applier(timeout=timeout, poll=poll) as applier:
-        applier.wait(tick)

@@ -51,6 +51,7 @@ DRAIN_SECONDS = 30.0  # then the drain hands over to a fresh job (bounded jobs, 
 READ_BLOCK_MS = 50  # wait this long for more events before a drain ends
 TOUCH_SECONDS = 5.0  # a drain holding entries longer re-claims them, so nobody thinks it died
 LINGER_SECONDS = 1.0  # a partial batch waits at most this long per look for the endpoint's pace
+FOLLOW_UP_EVERY = 0.1  # seconds between scheduled follow-ups of jobs accepted during a send
 
 
 def coalesce(kind: kinds.Kind, operations: Sequence[Operation]) -> list[Operation]:
@@ -198,6 +199,10 @@ class Drain:
         self.touched = time.monotonic()
         # the batch being sent: its result, its entry ids, its items (for the journal)
         self.in_flight: tuple[Future[dict[str, int]], list[bytes], list[Any]] | None = None
+        # Klaviyo jobs' follow-ups are scheduled as the jobs are accepted (at most FOLLOW_UP_EVERY
+        # apart), not after the whole batch: a new catalog item's variants need not wait for it.
+        self.followed_at = 0.0
+        self.sender.on_job = self.job_accepted
         self.journal = Journal(connection) if settings.inspector else None  # dev only
         if self.journal is not None:
             self.sender.answers, self.sender.deaths = [], []
@@ -287,9 +292,14 @@ class Drain:
         done = set(ids)
         self.held = [entry_id for entry_id in self.held if entry_id not in done]
 
+    def job_accepted(self) -> None:
+        if time.monotonic() - self.followed_at >= FOLLOW_UP_EVERY:
+            self.follow_up_jobs()
+
     def follow_up_jobs(self) -> None:
         """Schedule a look at the asynchronous jobs Klaviyo accepted from this drain's send (one
         RQ job for them all; their operations kept in Redis beside it)."""
+        self.followed_at = time.monotonic()
         jobs, self.sender.jobs = self.sender.jobs, []
         schedule_follow_ups(self.connection, self.outbox.queue, jobs)
 

@@ -95,6 +95,7 @@ class Follower:
         self.registry = Queue(queue_name, connection=connection).scheduled_job_registry
         self.wanted = wanted
         self.dead_letters = DeadLetters(connection)
+        self.concurrency = settings.drain_concurrency
         limiter = RateLimiter(connection, limits=kinds.rate_limits(settings.rate_limits))
         self.sender = Sender(settings.client(), self.dead_letters, limiter=limiter)
         self.scheduled: dict[str, set[str] | None] = {}  # RQ job id -> Klaviyo jobs left
@@ -208,6 +209,7 @@ class Follower:
                     attributes,
                     operations or [],
                     self.dead_letters,
+                    concurrency=self.concurrency,
                 )
                 self.applied += 1
             return attributes

@@ -28,11 +28,7 @@ from rq import Queue
 
 from ..exceptions import ErrorDetail, KlaviyoDeliveryError
 from ..ratelimit import RateLimiter
-from . import (
-    keys,
-    kinds,
-    klaviyo_kinds,  # noqa: F401 - importing it registers Klaviyo's kinds
-)
+from . import keys, kinds, klaviyo_kinds  # importing klaviyo_kinds registers Klaviyo's kinds
 from .deadletters import DeadLetters
 from .operations import Operation
 from .outbox import FAILURE_TTL, FOLLOW_UP_JOB, JOB_TIMEOUT, Outbox
@@ -163,8 +159,9 @@ def follow_up_batch(
             continue
         if claim(connection, job_id):
             counts["dead"] += apply_outcome(
-                connection, queue_name, kind, job_id, attributes, operations, dead_letters
-            )
+                connection, queue_name, kind, job_id, attributes, operations, dead_letters,
+                concurrency=settings.drain_concurrency,
+            )  # fmt: skip
             counts["finished"] += 1
     if unfinished:
         delay = min(_spec(entry[0]).delay for entry in unfinished)
@@ -217,7 +214,8 @@ def follow_up_job(
         return {"status": status, "look": look, "dead": len(operations)}
     if not claim(connection, job_id):
         return {"status": "followed", "look": look, "dead": 0}
-    dead = apply_outcome(connection, queue_name, kind, job_id, attributes, operations, dead_letters)
+    dead = apply_outcome(connection, queue_name, kind, job_id, attributes, operations, dead_letters,
+                         concurrency=settings.drain_concurrency)  # fmt: skip
     return {"status": status, "look": look, "dead": dead}
 
 
@@ -234,13 +232,16 @@ def apply_outcome(
     attributes: Mapping[str, Any],
     operations: Sequence[Mapping[str, Any]],
     dead_letters: DeadLetters,
+    *,
+    concurrency: int = 1,
 ) -> int:
     """A finished job: its errors become dead letters, what its applied operations carry is
-    queued. Returns how many operations failed."""
+    queued (with a drain of its own when fewer than ``concurrency`` run: the running one may be
+    busy sending a backlog). Returns how many operations failed."""
     status = str(attributes.get("status") or "")
     failed = _dead_items(kind, job_id, attributes.get("errors") or [], operations, dead_letters)
     if status == "complete":
-        _queue_then(connection, queue_name, operations, failed)
+        _queue_then(connection, queue_name, operations, failed, concurrency)
     connection.delete(keys.follow_up_operations(job_id))
     if status == "cancelled":
         log.warning("klaviyo: %s job %s was cancelled in Klaviyo", kind.name, job_id)
@@ -285,7 +286,11 @@ def _dead_items(
 
 
 def _queue_then(
-    connection: Any, queue_name: str, operations: Sequence[Mapping[str, Any]], failed: set[int]
+    connection: Any,
+    queue_name: str,
+    operations: Sequence[Mapping[str, Any]],
+    failed: set[int],
+    concurrency: int,
 ) -> None:
     """What the job's applied operations carry for afterwards, into the outbox."""
     follows = [
@@ -294,5 +299,8 @@ def _queue_then(
         if index not in failed
         for entry in (operation.get("payload") or {}).get("then") or ()
     ]
-    if follows:
-        Outbox(connection, queue_name=queue_name).push(follows)
+    if follows:  # catalog resources as chunks: one entry per Klaviyo job, not per resource
+        outbox = Outbox(connection, queue_name=queue_name)
+        outbox.push(klaviyo_kinds.chunked(follows))
+        if concurrency > 1:
+            outbox.add_drain(concurrency)

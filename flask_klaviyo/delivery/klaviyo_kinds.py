@@ -5,24 +5,43 @@ subscriptions, deletion requests, back in stock, and the catalog's bulk jobs (pr
 Each payload is the kind's own JSON (README "Operations beyond events" lists them); a body
 builder turns a batch of them into the endpoint's JSON:API body, which every test validates
 against Klaviyo's OpenAPI document.
+
+A catalog resource is an operation of its own (``catalog_item_update``, key: its external id):
+what ``catalog_changed`` queues, coalesced per item while it waits. A sync queues its thousands
+of resources as chunks instead (``catalog_item_update_chunk``: one outbox entry holding one
+Klaviyo job's worth, ``{"resources": [{"key", "payload"}]}``, see :func:`chunked`), so the
+outbox, the drain and the follow-up pay their per-entry cost once per job; a chunk is sent as
+its resources' operations, so Klaviyo's errors, dead letters and follow-ups stay per resource.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ..events import MAX_BULK_EVENTS
 from . import profile_kinds  # noqa: F401 - registers the profile kinds
-from .kinds import JobFollowUp, Kind, Payload, pointer_index, register
-from .operations import EVENT_KIND
+from .kinds import JobFollowUp, Kind, Payload, get, pointer_index, register
+from .operations import EVENT_KIND, Operation
 
-__all__: list[str] = []
+__all__ = ["CATALOG_CHUNK", "CATALOG_JOB_SIZE", "chunked"]
 
 # Catalog jobs usually finish within a second or two, and a new item's variants wait for its
 # job: look often (the job GETs have their own rate windows), for up to ten minutes.
 CATALOG_LOOK_DELAY = 1.0
 CATALOG_MAX_LOOKS = 600
+CATALOG_JOB_SIZE = 100  # resources per catalog bulk job (Klaviyo's maximum)
+CATALOG_CHUNK = "_chunk"  # a catalog kind's name + this: its chunk kind
+CATALOG_RESOURCES = (
+    ("catalog-item", "items"),
+    ("catalog-variant", "variants"),
+    ("catalog-category", "categories"),
+)
+CATALOG_KINDS = frozenset(
+    f"catalog_{resource.removeprefix('catalog-')}_{action}"
+    for resource, _ in CATALOG_RESOURCES
+    for action in ("create", "update", "delete")
+)
 
 
 def _list_relationship(list_id: Any) -> dict[str, Any]:
@@ -141,6 +160,41 @@ def _catalog_body(resource: str, action: str) -> Callable[[Sequence[Payload]], d
     return body
 
 
+def chunked(operations: Iterable[Operation]) -> list[Operation]:
+    """Catalog resources' operations as chunk operations of up to one job's worth each (one
+    id once per chunk, the later change winning), kinds in the order they first come; any other
+    operation as it is, after them."""
+    by_kind: dict[str, dict[Any, Operation]] = {}
+    others: list[Operation] = []
+    for operation in operations:
+        if operation.kind in CATALOG_KINDS:
+            group = by_kind.setdefault(operation.kind, {})
+            group[operation.key if operation.key is not None else object()] = operation
+        else:
+            others.append(operation)
+    chunks = []
+    for name, group in by_kind.items():
+        members = list(group.values())
+        for start in range(0, len(members), CATALOG_JOB_SIZE):
+            resources = [
+                {"key": member.key, "payload": member.payload}
+                for member in members[start : start + CATALOG_JOB_SIZE]
+            ]
+            chunks.append(Operation(name + CATALOG_CHUNK, {"resources": resources}))
+    return [*chunks, *others]
+
+
+def _send_catalog_chunk(sender: Any, kind: Kind, batch: Sequence[Operation]) -> None:
+    """A chunk as its resources' operations: one job, followed up, errors per resource."""
+    resource_kind = get(kind.name.removesuffix(CATALOG_CHUNK))
+    for chunk in batch:
+        members = [
+            Operation(resource_kind.name, entry["payload"], entry.get("key"), chunk.queued_at)
+            for entry in chunk.payload.get("resources") or ()
+        ]
+        sender.send_operations(resource_kind, members)
+
+
 def _register_builtins() -> None:
     register(
         Kind(
@@ -209,11 +263,7 @@ def _register_builtins() -> None:
             body=_back_in_stock_body,
         )
     )
-    for resource, plural in (
-        ("catalog-item", "items"),
-        ("catalog-variant", "variants"),
-        ("catalog-category", "categories"),
-    ):
+    for resource, plural in CATALOG_RESOURCES:
         short = resource.removeprefix("catalog-")
         for action in ("create", "update", "delete"):
             where = f"/data/attributes/{plural}/data"
@@ -222,7 +272,7 @@ def _register_builtins() -> None:
                     f"catalog_{short}_{action}",
                     f"bulk_{action}_catalog_{plural}",
                     f"/api/{resource}-bulk-{action}-jobs",
-                    100,
+                    CATALOG_JOB_SIZE,
                     body=_catalog_body(resource, action),
                     locate=pointer_index(where),
                     merge=_latest,  # keyed by the resource's external id
@@ -233,6 +283,16 @@ def _register_builtins() -> None:
                         delay=CATALOG_LOOK_DELAY,
                         max_looks=CATALOG_MAX_LOOKS,
                     ),
+                )
+            )
+            register(
+                Kind(
+                    f"catalog_{short}_{action}{CATALOG_CHUNK}",
+                    f"bulk_{action}_catalog_{plural}",
+                    f"/api/{resource}-bulk-{action}-jobs",
+                    1,
+                    body=lambda batch: {},  # sent by _send_catalog_chunk, as its resources
+                    send=_send_catalog_chunk,
                 )
             )
 

@@ -80,6 +80,7 @@ class Sender:
         self.last_error: str | None = None  # Klaviyo's last error answer (or the transport's)
         self.last_error_at: float | None = None
         self.jobs: list[FollowUp] = []  # asynchronous jobs Klaviyo accepted, to follow up
+        self.on_job: Callable[[], None] | None = None  # told of each job as Klaviyo accepts it
         # Redis, for kinds that remember what Klaviyo answered (profile ids)
         self.connection = dead_letters.connection if dead_letters is not None else None
         # For the inspector's journal (None: not kept): Klaviyo's answers (endpoint, status)
@@ -276,6 +277,8 @@ class Sender:
                     log.warning("klaviyo: %s answered without a job id; not followed up", kind.name)
                 else:
                     self.jobs.append((kind.name, job_id, [op.to_dict() for op in remaining]))
+                    if self.on_job is not None:
+                        self.on_job()
             return
 
     def _after_conflict(self, kind: Kind, operation: Operation) -> None:

@@ -1,0 +1,172 @@
+"""A sync's resources travel as chunks (one outbox entry per Klaviyo job of up to 100), while
+Klaviyo's errors, dead letters and follow-ups stay per resource; and the quick paths of the
+sync's reading (plain dicts by shape, fingerprints as tuples) answer what the slow ones do."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_klaviyo.catalog.model import VARIANT_FIELDS, CatalogItem, fingerprint
+from flask_klaviyo.catalog.shapes import Shapes
+from flask_klaviyo.delivery import kinds
+from flask_klaviyo.delivery.deadletters import DeadLetters
+from flask_klaviyo.delivery.klaviyo_kinds import chunked
+from flask_klaviyo.delivery.operations import Operation
+from flask_klaviyo.models.coerce import _pick
+
+PREFIX = "$custom:::$default:::"
+
+
+def product(n: int, variants: int = 2) -> dict[str, Any]:
+    return {
+        "id": f"C{n}", "name": f"Chunked {n}", "price": 10 + n % 7,
+        "url": f"https://shop.test/p/{n}", "categories": [f"Group {n % 3}"],
+        "variants": [{"id": f"C{n}-{v}", "sku": f"C{n}-{v}", "inventory_quantity": v}
+                     for v in range(variants)],
+    }  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def quick_follow_up() -> Iterator[None]:
+    originals = {
+        name: kinds.get(name)
+        for name in kinds.names()
+        if name.startswith("catalog_") and not name.endswith("_chunk")
+    }
+    for kind in originals.values():
+        assert kind.job is not None
+        kinds.register(replace(kind, job=replace(kind.job, delay=0.0)), replace=True)
+    yield
+    for kind in originals.values():
+        kinds.register(kind, replace=True)
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask], fake: Any) -> Flask:
+    def views(app: Flask, klaviyo: Any) -> None:
+        @klaviyo.catalog_source
+        def products() -> Iterator[dict[str, Any]]:
+            yield from (product(n) for n in range(250))
+
+    fake.job_delay = 0.0
+    return make_app(fake=fake, views=views, KLAVIYO_STRICT=True)
+
+
+def test_a_sync_queues_one_entry_per_klaviyo_job(app: Flask, fake: Any) -> None:
+    with app.app_context():
+        report = app.extensions["klaviyo"].extension.catalog_sync(wait=False)
+        waiting = app.extensions["klaviyo"].outbox.waiting()
+    assert report.plan.summary()["items"]["create"] == 250
+    kinds_queued = [entry["op"] for entry in waiting]
+    assert kinds_queued == ["catalog_category_create_chunk"] + ["catalog_item_create_chunk"] * 3
+    sizes = [len(entry["payload"]["resources"]) for entry in waiting]
+    assert sizes == [3, 100, 100, 50]
+    first = waiting[1]["payload"]["resources"][0]
+    assert first["key"] == "C0" and len(first["payload"]["then"]) == 2  # its variants, after it
+
+
+def test_chunks_are_sent_as_jobs_and_a_failing_item_alone_is_a_dead_letter(
+    app: Flask, fake: Any
+) -> None:
+    fake.fail_catalog_items({"C7"}, detail="Image could not be fetched.")
+    with app.app_context():
+        report = app.extensions["klaviyo"].extension.catalog_sync()
+        dead = DeadLetters(app.extensions["klaviyo"].redis).all()
+    posts = [r for r in fake.requests if r["method"] == "POST" and "-bulk-" in r["path"]]
+    sizes = sorted(len(next(iter(r["body"]["data"]["attributes"].values()))["data"]) for r in posts)
+    # categories; items 100 + 100 + 50; each item job's variants: 200, 198 (C7's are not
+    # sent), 100, in jobs of 100
+    assert sizes == [3, 50, 98] + [100] * 6
+    assert len(fake.catalog_items) == 249 and len(fake.catalog_variants) == 498
+    [record] = dead
+    assert record["operation"]["op"] == "catalog_item_create"  # the resource, not its chunk
+    assert record["operation"]["key"] == "C7" and record["reason"] == "job_failed"
+    assert record["errors"][0]["detail"] == "Image could not be fetched."
+    assert [v["key"] for v in record["operation"]["payload"]["then"]] == ["C7-0", "C7-1"]
+    assert [r["id"] for r in report.failed] == [record["id"]]
+
+
+def test_chunked_groups_by_kind_keeps_the_last_change_and_leaves_other_kinds() -> None:
+    ops = [
+        Operation("catalog_item_update", {"attributes": {"price": 1}}, "A"),
+        Operation("subscribe", {"list_id": "L"}, "x"),
+        Operation("catalog_variant_update", {"attributes": {}}, "A-1"),
+        Operation("catalog_item_update", {"attributes": {"price": 2}}, "A"),
+        *(Operation("catalog_item_delete", {"id": f"{PREFIX}{n}"}, str(n)) for n in range(150)),
+    ]
+    chunks = chunked(ops)
+    assert [c.kind for c in chunks] == [
+        "catalog_item_update_chunk", "catalog_variant_update_chunk",
+        "catalog_item_delete_chunk", "catalog_item_delete_chunk", "subscribe"]  # fmt: skip
+    assert chunks[0].payload["resources"] == [{"key": "A", "payload": {"attributes": {"price": 2}}}]
+    assert [len(c.payload["resources"]) for c in chunks[2:4]] == [100, 50]
+
+
+NAMES = (("id", "variant_id", "sku"), ("title", "name"), ("price",), ("url", "URL"))
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"id": "1", "sku": "S", "name": "N", "price": 3},
+        {"id": "", "sku": "S", "title": "", "name": "N", "price": None, "URL": "u"},
+        {"variant_id": None, "sku": "S"},
+        {},
+    ],
+)
+def test_shapes_read_what_pick_reads(row: dict[str, Any]) -> None:
+    shapes = Shapes(NAMES)
+    for _ in range(2):  # the shape resolved, then reused
+        assert shapes.values(row) == [_pick(row, names) for names in NAMES]
+    assert shapes.values(SimpleNamespace(**row)) is None  # not a plain dict: _pick's
+
+
+def test_a_plain_dict_and_an_object_coerce_to_the_same_item() -> None:
+    row = product(3, variants=3) | {"title": "", "description": "Fine.", "published": False}
+    row["variants"][1] |= {"price": 99, "inventory_policy": "continue", "title": "Large"}
+    as_object = SimpleNamespace(**{k: v for k, v in row.items() if k != "variants"})
+    as_object.variants = [SimpleNamespace(**v) for v in row["variants"]]
+    assert CatalogItem.coerce(row) == CatalogItem.coerce(as_object)
+
+
+def test_fingerprints_match_klaviyos_answer_and_tell_a_change() -> None:
+    ours = {"title": "T", "description": "", "sku": "S", "price": 10, "url": "u",
+            "image_full_url": None, "published": None, "inventory_quantity": 2,
+            "inventory_policy": 0}  # fmt: skip
+    klaviyos = {**ours, "price": 10.0, "description": None, "published": True,
+                "inventory_quantity": 2.0, "images": []}  # fmt: skip
+    assert fingerprint(ours, VARIANT_FIELDS) == fingerprint(klaviyos, VARIANT_FIELDS)
+    assert fingerprint(ours, VARIANT_FIELDS) != fingerprint(
+        {**klaviyos, "inventory_quantity": 3}, VARIANT_FIELDS
+    )
+    assert fingerprint(ours, VARIANT_FIELDS) != fingerprint(
+        {**klaviyos, "published": False}, VARIANT_FIELDS
+    )
+
+
+def test_the_collector_runs_again_after_a_sync_however_it_ends(
+    make_app: Callable[..., Flask], fake: Any
+) -> None:
+    def views(app: Flask, klaviyo: Any) -> None:
+        @klaviyo.catalog_source
+        def products() -> Iterator[dict[str, Any]]:
+            yield product(1)
+            if app.config.get("BROKEN_SOURCE"):
+                raise RuntimeError("the store's database went away")
+
+    app = make_app(fake=fake, views=views, KLAVIYO_STRICT=True)
+    assert gc.isenabled()
+    with app.app_context():
+        app.extensions["klaviyo"].extension.catalog_sync()
+        assert gc.isenabled()
+        app.config["BROKEN_SOURCE"] = True
+        with pytest.raises(RuntimeError):
+            app.extensions["klaviyo"].extension.catalog_sync()
+    assert gc.isenabled()
