@@ -38,7 +38,7 @@ import redis
 
 from .delivery import keys, scripts
 
-__all__ = ["BULK_RESERVE", "BURST_MARGIN", "DEFAULT_LIMITS", "RateLimiter", "Window"]
+__all__ = ["BULK_HOLD", "BULK_RESERVE", "BURST_MARGIN", "DEFAULT_LIMITS", "RateLimiter", "Window"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ STEADY_PERIOD = 60.0  # Klaviyo's headers describe the 1-minute window
 # integrations (their 429s are invisible to us: what they could not spend never shows in the
 # headers, so a floor, and twice what they did spend, keep room for them to grow into).
 BULK_RESERVE = 0.1
+BULK_HOLD = 15.0  # a bulk-work mark lasts a steady period, at least this (its setters renew it)
 
 
 def _span(window: Window) -> float:
@@ -278,13 +279,13 @@ class RateLimiter:
 
     def bulk(self, endpoint: str, seconds: float | None = None) -> None:
         """Bulk work for ``endpoint`` is queued (a window's worth or more, e.g. a backfill):
-        for ``seconds`` (default one steady period; renew it while the work lasts) every worker
-        takes each window's budget at the burst rate, less the reserve for other integrations.
-        ``seconds`` <= 0 ends the mark."""
+        for ``seconds`` (default a steady period, at least BULK_HOLD; renew it while the work
+        lasts) every worker takes each window's budget at the burst rate, less the reserve for
+        other integrations. ``seconds`` <= 0 ends the mark."""
         if endpoint not in self.limits:
             return
         if seconds is None:
-            seconds = self.steady(endpoint).period
+            seconds = max(self.steady(endpoint).period, BULK_HOLD)
         cell = keys.rate_bulk(endpoint, self.prefix)
         if seconds > 0:
             self.connection.set(cell, "1", px=max(1, math.ceil(seconds * 1000)))
@@ -293,7 +294,7 @@ class RateLimiter:
 
     def queued(self, endpoint: str, requests: float) -> bool:
         """``requests`` of ``endpoint`` wait: a steady window's worth or more marks bulk work
-        (for one steady period). Returns whether it did."""
+        (see :meth:`bulk`). Returns whether it did."""
         if endpoint not in self.limits or requests < self.steady(endpoint).limit:
             return False
         self.bulk(endpoint)
