@@ -79,6 +79,7 @@ _PUBLISHED: dict[str, tuple[int, int]] = {
     "update_profile": (75, 750),
     "bulk_import_profiles": (10, 150),
     "get_bulk_import_profiles_job": (10, 150),
+    "get_bulk_import_profiles_job_import_errors": (10, 150),
     "bulk_subscribe_profiles": (75, 750),
     "bulk_unsubscribe_profiles": (75, 750),
     "request_profile_deletion": (3, 60),

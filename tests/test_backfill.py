@@ -472,11 +472,13 @@ def test_profiles_travel_in_jobs_of_up_to_ten_thousand(app: Flask, fake: Any, op
     body = posts[0]["body"]
     openapi.validate("bulk_import_profiles", body)
     assert len(body["data"]["attributes"]["profiles"]["data"]) == 2501
-    # The refused profile is Klaviyo's job error for that profile alone (pointer index 1234);
-    # the follow-up reads errors inline, which Bulk Import Profiles' job does not carry (they
-    # are import-error resources): it becomes no dead letter yet (see the report).
+    # The refused profile is Klaviyo's job error for that profile alone (pointer index 1234),
+    # read from the job's import-errors: that profile, alone, is a dead letter.
     [job] = fake.jobs()
     assert job["failed_count"] == 1 and job["errors"][0]["source"]["pointer"].endswith(
         "/1234/attributes/email"
     )
     assert len(fake.profiles()) == 2500
+    [dead] = report.dead
+    assert dead["operation"]["key"] == "not-an-email" and dead["reason"] == "job_failed"
+    assert dead["errors"][0]["pointer"].endswith("/1234/attributes/email")

@@ -168,8 +168,12 @@ def send_all(fake: FakeKlaviyo, redis_url: str, *, workers: int, requests: int) 
                 if not left:
                     break
                 n = left.pop()
-            events = [viewed_product(PRODUCT, profile={"email": f"s{n}@shop.test"}, render_id=f"s{n}")]
-            events.append(viewed_product(PRODUCT, profile={"email": f"t{n}@shop.test"}, render_id=f"t{n}"))
+            events = [
+                viewed_product(
+                    PRODUCT, profile={"email": f"{who}{n}@shop.test"}, render_id=f"{who}{n}"
+                )
+                for who in ("s", "t")
+            ]
             call = functools.partial(client.bulk_create_events, bulk_payload(events))
             sender.call("bulk_create_events", call)
             accepted.append(time.monotonic() - start)

@@ -32,11 +32,12 @@ from rq.job import Job
 
 from .._state import current_state
 from ..delivery import kinds
+from ..delivery.followup import FOLLOW_UP_BATCH_JOB
 from ..delivery.operations import Operation
 from ..delivery.outbox import DRAIN_FLAG_TTL, FOLLOW_UP_JOB, Outbox
+from ..delivery.settings import DeliverySettings
 from ..delivery.workers import work_burst
 from ..events import Event
-from ..delivery.settings import DeliverySettings
 from ..exceptions import KlaviyoSchemaError
 from ..progress import ProgressCallback
 from ..ratelimit import RateLimiter
@@ -343,7 +344,8 @@ def idle(queue: Queue) -> bool:
         return False
     scheduled = queue.scheduled_job_registry.get_job_ids()
     jobs = Job.fetch_many(scheduled, connection=queue.connection) if scheduled else []
-    return not any(job is not None and job.func_name == FOLLOW_UP_JOB for job in jobs)
+    follow_ups = (FOLLOW_UP_JOB, FOLLOW_UP_BATCH_JOB)  # one Klaviyo job's, or a drain send's
+    return not any(job is not None and job.func_name in follow_ups for job in jobs)
 
 
 def wait_delivered(
