@@ -14,9 +14,11 @@ says, in ``RateLimit-Limit``/``-Remaining``/``-Reset``, where the steady window 
   steady rate, so all of it is spent, before the end, without starving the other integrations;
 - bulk work (a backfill, a drain with a window's worth queued: ``bulk``/``queued`` mark it, for
   every worker) has no reason to wait inside a window it will spend anyway: once Klaviyo's first
-  answer has confirmed the window (its phase, what others spent), the budget goes at the burst
-  rate but for a reserve left to the other integrations (twice what they spent of this window or
-  the last, at least ``BULK_RESERVE`` of it), which is spread as above;
+  answer has confirmed the window (its phase, what others spent), and what others spent of the
+  window before is known (the first window of bulk work is spread: it learns that), the budget
+  goes at the burst rate but for a reserve left to the other integrations (twice what they spent
+  of this window or the last, at least ``BULK_RESERVE`` of it), spread as above; while they
+  spend, a tenth of each burst window is kept back for them too;
 - a 429's ``Retry-After`` blocks the endpoint for every worker until then (Klaviyo's word wins).
 
 One Lua script (``scripts.RATE_ACQUIRE``) applies what Klaviyo last said, then checks and takes
@@ -183,6 +185,14 @@ class RateLimiter:
         """The least of a steady window that bulk work leaves, paced, to other integrations."""
         return max(1, round(self.steady(endpoint).limit * BULK_RESERVE))
 
+    @staticmethod
+    def _kept_back(window: Window, steady: Window) -> int:
+        """Slots of a burst window that bulk work leaves to other integrations spending too
+        (none of a longer window, and never the last one)."""
+        if window.period >= steady.period:
+            return 0
+        return min(max(1, int(window.limit * BULK_RESERVE)), window.limit - 1)
+
     def _keys(self, endpoint: str) -> list[str]:
         steady = self.steady(endpoint)
         return [
@@ -216,7 +226,7 @@ class RateLimiter:
             args += [1, word.window, word.remaining, word.reset, age]
         args.append(self.reserve(endpoint))
         for window in self._logs(endpoint):
-            args += [window.limit, _span(window)]
+            args += [window.limit, _span(window), self._kept_back(window, steady)]
         wait, window_id = self._acquire(keys=self._keys(endpoint), args=args)
         wait = float(wait)
         if wait <= 0 and not dry:

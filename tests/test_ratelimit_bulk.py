@@ -40,10 +40,21 @@ def take_for(limiter: RateLimiter, endpoint: str, seconds: float) -> list[float]
     return taken
 
 
-def confirmed(limiter: RateLimiter, remaining: int = 39, reset: float = 2.0) -> None:
+def confirmed(
+    limiter: RateLimiter, remaining: int = 39, reset: float = 2.0, limit: int = 40
+) -> None:
     """A first slot, and Klaviyo's answer to it: the window is synced (Klaviyo's word)."""
     assert limiter.try_acquire("b") == 0.0
-    limiter.observe("b", answer(remaining, reset))
+    limiter.observe("b", answer(remaining, reset, limit))
+
+
+def window_before(limiter: RateLimiter, others: int = 0, limit: int = 40) -> None:
+    """A short window Klaviyo confirmed, in which other integrations spent ``others``; it ends
+    before this returns (what others spend in a window is known from then on)."""
+    assert limiter.try_acquire("b") == 0.0
+    limiter.observe("b", answer(limit - 1 - others, 0.1, limit))  # ... and it ends in 0.1 s
+    assert limiter.try_acquire("b") == 0.0  # (Klaviyo's word goes to Redis with a slot)
+    time.sleep(0.15)
 
 
 def test_the_reserve_is_a_tenth_of_the_steady_window(redis_client: redis.Redis) -> None:
@@ -60,6 +71,7 @@ def test_bulk_work_takes_the_window_at_the_burst_rate(
     limiter = RateLimiter(redis_client, limits=LIMITS)
     if bulk:
         limiter.bulk("b")
+    window_before(limiter)
     confirmed(limiter)
     taken = take_for(limiter, "b", 1.97)
     assert len(taken) == 39  # the whole window either way (the first slot was taken above)
@@ -80,19 +92,33 @@ def test_a_window_klaviyo_has_not_confirmed_is_spread(redis_client: redis.Redis)
     what others spent), half a burst goes, then the steady pace."""
     limiter = RateLimiter(redis_client, limits=LIMITS)
     limiter.bulk("b")
+    window_before(limiter)
     taken = take_for(limiter, "b", 0.5)
     assert 9 <= len(taken) <= 12  # 2 at once, then one per 0.05 s
     assert not limiter.state("b")["synced"]
 
 
+def test_the_first_window_of_bulk_work_is_spread(redis_client: redis.Redis) -> None:
+    """What other integrations spent of the window before is not known yet (none was
+    confirmed just before): the window is spread, leaving them their usual share."""
+    limiter = RateLimiter(redis_client, limits=LIMITS)
+    limiter.bulk("b")
+    confirmed(limiter)
+    taken = take_for(limiter, "b", 0.5)
+    assert limiter.state("b")["synced"]
+    assert 9 <= len(taken) <= 12  # 2 at once, then one per 0.05 s
+
+
 def test_what_others_spend_doubles_the_reserve(redis_client: redis.Redis) -> None:
     limiter = RateLimiter(redis_client, limits=LIMITS)
     limiter.bulk("b")
+    window_before(limiter)
     confirmed(limiter, remaining=29)  # Klaviyo: 11 spent, 10 by other integrations
     taken = take_for(limiter, "b", 1.0)
     assert limiter.state("b")["others"] == 10
-    # a reserve of 20 (2 x 10): 10 of the 29 they left at the burst rate (~0.25 s), then one
-    # every 0.1 s (the last 0.1 s before the end); a reserve of 4 would have let 25 go at once
+    # a reserve of 20 (2 x 10): 10 of the 29 they left at the burst rate (less a tenth of it,
+    # kept for them: 4 per 0.11 s), then one every 0.1 s (the last 0.1 s before the end); a
+    # reserve of 4 would have let 25 go at once
     assert taken[9] < 0.5
     assert taken[12] > 0.28
     assert 18 <= len(taken) <= 21
@@ -106,10 +132,7 @@ def test_the_reserve_remembers_the_window_before(
     # a wide burst (20 per 0.1 s) so that only the steady window's pacing shows
     limiter = RateLimiter(redis_client, limits={"b": (Window(20, 0.1), Window(40, 1.0))})
     limiter.bulk("b")
-    assert limiter.try_acquire("b") == 0.0
-    limiter.observe("b", answer(39 - others_before, 0.3))  # others' share; the end in 0.3 s
-    assert limiter.try_acquire("b") == 0.0  # (Klaviyo's word goes to Redis with a slot)
-    time.sleep(0.35)
+    window_before(limiter, others_before)
     confirmed(limiter, reset=1.0)  # the next window, nobody else in it yet
     taken = take_for(limiter, "b", 0.5)
     assert limiter.state("b")["others"] == 0
@@ -117,6 +140,20 @@ def test_the_reserve_remembers_the_window_before(
         assert 25 <= len(taken) <= 31
     else:  # the least reserve (4): 35 at once, then one every 0.25 s
         assert len(taken) >= 36
+
+
+@pytest.mark.parametrize(("others", "burst"), [(5, 9), (0, 10)])
+def test_while_others_spend_a_tenth_of_each_burst_is_theirs(
+    redis_client: redis.Redis, others: int, burst: int
+) -> None:
+    """No header says what others spend of a burst window: while they spend in the steady
+    window, bulk work leaves them a tenth of each burst (it would meet their requests there)."""
+    limiter = RateLimiter(redis_client, limits={"b": (Window(10, 0.1), Window(100, 2.0))})
+    limiter.bulk("b")
+    window_before(limiter, others, limit=100)
+    confirmed(limiter, remaining=99, limit=100)
+    taken = take_for(limiter, "b", 0.08)
+    assert len(taken) + 1 == burst  # with the first slot, in one burst period
 
 
 def test_queued_marks_bulk_work_from_a_windows_worth(redis_client: redis.Redis) -> None:
@@ -135,6 +172,7 @@ def test_the_mark_is_every_workers(redis_url: str) -> None:
     first = RateLimiter(redis.Redis.from_url(redis_url), limits=LIMITS)
     second = RateLimiter(redis.Redis.from_url(redis_url), limits=LIMITS)
     first.bulk("b", 5.0)
+    window_before(second)
     confirmed(second)
     assert [second.try_acquire("b") for _ in range(4)] == [0.0] * 4  # no steady pace
     assert second.state("b")["bulk_for"] > 4.5
@@ -198,10 +236,9 @@ def test_bulk_work_spends_the_stand_ins_windows_at_the_burst_rate(
     fake.set_rate_limits(STAND_IN_LIMITS, time_scale=SCALE)
     RateLimiter(redis.Redis.from_url(redis_url), limits=SCALED).bulk("bulk_create_events", 30)
     accepted = send_all(fake, redis_url, workers=workers, requests=38)
-    # the first window: 18 at the burst rate (5 per 0.22 s: ~0.8 s; spread, the 18th would
-    # wait for 16 steady intervals, 3.2 s), its reserve's 2 before its end (4 s)
-    assert accepted[17] < 2.0
-    assert accepted[19] < 4.0
-    # the next window (no sooner than the stand-in's end) the same: all 38 by ~5 s, not ~7.8 s
+    # the first window is spread (2 at once, then one per 0.2 s: the 20th at ~3.6 s) while it
+    # learns what others spend; the next (no sooner than the stand-in's end, 4 s) goes at the
+    # burst rate: 18 in ~0.8 s (5 per 0.22 s), all 38 by ~5 s instead of ~7.2 s spread
+    assert 3.0 < accepted[19] < 4.0
     assert accepted[20] > 3.9
-    assert accepted[-1] < 6.5
+    assert accepted[-1] < 6.0

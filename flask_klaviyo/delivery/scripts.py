@@ -149,24 +149,26 @@ return 1
 # the steady window (a hash), the bulk-work mark, a log per other window (a list, newest first)...]
 # ARGV: [cost, pace, want-pace (0/1), dry-run (0/1), steady limit, steady period, spread,
 #        Klaviyo's word (0/1), its window id, its RateLimit-Remaining, its RateLimit-Reset, its
-#        age in seconds, bulk reserve (slots), (limit, span) per other window...]
+#        age in seconds, bulk reserve (slots), (limit, span, kept back) per other window...]
 # Returns {seconds to wait as a string ("0": a slot was taken, or would be on a dry run), the id
 # of the steady window}.
 # The steady window is a fixed window like Klaviyo's: ``ours`` counts the slots taken, ``others``
 # what Klaviyo's RateLimit-Remaining says was spent beyond them (other integrations on the
-# account), ``prev`` what others spent of the window before, and ``end`` comes from
-# RateLimit-Reset (the earliest end Klaviyo's answers allow, so never before Klaviyo's own).
-# Klaviyo's word is applied only to the window it was answered in.
+# account), ``prev`` what others spent of the window before (-1: unknown, that window was not
+# synced or not the one just before), and ``end`` comes from RateLimit-Reset (the earliest end
+# Klaviyo's answers allow, so never before Klaviyo's own). Klaviyo's word is applied only to the
+# window it was answered in.
 # Inside the window the last ``paced`` slots are spread: a slot is taken while what is left
 # after it, plus ``ahead`` slots, covers the rest of the window at ``paced`` slots a window; the
 # rest go at the burst rate. Normally ``paced`` is the whole limit and ``ahead`` the spread (a
 # fresh window lets ``spread`` go at once, the last slot goes ``spread`` slots before the end:
-# never all of it in a burst at the start). While the bulk-work mark is set and Klaviyo has
-# confirmed the window (``synced``: its phase and what others spent are Klaviyo's word),
-# ``paced`` is only the reserve left to other integrations (twice what they spent of this window
-# or the last, at least the bulk reserve) and ``ahead`` the slot itself: the rest of the budget
-# goes at the burst rate, the reserve evenly over the window, its last slot one reserve
-# interval before the end.
+# never all of it in a burst at the start). Bulk work (the mark is set) in a window Klaviyo has
+# confirmed (``synced``: its phase and what others spent are Klaviyo's word), after a window
+# whose others are known: ``paced`` is only the reserve left to other integrations (twice what
+# they spent of this window or the last, at least the bulk reserve) and ``ahead`` the slot
+# itself, so the rest of the budget goes at the burst rate, the reserve evenly over the window
+# (its last slot one reserve interval before the end); and while others spend, each shorter
+# window keeps back its ``kept back`` slots for them (its burst is theirs too).
 # Other windows (the burst; a daily one) are kept as a log of the last ``limit`` slots: no
 # ``span`` (the window's period plus a margin) holds more than ``limit`` of them, whatever phase
 # Klaviyo's own window has.
@@ -184,7 +186,7 @@ local wend = tonumber(w[2] or '0')
 local ours = tonumber(w[3] or '0')
 local others = tonumber(w[4] or '0')
 local synced = w[5] == '1'
-local prev = tonumber(w[6] or '0')
+local prev = tonumber(w[6] or '-1')
 local changed = false
 if ARGV[8] == '1' and ARGV[9] == id and wend > now then
   local said_end = now - tonumber(ARGV[12]) + tonumber(ARGV[11])
@@ -195,7 +197,7 @@ if ARGV[8] == '1' and ARGV[9] == id and wend > now then
   changed = true
 end
 if wend <= now then
-  if wend > now - period then prev = others else prev = 0 end
+  if synced and wend > now - period then prev = others else prev = -1 end
   id = string.format('%.6f', now)
   wend = now + period
   ours = 0
@@ -211,11 +213,13 @@ if ARGV[3] == '1' and pace > 0 then
   if last + pace - now > wait then wait = last + pace - now end
 end
 local left = limit - ours - others
+local bulk = synced and prev >= 0 and redis.call('EXISTS', KEYS[4]) == 1
+local sharing = bulk and (others > 0 or prev > 0)
 if cost > left then
   if wend - now > wait then wait = wend - now end
 else
   local paced, ahead = limit, spread
-  if synced and redis.call('EXISTS', KEYS[4]) == 1 then
+  if bulk then
     paced = math.max(tonumber(ARGV[13]), 2 * math.max(others, prev))
     if paced > limit then paced = limit end
     ahead = cost
@@ -224,8 +228,9 @@ else
   if allow_at - now > wait then wait = allow_at - now end
 end
 for i = 5, #KEYS do
-  local wlimit = tonumber(ARGV[14 + 2 * (i - 5)])
-  local span = tonumber(ARGV[15 + 2 * (i - 5)])
+  local wlimit = tonumber(ARGV[14 + 3 * (i - 5)])
+  local span = tonumber(ARGV[15 + 3 * (i - 5)])
+  if sharing then wlimit = math.max(cost, wlimit - tonumber(ARGV[16 + 3 * (i - 5)])) end
   local oldest = redis.call('LINDEX', KEYS[i], wlimit - cost)
   if oldest then
     local at = tonumber(oldest) + span
@@ -245,8 +250,8 @@ redis.call('HSET', KEYS[3], 'id', id, 'end', tostring(wend), 'ours', ours + cost
   'others', others, 'synced', synced and '1' or '0', 'prev', prev)
 redis.call('PEXPIRE', KEYS[3], ttl)
 for i = 5, #KEYS do
-  local wlimit = tonumber(ARGV[14 + 2 * (i - 5)])
-  local span = tonumber(ARGV[15 + 2 * (i - 5)])
+  local wlimit = tonumber(ARGV[14 + 3 * (i - 5)])
+  local span = tonumber(ARGV[15 + 3 * (i - 5)])
   for _ = 1, cost do redis.call('LPUSH', KEYS[i], tostring(now)) end
   redis.call('LTRIM', KEYS[i], 0, wlimit - 1)
   redis.call('PEXPIRE', KEYS[i], math.ceil(span * 1000) + 1000)
