@@ -7,10 +7,9 @@ about ``CHUNK`` entries, and before each chunk the run waits while the outbox ho
 the workers are never idle for want of work). With no worker listening to the queue, the run
 works the queue in this process while it waits, so a demo store needs nothing else running.
 
-A backfill is bulk work: while it runs (and waits for its last entries), the endpoints it feeds
-are marked as such for the shared limiter (``RateLimiter.bulk``), so every worker takes each
-rate window's budget at the burst rate instead of spreading it over the window; the outbox only
-ever holds a few seconds of the run, so the workers could not tell by themselves.
+A backfill is bulk work (:mod:`.bulkwork`): the endpoints it feeds are marked for the shared
+limiter while it runs, and while the workers wait for a window's reset the outbox may hold up
+to the next window's budget of events, beyond ``HIGH_WATER``.
 """
 
 from __future__ import annotations
@@ -31,16 +30,14 @@ from rq import Queue, Worker
 from rq.job import Job
 
 from .._state import current_state
-from ..delivery import kinds
 from ..delivery.followup import FOLLOW_UP_BATCH_JOB
 from ..delivery.operations import Operation
 from ..delivery.outbox import DRAIN_FLAG_TTL, FOLLOW_UP_JOB, Outbox
-from ..delivery.settings import DeliverySettings
 from ..delivery.workers import work_burst
 from ..events import Event
 from ..exceptions import KlaviyoSchemaError
 from ..progress import ProgressCallback
-from ..ratelimit import RateLimiter
+from .bulkwork import BulkWork
 from .checkpoint import KEEP_REJECTED, Checkpoint, Saved
 from .reader import Malformed, Numbered
 
@@ -59,8 +56,6 @@ BUNDLE_ITEMS = 10_000  # Bulk Import Profiles' maximum per job
 BUNDLE_BYTES = 4_000_000  # under its 5 MB
 BUNDLES_WAITING = 2  # a run's bundles in the outbox at once (a drain may read them together)
 MAX_ENTRIES = 20_000  # per push while a bundle fills
-BULK_RENEW = 5.0  # seconds between renewals of the limiter's bulk-work mark (it lasts a window)
-EVENTS_ENDPOINT = "bulk_create_events"  # where a backfill's events go, many a request
 
 Item = Event | Operation
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode  # built once
@@ -102,37 +97,6 @@ def _describe(number: int, items: list[Item]) -> str:
     return f"line {number}: {about}: {listed}"
 
 
-class BulkMark:
-    """The limiter's bulk-work mark on the endpoints a run feeds, renewed while it runs."""
-
-    def __init__(self, connection: Any) -> None:
-        limits = kinds.rate_limits(DeliverySettings.load().rate_limits)
-        self.limiter = RateLimiter(connection, limits=limits)
-        self.endpoints: set[str] = set()
-        self.renewed = 0.0
-
-    def add(self, item: Item) -> None:
-        if isinstance(item, Event):
-            endpoint = EVENTS_ENDPOINT
-        else:
-            try:
-                endpoint = kinds.get(item.kind).endpoint
-            except LookupError:
-                return
-        if endpoint not in self.endpoints:
-            self.endpoints.add(endpoint)
-            self.renewed = 0.0
-
-    def renew(self) -> None:
-        """Mark (again, at most every BULK_RENEW seconds): the mark lasts a steady window."""
-        now = time.monotonic()
-        if now - self.renewed < BULK_RENEW:
-            return
-        self.renewed = now
-        for endpoint in self.endpoints:
-            self.limiter.bulk(endpoint)
-
-
 def _listening(queue: Queue) -> bool:
     return Worker.count(connection=queue.connection, queue=queue) > 0
 
@@ -168,18 +132,23 @@ def _ensure_drain(outbox: Outbox) -> None:
 
 
 def _wait_for_room(
-    queue: Queue, checkpoint: Checkpoint, high: int, low: int, mark: BulkMark
+    queue: Queue, checkpoint: Checkpoint, high: int, low: int, mark: BulkWork
 ) -> None:
+    """Before a chunk: while the outbox holds ``high`` entries or more, until it is down to
+    ``low``, unless the workers wait for a window's reset and it holds less than the next
+    window's budget (that burst then finds its events queued)."""
     outbox = checkpoint.outbox
-    if outbox.depth() < high:
+    depth = outbox.depth()
+    if depth < high:
         return
-    while outbox.depth() > low:
+    while depth > low and depth >= mark.ahead():
         mark.renew()
         _ensure_drain(outbox)
         if _listening(queue):
             time.sleep(POLL)
         else:
             _work_here(queue)
+        depth = outbox.depth()
 
 
 def run_backfill(
@@ -225,7 +194,7 @@ def run_backfill(
     waiting: deque[str] = deque()
     chunk = MAX_ENTRIES if bundle else CHUNK
     position = after
-    mark = BulkMark(state.redis)
+    mark = BulkWork(state.redis)
 
     def flush() -> None:
         nonlocal entries, sent, rejected, bundled, bundled_bytes
@@ -303,7 +272,7 @@ def _is_backfill(record: dict[str, Any]) -> bool:
     return str((record.get("operation") or {}).get("op")) in ("bulk_import_profiles", "subscribe")
 
 
-def _wait_for_bundles(queue: Queue, outbox: Outbox, waiting: deque[str], mark: BulkMark) -> None:
+def _wait_for_bundles(queue: Queue, outbox: Outbox, waiting: deque[str], mark: BulkWork) -> None:
     """Until fewer than BUNDLES_WAITING of this run's bundles are still in the outbox (each
     weighs thousands of operations: the entry count alone would let too many wait)."""
     while waiting:
@@ -349,7 +318,7 @@ def idle(queue: Queue) -> bool:
 
 
 def wait_delivered(
-    queue: Queue, *, timeout: float = 24 * 3600.0, mark: BulkMark | None = None
+    queue: Queue, *, timeout: float = 24 * 3600.0, mark: BulkWork | None = None
 ) -> None:
     """Until the queue is idle: every entry sent, every Klaviyo job followed up (by the
     workers, or here when none listens); a run's bulk-work ``mark`` is renewed meanwhile."""
