@@ -8,8 +8,8 @@ the workers are never idle for want of work). With no worker listening to the qu
 works the queue in this process while it waits, so a demo store needs nothing else running.
 
 A backfill is bulk work (:mod:`.bulkwork`): the endpoints it feeds are marked for the shared
-limiter while it runs, and while the workers wait for a window's reset the outbox may hold up
-to the next window's budget of events, beyond ``HIGH_WATER``.
+limiter while it runs, and a run of events queues ahead, up to a steady window's budget of
+events (bounded), beyond ``HIGH_WATER``.
 """
 
 from __future__ import annotations
@@ -135,8 +135,7 @@ def _wait_for_room(
     queue: Queue, checkpoint: Checkpoint, high: int, low: int, mark: BulkWork
 ) -> None:
     """Before a chunk: while the outbox holds ``high`` entries or more, until it is down to
-    ``low``, unless the workers wait for a window's reset and it holds less than the next
-    window's budget (that burst then finds its events queued)."""
+    ``low``; a run of events may queue ahead up to ``mark.ahead()`` (see bulkwork)."""
     outbox = checkpoint.outbox
     depth = outbox.depth()
     if depth < high:
@@ -165,9 +164,11 @@ def run_backfill(
     high_water: int = HIGH_WATER,
     low_water: int = LOW_WATER,
     bundle: tuple[str, str] | None = None,
+    ahead: int | None = None,
 ) -> BackfillReport:
     """One backfill run (see the module docstring); ``checkpoint`` None: not resumable.
 
+    ``ahead``: the most entries a run of events queues ahead (None: bulkwork's BULK_AHEAD).
     ``bundle=(kind, bundle kind)``: operations of ``kind`` travel together as one entry of
     ``bundle kind`` (``{"profiles": [{"payload", "key"}]}``), up to BUNDLE_ITEMS or
     BUNDLE_BYTES, so one Klaviyo job can hold them all.
@@ -194,7 +195,7 @@ def run_backfill(
     waiting: deque[str] = deque()
     chunk = MAX_ENTRIES if bundle else CHUNK
     position = after
-    mark = BulkWork(state.redis)
+    mark = BulkWork(state.redis, ahead=ahead)
 
     def flush() -> None:
         nonlocal entries, sent, rejected, bundled, bundled_bytes
