@@ -14,11 +14,11 @@ says, in ``RateLimit-Limit``/``-Remaining``/``-Reset``, where the steady window 
   steady rate, so all of it is spent, before the end, without starving the other integrations;
 - bulk work (a backfill, a drain with a window's worth queued: ``bulk``/``queued`` mark it, for
   every worker) has no reason to wait inside a window it will spend anyway: once Klaviyo's first
-  answer has confirmed the window (its phase, what others spent), and what others spent of the
-  window before is known (the first window of bulk work is spread: it learns that), the budget
-  goes at the burst rate but for a reserve left to the other integrations (twice what they spent
-  of this window or the last, at least ``BULK_RESERVE`` of it), spread as above; while they
-  spend, a tenth of each burst window is kept back for them too;
+  answer has confirmed the window (its phase, what others spent), the budget goes at the burst
+  rate but for a reserve left to the other integrations (twice what they spent of this window
+  or the last, at least ``BULK_RESERVE`` of it; half the window while what they spent of the
+  last is unknown, in the first window of bulk work), spread as above; while they spend, a tenth
+  of each burst window is kept back for them too;
 - a 429's ``Retry-After`` blocks the endpoint for every worker until then (Klaviyo's word wins).
 
 One Lua script (``scripts.RATE_ACQUIRE``) applies what Klaviyo last said, then checks and takes

@@ -98,15 +98,23 @@ def test_a_window_klaviyo_has_not_confirmed_is_spread(redis_client: redis.Redis)
     assert not limiter.state("b")["synced"]
 
 
-def test_the_first_window_of_bulk_work_is_spread(redis_client: redis.Redis) -> None:
+@pytest.mark.parametrize(("before", "at_once"), [(None, (17, 23)), (0, (34, 40))])
+def test_the_first_window_of_bulk_work_reserves_half(
+    redis_client: redis.Redis, before: int | None, at_once: tuple[int, int]
+) -> None:
     """What other integrations spent of the window before is not known yet (none was
-    confirmed just before): the window is spread, leaving them their usual share."""
-    limiter = RateLimiter(redis_client, limits=LIMITS)
+    confirmed just before): half the window is their reserve (spread: 9 at once, then one per
+    0.1 s, ~14 in 0.5 s), the other half goes at the burst rate; with the window before known
+    (nobody else in it), all but the least reserve does."""
+    limits = {"b": (Window(20, 0.1), Window(40, 4.0))}  # a wide burst: the steady pacing shows
+    limiter = RateLimiter(redis_client, limits=limits)
     limiter.bulk("b")
-    confirmed(limiter)
+    if before is not None:
+        window_before(limiter, before)
+    confirmed(limiter, reset=4.0)
     taken = take_for(limiter, "b", 0.5)
     assert limiter.state("b")["synced"]
-    assert 9 <= len(taken) <= 12  # 2 at once, then one per 0.05 s
+    assert at_once[0] <= len(taken) <= at_once[1]  # half: 19 at once, then one per 0.2 s
 
 
 def test_what_others_spend_doubles_the_reserve(redis_client: redis.Redis) -> None:
@@ -236,8 +244,8 @@ def test_bulk_work_spends_the_stand_ins_windows_at_the_burst_rate(
     fake.set_rate_limits(STAND_IN_LIMITS, time_scale=SCALE)
     RateLimiter(redis.Redis.from_url(redis_url), limits=SCALED).bulk("bulk_create_events", 30)
     accepted = send_all(fake, redis_url, workers=workers, requests=38)
-    # the first window is spread (2 at once, then one per 0.2 s: the 20th at ~3.6 s) while it
-    # learns what others spend; the next (no sooner than the stand-in's end, 4 s) goes at the
+    # the first window keeps half for others, paced (one per 0.4 s: the 20th at ~3.6 s) while
+    # it learns what they spend; the next (no sooner than the stand-in's end, 4 s) goes at the
     # burst rate: 18 in ~0.8 s (5 per 0.22 s), all 38 by ~5 s instead of ~7.2 s spread
     assert 3.0 < accepted[19] < 4.0
     assert accepted[20] > 3.9

@@ -163,10 +163,11 @@ return 1
 # rest go at the burst rate. Normally ``paced`` is the whole limit and ``ahead`` the spread (a
 # fresh window lets ``spread`` go at once, the last slot goes ``spread`` slots before the end:
 # never all of it in a burst at the start). Bulk work (the mark is set) in a window Klaviyo has
-# confirmed (``synced``: its phase and what others spent are Klaviyo's word), after a window
-# whose others are known: ``paced`` is only the reserve left to other integrations (twice what
-# they spent of this window or the last, at least the bulk reserve) and ``ahead`` the slot
-# itself, so the rest of the budget goes at the burst rate, the reserve evenly over the window
+# confirmed (``synced``: its phase and what others spent are Klaviyo's word): ``paced`` is only
+# the reserve left to other integrations (twice what they spent of this window or the last, at
+# least the bulk reserve; half the window while what they spent of the last is unknown) and
+# ``ahead`` the slot itself, so the rest of the budget goes at the burst rate, the reserve evenly
+# over the window
 # (its last slot one reserve interval before the end); and while others spend, each shorter
 # window keeps back its ``kept back`` slots for them (its burst is theirs too).
 # Other windows (the burst; a daily one) are kept as a log of the last ``limit`` slots: no
@@ -213,7 +214,7 @@ if ARGV[3] == '1' and pace > 0 then
   if last + pace - now > wait then wait = last + pace - now end
 end
 local left = limit - ours - others
-local bulk = synced and prev >= 0 and redis.call('EXISTS', KEYS[4]) == 1
+local bulk = synced and redis.call('EXISTS', KEYS[4]) == 1
 local sharing = bulk and (others > 0 or prev > 0)
 if cost > left then
   if wend - now > wait then wait = wend - now end
@@ -221,6 +222,7 @@ else
   local paced, ahead = limit, spread
   if bulk then
     paced = math.max(tonumber(ARGV[13]), 2 * math.max(others, prev))
+    if prev < 0 and paced < limit / 2 then paced = math.ceil(limit / 2) end
     if paced > limit then paced = limit end
     ahead = cost
   end
