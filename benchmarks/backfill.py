@@ -1,7 +1,8 @@
 """Benchmark 7, a historical backfill at Klaviyo's limits: ``flask klaviyo backfill orders FILE``
 of N past orders (``store history``: ~3.6 events an order), timed from the command's start until
 it returns with everything delivered, against the time Klaviyo's Bulk Create Events budget
-allows for those events; the RSS of the command and of the workers sampled as it runs.
+allows for those events; the RSS of the command and of the workers, the outbox's length and
+Redis's memory sampled as it runs.
 
 The stand-in enforces Klaviyo's published limits (fixed windows: 10/s burst, 150/min steady;
 429 + Retry-After), time-scaled by ``--scale`` (periods divided, counts kept); the workers and
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     expected = sum(events_of(json.loads(line)) for line in path.open())
     batch = max(1, round(1000 / args.scale))
     limits = scaled_limits(args.scale)
-    samples: list[tuple[float, float, float, int]] = []
+    samples: list[tuple[float, float, float, int, float]] = []
     with (
         redis_server() as redis_url,
         StandIn(rate_limits="klaviyo", time_scale=args.scale) as stand_in,
@@ -124,7 +125,8 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 try:
                     sample = (time.monotonic() - started, rss_mb(cli.pid),
                               max(rss_mb(w.pid) for w in workers),
-                              int(connection.xlen("klaviyo:outbox:klaviyo")))  # fmt: skip
+                              int(connection.xlen("klaviyo:outbox:klaviyo")),
+                              connection.info("memory")["used_memory"] / 1e6)  # fmt: skip
                 except (FileNotFoundError, ProcessLookupError):
                     break
                 samples.append(sample)
@@ -189,6 +191,8 @@ def main() -> None:
                 "duplicates",
                 "CLI RSS MB",
                 "worker RSS MB",
+                "outbox peak",
+                "Redis MB peak",
             ],
             [
                 [
@@ -203,12 +207,14 @@ def main() -> None:
                     result["duplicates"],
                     f"{min(cli):.0f}-{max(cli):.0f}",
                     f"{min(worker):.0f}-{max(worker):.0f}",
+                    f"{max(s[3] for s in samples):,}" if samples else "-",
+                    f"{max(s[4] for s in samples):.0f}" if samples else "-",
                 ]
             ],
         )
     )
-    print("RSS as it ran (s: CLI MB / worker MB / outbox entries): " + ", ".join(
-        f"{t:.0f}: {c:.0f}/{w:.0f}/{d:,}" for t, c, w, d in samples))  # fmt: skip
+    print("as it ran (s: CLI RSS MB / worker RSS MB / outbox entries / Redis MB): " + ", ".join(
+        f"{t:.0f}: {c:.0f}/{w:.0f}/{d:,}/{r:.0f}" for t, c, w, d, r in samples))  # fmt: skip
     print(
         "CPU seconds over the run: "
         + ", ".join(f"{name} {seconds:.1f}" for name, seconds in result["cpu"].items())

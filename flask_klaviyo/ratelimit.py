@@ -12,6 +12,13 @@ says, in ``RateLimit-Limit``/``-Remaining``/``-Reset``, where the steady window 
   longer window, like Update Mapped Metric's 30 a day);
 - inside the steady window the budget is spread over the window, half a burst ahead of the
   steady rate, so all of it is spent, before the end, without starving the other integrations;
+- bulk work (a backfill, a drain with a window's worth queued: ``bulk``/``queued`` mark it, for
+  every worker) has no reason to wait inside a window it will spend anyway: once Klaviyo's first
+  answer has confirmed the window (its phase, what others spent), the budget goes at the burst
+  rate but for a reserve left to the other integrations (twice what they spent of this window
+  or the last, at least ``BULK_RESERVE`` of it; half the window while what they spent of the
+  last is unknown, in the first window of bulk work), spread as above; while they spend, a tenth
+  of each burst window is kept back for them too;
 - a 429's ``Retry-After`` blocks the endpoint for every worker until then (Klaviyo's word wins).
 
 One Lua script (``scripts.RATE_ACQUIRE``) applies what Klaviyo last said, then checks and takes
@@ -22,6 +29,7 @@ on machines with skewed clocks still share one budget.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -32,7 +40,7 @@ import redis
 
 from .delivery import keys, scripts
 
-__all__ = ["BURST_MARGIN", "DEFAULT_LIMITS", "RateLimiter", "Window"]
+__all__ = ["BULK_HOLD", "BULK_RESERVE", "BURST_MARGIN", "DEFAULT_LIMITS", "RateLimiter", "Window"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,11 @@ log = logging.getLogger(__name__)
 # put one too many in a burst window of Klaviyo's.
 BURST_MARGIN = 0.1
 STEADY_PERIOD = 60.0  # Klaviyo's headers describe the 1-minute window
+# Bulk work leaves at least this share of each steady window, paced, to the account's other
+# integrations (their 429s are invisible to us: what they could not spend never shows in the
+# headers, so a floor, and twice what they did spend, keep room for them to grow into).
+BULK_RESERVE = 0.1
+BULK_HOLD = 15.0  # a bulk-work mark lasts a steady period, at least this (its setters renew it)
 
 
 def _span(window: Window) -> float:
@@ -68,6 +81,7 @@ _PUBLISHED: dict[str, tuple[int, int]] = {
     "update_profile": (75, 750),
     "bulk_import_profiles": (10, 150),
     "get_bulk_import_profiles_job": (10, 150),
+    "get_bulk_import_profiles_job_import_errors": (10, 150),
     "bulk_subscribe_profiles": (75, 750),
     "bulk_unsubscribe_profiles": (75, 750),
     "request_profile_deletion": (3, 60),
@@ -167,12 +181,25 @@ class RateLimiter:
             return steady.limit
         return max(1, min(w.limit for w in bursts) // 2)
 
+    def reserve(self, endpoint: str) -> int:
+        """The least of a steady window that bulk work leaves, paced, to other integrations."""
+        return max(1, round(self.steady(endpoint).limit * BULK_RESERVE))
+
+    @staticmethod
+    def _kept_back(window: Window, steady: Window) -> int:
+        """Slots of a burst window that bulk work leaves to other integrations spending too
+        (none of a longer window, and never the last one)."""
+        if window.period >= steady.period:
+            return 0
+        return min(max(1, int(window.limit * BULK_RESERVE)), window.limit - 1)
+
     def _keys(self, endpoint: str) -> list[str]:
         steady = self.steady(endpoint)
         return [
             keys.rate_blocked(endpoint, self.prefix),
             keys.rate_last(endpoint, self.prefix),
             keys.rate_window(endpoint, steady.limit, steady.period, self.prefix),
+            keys.rate_bulk(endpoint, self.prefix),
         ] + [keys.rate_log(endpoint, w.limit, w.period, self.prefix) for w in self._logs(endpoint)]
 
     def pace(self, endpoint: str) -> float:
@@ -197,8 +224,9 @@ class RateLimiter:
         else:
             age = max(0.0, time.monotonic() - word.at)
             args += [1, word.window, word.remaining, word.reset, age]
+        args.append(self.reserve(endpoint))
         for window in self._logs(endpoint):
-            args += [window.limit, _span(window)]
+            args += [window.limit, _span(window), self._kept_back(window, steady)]
         wait, window_id = self._acquire(keys=self._keys(endpoint), args=args)
         wait = float(wait)
         if wait <= 0 and not dry:
@@ -260,6 +288,29 @@ class RateLimiter:
             if window is not None:
                 self._words[endpoint] = _Word(window, remaining, reset, time.monotonic())
 
+    def bulk(self, endpoint: str, seconds: float | None = None) -> None:
+        """Bulk work for ``endpoint`` is queued (a window's worth or more, e.g. a backfill):
+        for ``seconds`` (default a steady period, at least BULK_HOLD; renew it while the work
+        lasts) every worker takes each window's budget at the burst rate, less the reserve for
+        other integrations. ``seconds`` <= 0 ends the mark."""
+        if endpoint not in self.limits:
+            return
+        if seconds is None:
+            seconds = max(self.steady(endpoint).period, BULK_HOLD)
+        cell = keys.rate_bulk(endpoint, self.prefix)
+        if seconds > 0:
+            self.connection.set(cell, "1", px=max(1, math.ceil(seconds * 1000)))
+        else:
+            self.connection.delete(cell)
+
+    def queued(self, endpoint: str, requests: float) -> bool:
+        """``requests`` of ``endpoint`` wait: a steady window's worth or more marks bulk work
+        (see :meth:`bulk`). Returns whether it did."""
+        if endpoint not in self.limits or requests < self.steady(endpoint).limit:
+            return False
+        self.bulk(endpoint)
+        return True
+
     def block(self, endpoint: str, seconds: float) -> None:
         """Klaviyo said wait (a 429's Retry-After): every worker waits."""
         if endpoint in self.limits and seconds > 0:
@@ -275,8 +326,9 @@ class RateLimiter:
         """Where an endpoint stands (every endpoint's, without one), for ``flask klaviyo
         status``: ``blocked_for`` (s), and for the steady window ``limit``, ``used`` (ours plus
         ``others``, what Klaviyo says other integrations spent), ``remaining``, ``resets_in``
-        (s) and ``synced`` (its end is Klaviyo's, from RateLimit-Reset); ``logs``: each other
-        window's ``limit``, ``period`` and slots ``used`` in its last period."""
+        (s) and ``synced`` (its end is Klaviyo's, from RateLimit-Reset); ``bulk_for``: seconds
+        the bulk-work mark still holds; ``logs``: each other window's ``limit``, ``period`` and
+        slots ``used`` in its last period."""
         if endpoint is None:
             return {name: self.state(name) for name in self.limits}
         return self._state(endpoint)
@@ -288,9 +340,10 @@ class RateLimiter:
         pipe = self.connection.pipeline(transaction=False)
         pipe.get(cells[0])
         pipe.hgetall(cells[2])
-        for cell in cells[3:]:
+        pipe.pttl(cells[3])
+        for cell in cells[4:]:
             pipe.lrange(cell, 0, -1)
-        blocked, window, *stamps = pipe.execute()
+        blocked, window, bulk_ms, *stamps = pipe.execute()
         fields = {k.decode(): v.decode() for k, v in window.items()}
         current = float(fields.get("end", 0)) > now
         ours = int(fields.get("ours", 0)) if current else 0
@@ -305,6 +358,7 @@ class RateLimiter:
             "remaining": max(0, steady.limit - ours - others),
             "resets_in": max(0.0, float(fields["end"]) - now) if current else 0.0,
             "synced": current and fields.get("synced") == "1",
+            "bulk_for": max(0, int(bulk_ms)) / 1000,
             "logs": [
                 {
                     "limit": log_window.limit,

@@ -239,12 +239,13 @@ def test_the_outbox_is_paced_to_the_drain(app: Flask, redis_client: Any) -> None
 
             report = run_backfill(
                 "orders", lambda after: numbered(records, after=after), order_events,
-                checkpoint="paced", high_water=2000, low_water=500,
+                checkpoint="paced", high_water=2000, low_water=500, ahead=3000,
             )  # fmt: skip
     finally:
         runner.Checkpoint.push = real  # type: ignore[method-assign]
     assert report.sent_total == expected_events(records) > 5000
-    assert max(depths) < 2000 + runner.CHUNK  # never the whole history in Redis
+    assert max(depths) < 3000 + runner.CHUNK  # never the whole history in Redis
+    assert max(depths) >= 2000  # queued ahead, beyond the high water, for the next burst
 
 
 def test_profiles_with_historical_consent(
@@ -472,11 +473,13 @@ def test_profiles_travel_in_jobs_of_up_to_ten_thousand(app: Flask, fake: Any, op
     body = posts[0]["body"]
     openapi.validate("bulk_import_profiles", body)
     assert len(body["data"]["attributes"]["profiles"]["data"]) == 2501
-    # The refused profile is Klaviyo's job error for that profile alone (pointer index 1234);
-    # the follow-up reads errors inline, which Bulk Import Profiles' job does not carry (they
-    # are import-error resources): it becomes no dead letter yet (see the report).
+    # The refused profile is Klaviyo's job error for that profile alone (pointer index 1234),
+    # read from the job's import-errors: that profile, alone, is a dead letter.
     [job] = fake.jobs()
     assert job["failed_count"] == 1 and job["errors"][0]["source"]["pointer"].endswith(
         "/1234/attributes/email"
     )
     assert len(fake.profiles()) == 2500
+    [dead] = report.dead
+    assert dead["operation"]["key"] == "not-an-email" and dead["reason"] == "job_failed"
+    assert dead["errors"][0]["pointer"].endswith("/1234/attributes/email")

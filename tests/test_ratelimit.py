@@ -192,8 +192,11 @@ def test_workers_share_one_budget(redis_url: str) -> None:
     limits = {"b": (Window(5, 0.05), Window(30, 1.0))}
     counts = [0, 0, 0]
 
+    ready = threading.Barrier(3)
+
     def worker(i: int) -> None:
         limiter = RateLimiter(redis.Redis.from_url(redis_url), limits=limits)
+        ready.wait()  # started together: all inside the one window (a busy machine skews starts)
         counts[i] = len(take_for(limiter, "b", 0.97))
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]

@@ -6,6 +6,10 @@ about ``CHUNK`` entries, and before each chunk the run waits while the outbox ho
 ``HIGH_WATER`` entries, until it is down to ``LOW_WATER`` (Redis never holds the whole history;
 the workers are never idle for want of work). With no worker listening to the queue, the run
 works the queue in this process while it waits, so a demo store needs nothing else running.
+
+A backfill is bulk work (:mod:`.bulkwork`): the endpoints it feeds are marked for the shared
+limiter while it runs, and a run of events queues ahead, up to a steady window's budget of
+events (bounded), beyond ``HIGH_WATER``.
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ from rq import Queue, Worker
 from rq.job import Job
 
 from .._state import current_state
+from ..delivery.followup import FOLLOW_UP_BATCH_JOB
 from ..delivery.operations import Operation
 from ..delivery.outbox import DRAIN_FLAG_TTL, FOLLOW_UP_JOB, Outbox
 from ..delivery.workers import work_burst
 from ..events import Event
 from ..exceptions import KlaviyoSchemaError
 from ..progress import ProgressCallback
+from .bulkwork import BulkWork
 from .checkpoint import KEEP_REJECTED, Checkpoint, Saved
 from .reader import Malformed, Numbered
 
@@ -125,16 +131,23 @@ def _ensure_drain(outbox: Outbox) -> None:
         outbox.enqueue_drain()
 
 
-def _wait_for_room(queue: Queue, checkpoint: Checkpoint, high: int, low: int) -> None:
+def _wait_for_room(
+    queue: Queue, checkpoint: Checkpoint, high: int, low: int, mark: BulkWork
+) -> None:
+    """Before a chunk: while the outbox holds ``high`` entries or more, until it is down to
+    ``low``; a run of events may queue ahead up to ``mark.ahead()`` (see bulkwork)."""
     outbox = checkpoint.outbox
-    if outbox.depth() < high:
+    depth = outbox.depth()
+    if depth < high:
         return
-    while outbox.depth() > low:
+    while depth > low and depth >= mark.ahead():
+        mark.renew()
         _ensure_drain(outbox)
         if _listening(queue):
             time.sleep(POLL)
         else:
             _work_here(queue)
+        depth = outbox.depth()
 
 
 def run_backfill(
@@ -151,9 +164,11 @@ def run_backfill(
     high_water: int = HIGH_WATER,
     low_water: int = LOW_WATER,
     bundle: tuple[str, str] | None = None,
+    ahead: int | None = None,
 ) -> BackfillReport:
     """One backfill run (see the module docstring); ``checkpoint`` None: not resumable.
 
+    ``ahead``: the most entries a run of events queues ahead (None: bulkwork's BULK_AHEAD).
     ``bundle=(kind, bundle kind)``: operations of ``kind`` travel together as one entry of
     ``bundle kind`` (``{"profiles": [{"payload", "key"}]}``), up to BUNDLE_ITEMS or
     BUNDLE_BYTES, so one Klaviyo job can hold them all.
@@ -180,6 +195,7 @@ def run_backfill(
     waiting: deque[str] = deque()
     chunk = MAX_ENTRIES if bundle else CHUNK
     position = after
+    mark = BulkWork(state.redis, ahead=ahead)
 
     def flush() -> None:
         nonlocal entries, sent, rejected, bundled, bundled_bytes
@@ -188,9 +204,10 @@ def run_backfill(
             entries.insert(0, _compact_json(Operation(bundle[1], {"profiles": bundled}).to_dict()))
         if not dry_run and (entries or rejected):
             if entries:
-                _wait_for_room(queue, saved, high_water, low_water)
+                _wait_for_room(queue, saved, high_water, low_water, mark)
             if bundled:
-                _wait_for_bundles(queue, state.outbox, waiting)
+                _wait_for_bundles(queue, state.outbox, waiting, mark)
+            mark.renew()
             first = saved.push(position, entries, sent, rejected)
             if bundled and first:
                 waiting.append(first)
@@ -219,6 +236,7 @@ def run_backfill(
             sent[name] = sent.get(name, 0) + 1
             if dry_run:
                 continue
+            mark.add(item)
             if bundle is not None and isinstance(item, Operation) and item.kind == bundle[0]:
                 member = {"payload": dict(item.payload), "key": item.key}
                 bundled.append(member)
@@ -238,7 +256,7 @@ def run_backfill(
     elif not dry_run:
         saved.reset()
     if wait and not dry_run:
-        wait_delivered(queue)
+        wait_delivered(queue, mark=mark)
         report.waited = True
         report.dead = [
             record
@@ -255,7 +273,7 @@ def _is_backfill(record: dict[str, Any]) -> bool:
     return str((record.get("operation") or {}).get("op")) in ("bulk_import_profiles", "subscribe")
 
 
-def _wait_for_bundles(queue: Queue, outbox: Outbox, waiting: deque[str]) -> None:
+def _wait_for_bundles(queue: Queue, outbox: Outbox, waiting: deque[str], mark: BulkWork) -> None:
     """Until fewer than BUNDLES_WAITING of this run's bundles are still in the outbox (each
     weighs thousands of operations: the entry count alone would let too many wait)."""
     while waiting:
@@ -264,6 +282,7 @@ def _wait_for_bundles(queue: Queue, outbox: Outbox, waiting: deque[str]) -> None
             continue
         if len(waiting) < BUNDLES_WAITING:
             return
+        mark.renew()
         _ensure_drain(outbox)
         if _listening(queue):
             time.sleep(POLL)
@@ -295,14 +314,19 @@ def idle(queue: Queue) -> bool:
         return False
     scheduled = queue.scheduled_job_registry.get_job_ids()
     jobs = Job.fetch_many(scheduled, connection=queue.connection) if scheduled else []
-    return not any(job is not None and job.func_name == FOLLOW_UP_JOB for job in jobs)
+    follow_ups = (FOLLOW_UP_JOB, FOLLOW_UP_BATCH_JOB)  # one Klaviyo job's, or a drain send's
+    return not any(job is not None and job.func_name in follow_ups for job in jobs)
 
 
-def wait_delivered(queue: Queue, *, timeout: float = 24 * 3600.0) -> None:
+def wait_delivered(
+    queue: Queue, *, timeout: float = 24 * 3600.0, mark: BulkWork | None = None
+) -> None:
     """Until the queue is idle: every entry sent, every Klaviyo job followed up (by the
-    workers, or here when none listens)."""
+    workers, or here when none listens); a run's bulk-work ``mark`` is renewed meanwhile."""
     deadline = time.monotonic() + timeout
     while not idle(queue):
+        if mark is not None:
+            mark.renew()
         _ensure_drain(current_state().outbox)
         if time.monotonic() > deadline:
             raise TimeoutError(f"backfill: the queue was still busy after {timeout:g}s")

@@ -52,6 +52,8 @@ READ_BLOCK_MS = 50  # wait this long for more events before a drain ends
 TOUCH_SECONDS = 5.0  # a drain holding entries longer re-claims them, so nobody thinks it died
 LINGER_SECONDS = 1.0  # a partial batch waits at most this long per look for the endpoint's pace
 FOLLOW_UP_EVERY = 0.1  # seconds between scheduled follow-ups of jobs accepted during a send
+BACKLOG_LOOK_SECONDS = 5.0  # full batches: how often the backlog is told to the limiter
+EVENTS_ENDPOINT = "bulk_create_events"  # where a backlog of events goes
 
 
 def coalesce(kind: kinds.Kind, operations: Sequence[Operation]) -> list[Operation]:
@@ -210,6 +212,7 @@ class Drain:
             counters.watch(self.sender)
         self.delivered = 0
         self.helpers = 0
+        self.backlog_looked = 0.0  # when the backlog was last told to the limiter
         self.marks = SenderMarks()  # what of the sender's tallies status has been told
 
     def run(self) -> dict[str, int]:
@@ -345,10 +348,15 @@ class Drain:
         return entries
 
     def ask_for_help(self) -> None:
-        """A full batch: more drains, up to the configured concurrency, if more is waiting."""
+        """A full batch: more drains, up to the configured concurrency, if more is waiting; and
+        now and then the backlog, in requests, to the limiter (a window's worth is bulk work)."""
         helper = self.outbox.add_drain(self.settings.drain_concurrency)
         if helper is not None:
             self.helpers += 1
+        now = time.monotonic()
+        if now - self.backlog_looked >= BACKLOG_LOOK_SECONDS:
+            self.backlog_looked = now
+            self.limiter.queued(EVENTS_ENDPOINT, self.outbox.depth() / self.batch)
 
     def sleep(self, seconds: float) -> None:
         """Sleep, re-claiming the held entries every TOUCH_SECONDS (they are not abandoned)."""

@@ -35,6 +35,7 @@ from .followup import (
     job_attributes,
     load_operations,
     needs_operations,
+    with_listed_errors,
 )
 from .outbox import FOLLOW_UP_JOB
 from .sender import Sender
@@ -195,9 +196,10 @@ class Follower:
                 spec.endpoint, functools.partial(self.sender.client.send, "GET", path)
             )
             attributes = job_attributes(answer.data)
-            if str(attributes.get("status") or "") in FINISHED and claim(
-                self.connection, watched.job_id
-            ):
+            finished = str(attributes.get("status") or "") in FINISHED
+            if finished:  # its failures, where the job only counts them (import-errors)
+                attributes = with_listed_errors(self.sender, spec, watched.job_id, attributes)
+            if finished and claim(self.connection, watched.job_id):
                 operations = watched.operations
                 if operations is None and needs_operations(attributes, watched.carries):
                     operations = load_operations(self.connection, watched.job_id)

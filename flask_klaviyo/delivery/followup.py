@@ -5,6 +5,10 @@ there. The drain schedules a look at the job (an RQ job, so RQ's retries and fai
 apply); an unfinished job is looked at again after the kind's delay; a finished one turns every
 error it reports into a dead letter of the operation its pointer names, with Klaviyo's error.
 
+A job that only counts its failures (Bulk Import Profiles: ``failed_count``) lists them at its
+own endpoint (``import-errors``, paged): they are read, every page, before the outcome is
+applied, so each failed profile is its own dead letter with Klaviyo's error.
+
 An operation may carry others to queue once Klaviyo has applied it (``payload["then"]``, stored
 entries: a new catalog item's variants). They are queued when its job completes without an error
 for it; a failed operation keeps them in its dead letter, and a replay brings both back.
@@ -24,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+import httpx
 from rq import Queue
 
 from ..exceptions import ErrorDetail, KlaviyoDeliveryError
@@ -46,6 +51,7 @@ __all__ = [
     "load_operations",
     "needs_operations",
     "schedule_follow_ups",
+    "with_listed_errors",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,6 +59,7 @@ log = logging.getLogger(__name__)
 FINISHED = frozenset(("complete", "cancelled"))
 FOLLOWED_TTL = 86400  # the applied-once marker outlives any follow-up of its job
 FOLLOW_UP_BATCH_JOB = "flask_klaviyo.jobs.follow_up_batch"  # stored in queued jobs: keep stable
+MAX_ERROR_PAGES = 1000  # a job's listed errors read at most (a job holds 10,000 items at most)
 
 
 def schedule_follow_ups(
@@ -139,12 +146,13 @@ def follow_up_batch(
         path = spec.path.format(job_id=job_id)
         try:
             answer = sender.call(spec.endpoint, functools.partial(sender.client.send, "GET", path))
+            attributes = job_attributes(answer.data)
+            status = str(attributes.get("status") or "")
+            if status in FINISHED:
+                attributes = with_listed_errors(sender, spec, job_id, attributes)
         except KlaviyoDeliveryError as exc:  # the others of the batch are still looked at
             log.warning("klaviyo: looking at %s job %s failed: %s", kind_name, job_id, exc)
             attributes, status = {}, f"not looked at: {exc}"[:200]
-        else:
-            attributes = job_attributes(answer.data)
-            status = str(attributes.get("status") or "")
         if status not in FINISHED and look < spec.max_looks:
             unfinished.append([kind_name, job_id, *rest])
             continue
@@ -212,6 +220,7 @@ def follow_up_job(
         for operation in operations:
             dead_letters.add(dict(operation), reason="job_unfinished", errors=[error])
         return {"status": status, "look": look, "dead": len(operations)}
+    attributes = with_listed_errors(sender, spec, job_id, attributes)
     if not claim(connection, job_id):
         return {"status": "followed", "look": look, "dead": 0}
     dead = apply_outcome(connection, queue_name, kind, job_id, attributes, operations, dead_letters,
@@ -247,6 +256,35 @@ def apply_outcome(
         log.warning("klaviyo: %s job %s was cancelled in Klaviyo", kind.name, job_id)
     log.info("klaviyo: %s job %s %s, %d item(s) failed", kind.name, job_id, status, len(failed))
     return len(failed)
+
+
+def with_listed_errors(
+    sender: Sender, spec: kinds.JobFollowUp, job_id: str, attributes: Mapping[str, Any]
+) -> Mapping[str, Any]:
+    """A finished job's attributes with its ``errors``: for a job that only counts them
+    (``failed_count``), read from ``spec.errors_path`` page by page (``links.next``, whose
+    path alone is followed: the key never goes to another host). Raises KlaviyoDeliveryError
+    (the job is looked at again, its outcome not yet applied)."""
+    if spec.errors_path is None or attributes.get("errors") or not attributes.get("failed_count"):
+        return attributes
+    endpoint = spec.errors_endpoint or spec.endpoint
+    errors: list[dict[str, Any]] = []
+    url: str | None = spec.errors_path.format(job_id=job_id)
+    for _ in range(MAX_ERROR_PAGES):
+        if not url:
+            break
+        answer = sender.call(endpoint, functools.partial(sender.client.send, "GET", url))
+        page = answer.data if isinstance(answer.data, Mapping) else {}
+        for resource in page.get("data") or ():
+            error = resource.get("attributes") if isinstance(resource, Mapping) else None
+            if isinstance(error, Mapping):  # code, title, detail, source (the profile's pointer)
+                errors.append({"id": resource.get("id"), **error})
+        links = page.get("links") if isinstance(page.get("links"), Mapping) else {}
+        following = links.get("next") if isinstance(links, Mapping) else None
+        url = httpx.URL(following).raw_path.decode() if isinstance(following, str) else None
+    if not errors:  # counted but not listed: kept with the job id (no failure is silent)
+        errors = [{"code": "job_failed", "detail": f"{attributes['failed_count']} item(s) failed"}]
+    return {**attributes, "errors": errors}
 
 
 def job_attributes(answer: Any) -> Mapping[str, Any]:

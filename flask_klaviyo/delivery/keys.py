@@ -33,6 +33,7 @@ __all__ = [
     "journal_minute",
     "outbox_stream",
     "rate_blocked",
+    "rate_bulk",
     "rate_last",
     "rate_log",
     "rate_window",
@@ -133,6 +134,11 @@ RATE_PREFIX = "klaviyo:rate"
 def rate_blocked(endpoint: str, prefix: str = RATE_PREFIX) -> str:
     """Until when Klaviyo told every worker to wait (a 429's Retry-After)."""
     return f"{prefix}:{endpoint}:blocked"
+
+
+def rate_bulk(endpoint: str, prefix: str = RATE_PREFIX) -> str:
+    """Set (expiring) while bulk work for the endpoint is queued: a window's worth or more."""
+    return f"{prefix}:{endpoint}:bulk"
 
 
 def rate_last(endpoint: str, prefix: str = RATE_PREFIX) -> str:

@@ -61,6 +61,11 @@ class JobFollowUp:
     endpoint: str  # the rate-limit endpoint of the GET
     locate: Locator
     delay: float = 2.0  # seconds before each look at an unfinished job
+    # Where a finished job lists its failures when its own answer only counts them
+    # (``failed_count``; Bulk Import Profiles' import-errors), with "{job_id}", and the
+    # rate-limit endpoint of that GET; None: the errors are in the job's ``errors`` attribute.
+    errors_path: str | None = None
+    errors_endpoint: str | None = None
     max_looks: int = 150  # then the job's items become dead letters ("job_unfinished")
 
 

@@ -218,6 +218,8 @@ def _register_builtins() -> None:
                 "/api/profile-bulk-import-jobs/{job_id}",
                 "get_bulk_import_profiles_job",
                 pointer_index("/data/attributes/profiles/data"),
+                errors_path="/api/profile-bulk-import-jobs/{job_id}/import-errors",
+                errors_endpoint="get_bulk_import_profiles_job_import_errors",
             ),
         )
     )

@@ -146,22 +146,33 @@ return 1
 """
 
 # The rate limiter's acquire, Klaviyo's model: fixed windows. KEYS: [blocked-until, last-send,
-# the steady window (a hash), a log per other window (a list, newest first)...]
+# the steady window (a hash), the bulk-work mark, a log per other window (a list, newest first)...]
 # ARGV: [cost, pace, want-pace (0/1), dry-run (0/1), steady limit, steady period, spread,
 #        Klaviyo's word (0/1), its window id, its RateLimit-Remaining, its RateLimit-Reset, its
-#        age in seconds, (limit, span) per other window...]
+#        age in seconds, bulk reserve (slots), (limit, span, kept back) per other window...]
 # Returns {seconds to wait as a string ("0": a slot was taken, or would be on a dry run), the id
 # of the steady window}.
 # The steady window is a fixed window like Klaviyo's: ``ours`` counts the slots taken, ``others``
 # what Klaviyo's RateLimit-Remaining says was spent beyond them (other integrations on the
-# account), and ``end`` comes from RateLimit-Reset (the earliest end Klaviyo's answers allow, so
-# never before Klaviyo's own). Klaviyo's word is applied only to the window it was answered in.
-# Inside the window the budget is spread: a slot is taken while what is left after it, plus
-# ``spread`` slots, covers the rest of the window at the steady rate (a fresh window lets
-# ``spread`` go at once; the last slot goes ``spread`` slots before the end, never all of it in a
-# burst at the start). Other windows (the burst; a daily one) are kept as a log of the last
-# ``limit`` slots: no ``span`` (the window's period plus a margin) holds more than ``limit`` of
-# them, whatever phase Klaviyo's own window has.
+# account), ``prev`` what others spent of the window before (-1: unknown, that window was not
+# synced or not the one just before), and ``end`` comes from RateLimit-Reset (the earliest end
+# Klaviyo's answers allow, so never before Klaviyo's own). Klaviyo's word is applied only to the
+# window it was answered in.
+# Inside the window the last ``paced`` slots are spread: a slot is taken while what is left
+# after it, plus ``ahead`` slots, covers the rest of the window at ``paced`` slots a window; the
+# rest go at the burst rate. Normally ``paced`` is the whole limit and ``ahead`` the spread (a
+# fresh window lets ``spread`` go at once, the last slot goes ``spread`` slots before the end:
+# never all of it in a burst at the start). Bulk work (the mark is set) in a window Klaviyo has
+# confirmed (``synced``: its phase and what others spent are Klaviyo's word): ``paced`` is only
+# the reserve left to other integrations (twice what they spent of this window or the last, at
+# least the bulk reserve; half the window while what they spent of the last is unknown) and
+# ``ahead`` the slot itself, so the rest of the budget goes at the burst rate, the reserve evenly
+# over the window
+# (its last slot one reserve interval before the end); and while others spend, each shorter
+# window keeps back its ``kept back`` slots for them (its burst is theirs too).
+# Other windows (the burst; a daily one) are kept as a log of the last ``limit`` slots: no
+# ``span`` (the window's period plus a margin) holds more than ``limit`` of them, whatever phase
+# Klaviyo's own window has.
 RATE_ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -170,12 +181,13 @@ local pace = tonumber(ARGV[2])
 local limit = tonumber(ARGV[5])
 local period = tonumber(ARGV[6])
 local spread = tonumber(ARGV[7])
-local w = redis.call('HMGET', KEYS[3], 'id', 'end', 'ours', 'others', 'synced')
+local w = redis.call('HMGET', KEYS[3], 'id', 'end', 'ours', 'others', 'synced', 'prev')
 local id = w[1] or ''
 local wend = tonumber(w[2] or '0')
 local ours = tonumber(w[3] or '0')
 local others = tonumber(w[4] or '0')
 local synced = w[5] == '1'
+local prev = tonumber(w[6] or '-1')
 local changed = false
 if ARGV[8] == '1' and ARGV[9] == id and wend > now then
   local said_end = now - tonumber(ARGV[12]) + tonumber(ARGV[11])
@@ -186,6 +198,7 @@ if ARGV[8] == '1' and ARGV[9] == id and wend > now then
   changed = true
 end
 if wend <= now then
+  if synced and wend > now - period then prev = others else prev = -1 end
   id = string.format('%.6f', now)
   wend = now + period
   ours = 0
@@ -201,36 +214,46 @@ if ARGV[3] == '1' and pace > 0 then
   if last + pace - now > wait then wait = last + pace - now end
 end
 local left = limit - ours - others
+local bulk = synced and redis.call('EXISTS', KEYS[4]) == 1
+local sharing = bulk and (others > 0 or prev > 0)
 if cost > left then
   if wend - now > wait then wait = wend - now end
 else
-  local allow_at = wend - (left - cost + spread) * period / limit
+  local paced, ahead = limit, spread
+  if bulk then
+    paced = math.max(tonumber(ARGV[13]), 2 * math.max(others, prev))
+    if prev < 0 and paced < limit / 2 then paced = math.ceil(limit / 2) end
+    if paced > limit then paced = limit end
+    ahead = cost
+  end
+  local allow_at = wend - (left - cost + ahead) * period / paced
   if allow_at - now > wait then wait = allow_at - now end
 end
-for i = 4, #KEYS do
-  local wlimit = tonumber(ARGV[13 + 2 * (i - 4)])
-  local span = tonumber(ARGV[14 + 2 * (i - 4)])
+for i = 5, #KEYS do
+  local wlimit = tonumber(ARGV[14 + 3 * (i - 5)])
+  local span = tonumber(ARGV[15 + 3 * (i - 5)])
+  if sharing then wlimit = math.max(cost, wlimit - tonumber(ARGV[16 + 3 * (i - 5)])) end
   local oldest = redis.call('LINDEX', KEYS[i], wlimit - cost)
   if oldest then
     local at = tonumber(oldest) + span
     if at - now > wait then wait = at - now end
   end
 end
-local ttl = math.ceil((wend - now) * 1000) + 1000
+local ttl = math.ceil((wend - now + period) * 1000)
 if wait > 0 or ARGV[4] == '1' then
   if changed then
     redis.call('HSET', KEYS[3], 'id', id, 'end', tostring(wend), 'ours', ours,
-      'others', others, 'synced', synced and '1' or '0')
+      'others', others, 'synced', synced and '1' or '0', 'prev', prev)
     redis.call('PEXPIRE', KEYS[3], ttl)
   end
   return {tostring(wait), id}
 end
 redis.call('HSET', KEYS[3], 'id', id, 'end', tostring(wend), 'ours', ours + cost,
-  'others', others, 'synced', synced and '1' or '0')
+  'others', others, 'synced', synced and '1' or '0', 'prev', prev)
 redis.call('PEXPIRE', KEYS[3], ttl)
-for i = 4, #KEYS do
-  local wlimit = tonumber(ARGV[13 + 2 * (i - 4)])
-  local span = tonumber(ARGV[14 + 2 * (i - 4)])
+for i = 5, #KEYS do
+  local wlimit = tonumber(ARGV[14 + 3 * (i - 5)])
+  local span = tonumber(ARGV[15 + 3 * (i - 5)])
   for _ = 1, cost do redis.call('LPUSH', KEYS[i], tostring(now)) end
   redis.call('LTRIM', KEYS[i], 0, wlimit - 1)
   redis.call('PEXPIRE', KEYS[i], math.ceil(span * 1000) + 1000)

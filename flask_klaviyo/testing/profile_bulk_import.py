@@ -5,15 +5,20 @@ checked and upserted when the job is processed, like Klaviyo does: a profile tha
 imported (a bad email, no identifier, identifiers of two profiles, or one a test told to fail)
 becomes an ``import-error`` listed at ``GET .../profile-bulk-import-jobs/{id}/import-errors``,
 with its pointer and original payload; the job itself only counts it in ``failed_count``.
+The errors come in pages like Klaviyo's: ``page[size]`` (1..100, default 20), an opaque
+``page[cursor]``, ``links.next`` (absolute) while more follow.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import json
 import logging
 import uuid
 from typing import Any
+from urllib.parse import urlencode
 
 from ._config import MAX_IMPORT_PROFILES, MAX_PROFILE_BYTES
 from .jobs import BulkJob, Outcome
@@ -36,6 +41,7 @@ log = logging.getLogger(__name__)
 JOB_TYPE = "profile-bulk-import-job"
 JOBS_PATH = "/api/profile-bulk-import-jobs"
 PROFILES_BASE = "/data/attributes/profiles/data"
+ERRORS_PAGE, ERRORS_PAGE_MAX = 20, 100  # Klaviyo's default page of import errors, and most
 
 
 def create_job(call: Call) -> Answer:
@@ -96,6 +102,7 @@ def _process(state: State, entries: list[dict[str, Any]]) -> Outcome:
         meta = check_meta(checker, entry, base)
         if len(json.dumps(entry).encode()) > MAX_PROFILE_BYTES:
             checker.fail(base, "A profile must not be larger than 100 KB.")
+        forced = None
         if checked is not None and not checker.problems:
             forced = next(
                 (
@@ -123,8 +130,8 @@ def _process(state: State, entries: list[dict[str, Any]]) -> Outcome:
             outcome.errors.append(
                 {
                     "id": str(uuid.uuid4()),
-                    "code": "invalid",
-                    "title": "Invalid input.",
+                    "code": forced.code if forced is not None else "invalid",
+                    "title": forced.title if forced is not None else "Invalid input.",
                     "detail": detail,
                     "source": {"pointer": pointer},
                     "original_payload": copy.deepcopy(entry),
@@ -148,13 +155,33 @@ def get_job(call: Call) -> Answer:
 
 
 def get_import_errors(call: Call) -> Answer:
-    """``import-error`` resources: what failed, where (pointer), and the profile as sent."""
+    """``import-error`` resources: what failed, where (pointer), and the profile as sent; a
+    page at a time."""
+    query = call.request.query
+    try:
+        size = int(query.get("page[size]", str(ERRORS_PAGE)))
+        if not 1 <= size <= ERRORS_PAGE_MAX:
+            raise ValueError(size)
+    except ValueError:
+        detail = f"'page[size]' must be an integer from 1 to {ERRORS_PAGE_MAX}."
+        return one_error(400, detail=detail, parameter="page[size]")
+    cursor = query.get("page[cursor]", "")
+    try:
+        start = int(base64.urlsafe_b64decode(cursor.encode()).decode()) if cursor else 0
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        return one_error(400, detail="Invalid page cursor.", parameter="page[cursor]")
     with call.state.lock:
         job = _job(call)
         if job is None:
             return one_error(404, detail=f"No profile bulk import job {call.params['job_id']}.")
         here = f"{call.base_url}{JOBS_PATH}/{job.id}/import-errors/"
-        errors = job.outcome.errors if job.status == "complete" else []
+        listed = job.outcome.errors if job.status == "complete" else []
+        errors = listed[start : start + size]
+        following = None
+        if start + size < len(listed):
+            token = base64.urlsafe_b64encode(str(start + size).encode()).decode()
+            params = {**{k: v for k, v in query.items()}, "page[cursor]": token}
+            following = f"{here}?{urlencode(params)}"
         data = [
             {
                 "type": "import-error",
@@ -165,7 +192,8 @@ def get_import_errors(call: Call) -> Answer:
             }
             for error in errors
         ]
-    return document_answer(200, {"data": data, "links": {"self": here, "next": None, "prev": None}})
+    links = {"self": here, "next": following, "prev": None}
+    return document_answer(200, {"data": data, "links": links})
 
 
 def _job_document(job: BulkJob, base_url: str) -> dict[str, Any]:
