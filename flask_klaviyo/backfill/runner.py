@@ -14,7 +14,6 @@ events (bounded), beyond ``HIGH_WATER``.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -33,6 +32,7 @@ from .._state import current_state
 from ..delivery.followup import FOLLOW_UP_BATCH_JOB
 from ..delivery.operations import Operation
 from ..delivery.outbox import DRAIN_FLAG_TTL, FOLLOW_UP_JOB, Outbox
+from ..delivery.wire import compact_json
 from ..delivery.workers import work_burst
 from ..events import Event
 from ..exceptions import KlaviyoSchemaError
@@ -58,7 +58,6 @@ BUNDLES_WAITING = 2  # a run's bundles in the outbox at once (a drain may read t
 MAX_ENTRIES = 20_000  # per push while a bundle fills
 
 Item = Event | Operation
-_compact_json = json.JSONEncoder(separators=(",", ":")).encode  # built once
 Convert = Callable[[Any], list[Item]]
 Source = Callable[[int], Iterator[Numbered]]  # records after a position, numbered
 
@@ -201,7 +200,7 @@ def run_backfill(
         nonlocal entries, sent, rejected, bundled, bundled_bytes
         if bundled:
             assert bundle is not None
-            entries.insert(0, _compact_json(Operation(bundle[1], {"profiles": bundled}).to_dict()))
+            entries.insert(0, compact_json(Operation(bundle[1], {"profiles": bundled}).to_dict()))
         if not dry_run and (entries or rejected):
             if entries:
                 _wait_for_room(queue, saved, high_water, low_water, mark)
@@ -240,9 +239,9 @@ def run_backfill(
             if bundle is not None and isinstance(item, Operation) and item.kind == bundle[0]:
                 member = {"payload": dict(item.payload), "key": item.key}
                 bundled.append(member)
-                bundled_bytes += len(_compact_json(member))
+                bundled_bytes += len(compact_json(member))
             else:
-                entries.append(_compact_json(item.to_dict()))
+                entries.append(compact_json(item.to_dict()))
         full = len(bundled) >= BUNDLE_ITEMS or bundled_bytes >= BUNDLE_BYTES
         if full or len(entries) >= chunk or len(rejected) >= CHUNK:
             flush()
