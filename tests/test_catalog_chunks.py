@@ -170,3 +170,26 @@ def test_the_collector_runs_again_after_a_sync_however_it_ends(
         with pytest.raises(RuntimeError):
             app.extensions["klaviyo"].extension.catalog_sync()
     assert gc.isenabled()
+
+
+def test_a_sync_marks_the_endpoints_it_feeds_as_bulk_work(app: Flask, fake: Any) -> None:
+    from flask_klaviyo.ratelimit import RateLimiter
+
+    with app.app_context():
+        limiter = RateLimiter(app.extensions["klaviyo"].redis)
+        assert limiter.state("bulk_create_catalog_items")["bulk_for"] == 0
+        app.extensions["klaviyo"].extension.catalog_sync()
+        marked = {
+            endpoint: limiter.state(endpoint)["bulk_for"]
+            for endpoint in (
+                "bulk_create_catalog_categories",
+                "bulk_create_catalog_items",
+                "bulk_create_catalog_variants",
+                "bulk_delete_catalog_items",
+            )
+        }
+    assert len(fake.catalog_items) == 250
+    # what it fed (the variants through its items' follow-ups): marked for a window from its
+    # last renewal; what it did not feed: not
+    assert all(0 < marked[e] <= 60 for e in list(marked)[:3]), marked
+    assert marked["bulk_delete_catalog_items"] == 0

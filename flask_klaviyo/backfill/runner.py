@@ -7,9 +7,9 @@ about ``CHUNK`` entries, and before each chunk the run waits while the outbox ho
 the workers are never idle for want of work). With no worker listening to the queue, the run
 works the queue in this process while it waits, so a demo store needs nothing else running.
 
-A backfill is bulk work (:mod:`.bulkwork`): the endpoints it feeds are marked for the shared
-limiter while it runs, and a run of events queues ahead, up to a steady window's budget of
-events (bounded), beyond ``HIGH_WATER``.
+A backfill is bulk work (:mod:`..delivery.bulkwork`): the endpoints it feeds are marked for
+the shared limiter while it runs, and a run of events queues ahead, up to a steady window's
+budget of events (bounded), beyond ``HIGH_WATER``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from rq import Queue, Worker
 from rq.job import Job
 
 from .._state import current_state
+from ..delivery.bulkwork import BulkWork
 from ..delivery.followup import FOLLOW_UP_BATCH_JOB
 from ..delivery.operations import Operation
 from ..delivery.outbox import DRAIN_FLAG_TTL, FOLLOW_UP_JOB, Outbox
@@ -37,7 +38,6 @@ from ..delivery.workers import work_burst
 from ..events import Event
 from ..exceptions import KlaviyoSchemaError
 from ..progress import ProgressCallback
-from .bulkwork import BulkWork
 from .checkpoint import KEEP_REJECTED, Checkpoint, Saved
 from .reader import Malformed, Numbered
 

@@ -6,7 +6,8 @@ A drain takes what waits in the outbox in one read (up to a batch) and sends it 
 100 item chunks of a sync queued at once would all go to the first drain, one request after
 another, and their follow-ups would wait for the rest of its batch. Fed a few at a time, each
 of the running drains takes some, and a helper drain is asked for while fewer than
-``KLAVIYO_DRAIN_CONCURRENCY`` run.
+``KLAVIYO_DRAIN_CONCURRENCY`` run. A sync is bulk work (:mod:`..delivery.bulkwork`): while it
+feeds and waits, the endpoints of its chunks take each rate window's budget at the burst rate.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rq.scheduler import RQScheduler
 
 from .._state import current_state
 from ..delivery import keys
+from ..delivery.bulkwork import BulkWork
 from ..delivery.follower import Follower
 from ..delivery.operations import Operation
 from ..delivery.settings import DeliverySettings
@@ -80,6 +82,7 @@ class Applier:
         self.follower = Follower(
             self.connection, settings, self.queue.name, lambda kind: kind.startswith("catalog_")
         )
+        self.bulk = BulkWork(self.connection)  # a sync's chunks mark their endpoints
         self.stop = threading.Event()
         self.thread = threading.Thread(target=_follow, args=(self.follower, self.stop))
         self.thread.name = "klaviyo-follow"
@@ -95,6 +98,15 @@ class Applier:
         self.follower.close()
         log.info("klaviyo: %d early look(s) at catalog jobs, %d applied", self.follower.looks,
                  self.follower.applied)  # fmt: skip
+
+    def mark(self, chunks: Sequence[Operation]) -> None:
+        """``chunks`` are a sync's: their endpoints, and those of the variants their items'
+        follow-ups will queue, are bulk work while this waits."""
+        for chunk in chunks:
+            self.bulk.add(chunk)
+            for resource in chunk.payload.get("resources") or ():
+                for then in resource["payload"].get("then") or ():
+                    self.bulk.add(Operation(then["op"], {}, then.get("key")))
 
     def _feed(self, left: deque[Operation]) -> None:
         """Queue some of ``left`` when fewer than half of ``AHEAD`` wait unclaimed."""
@@ -119,6 +131,7 @@ class Applier:
         waiting_since: float | None = None
         left = deque(feed)
         while left or (not fed and not idle(queue)):
+            self.bulk.renew()
             if left:
                 self._feed(left)
             if time.monotonic() > deadline:

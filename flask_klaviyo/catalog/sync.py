@@ -217,6 +217,8 @@ def _apply(
     with Applier(timeout=timeout) if wait else contextlib.nullcontext() as applier:
         first = before() if result.first else None
         first_chunks = chunked(result.first)
+        if applier is not None:
+            applier.mark(first_chunks)
         _push(first_chunks)  # Klaviyo works on the categories while the items are planned
         plan_items(result, items, held, keep=keep)
         if result.writes() == 0:  # nothing changed: reads only
@@ -230,6 +232,8 @@ def _apply(
             if progress is not None:
                 progress(min(total, _handled(connection) - base), total)
 
+        if applier is not None:
+            applier.mark(then_chunks)
         if applier is not None and result.first:
             applier.wait(tick)
         if applier is None:

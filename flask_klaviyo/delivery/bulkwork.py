@@ -1,4 +1,4 @@
-"""A backfill is bulk work, and says so to the shared limiter.
+"""Bulk work (a backfill, a catalog sync) says so to the shared limiter.
 
 The outbox holds only a few seconds of a run (the workers could not tell a backfill from a busy
 store by its depth), so a run marks the endpoints it feeds (``RateLimiter.bulk``, renewed while
@@ -16,11 +16,11 @@ import time
 from typing import Any
 
 from .._settings import MAX_DRAIN_BATCH
-from ..delivery import kinds
-from ..delivery.operations import Operation
-from ..delivery.settings import DeliverySettings
 from ..events import Event
 from ..ratelimit import RateLimiter
+from . import kinds
+from .operations import Operation
+from .settings import DeliverySettings
 
 __all__ = ["BULK_AHEAD", "BULK_RENEW", "EVENTS_ENDPOINT", "BulkWork"]
 
