@@ -26,6 +26,7 @@ from .._state import current_state
 from ..delivery import keys
 from ..delivery.bulkwork import BulkWork
 from ..delivery.follower import Follower
+from ..delivery.klaviyo_kinds import CATALOG_CHUNK
 from ..delivery.operations import Operation
 from ..delivery.settings import DeliverySettings
 from ..delivery.workers import work_burst
@@ -103,7 +104,8 @@ class Applier:
         """``chunks`` are a sync's: their endpoints, and those of the variants their items'
         follow-ups will queue, are bulk work while this waits."""
         for chunk in chunks:
-            self.bulk.add(chunk)
+            self.bulk.add(chunk)  # sent as its resources' kind, followed up as their jobs
+            self.bulk.add(Operation(chunk.kind.removesuffix(CATALOG_CHUNK), {}))
             for resource in chunk.payload.get("resources") or ():
                 for then in resource["payload"].get("then") or ():
                     self.bulk.add(Operation(then["op"], {}, then.get("key")))

@@ -44,17 +44,23 @@ class BulkWork:
         self.renewed = 0.0
 
     def add(self, item: Event | Operation) -> None:
-        """``item`` is queued: its endpoint is marked from now on."""
+        """``item`` is queued: its endpoint (and its kind's job looks) is marked from now on."""
         if isinstance(item, Event):
-            endpoint = EVENTS_ENDPOINT
+            marked = [EVENTS_ENDPOINT]
         else:
             try:
-                endpoint = kinds.get(item.kind).endpoint
+                kind = kinds.get(item.kind)
             except LookupError:
                 return
-        if endpoint not in self.endpoints:
-            self.endpoints.add(endpoint)
-            self.renewed = 0.0
+            marked = [kind.endpoint]
+            if kind.job is not None:  # as many looks at Klaviyo's jobs as requests, or more
+                marked.append(kind.job.endpoint)
+                if kind.job.errors_endpoint:
+                    marked.append(kind.job.errors_endpoint)
+        for endpoint in marked:
+            if endpoint not in self.endpoints:
+                self.endpoints.add(endpoint)
+                self.renewed = 0.0
 
     def renew(self) -> None:
         """Mark (again, at most every BULK_RENEW seconds)."""
