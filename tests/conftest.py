@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from rq import Queue
 from werkzeug.serving import make_server
 
 from flask_klaviyo import Klaviyo
+from flask_klaviyo.delivery import kinds
 from flask_klaviyo.delivery.workers import InProcessWorker
 from flask_klaviyo.embedded import embedded_redis_url, stop_embedded_redis
 
@@ -273,6 +275,49 @@ def queued() -> Callable[[str | Flask], list[dict[str, Any]]]:
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """The drain's retry backoff in hundredths of a second (the real delays are unit-tested)."""
     monkeypatch.setattr("flask_klaviyo.delivery.sender.BACKOFF_BASE", 0.01)
+
+
+@contextlib.contextmanager
+def jobs_looked_at_at_once(names: Sequence[str]) -> Iterator[None]:
+    """These kinds' Klaviyo jobs looked at without the usual delay (the stand-in's finish at
+    once); the registry is restored after."""
+    originals = [kinds.get(name) for name in names]
+    for kind in originals:
+        assert kind.job is not None
+        kinds.register(replace(kind, job=replace(kind.job, delay=0.0)), replace=True)
+    try:
+        yield
+    finally:
+        for kind in originals:
+            kinds.register(kind, replace=True)
+
+
+@pytest.fixture
+def quick_catalog_jobs() -> Iterator[None]:
+    """Catalog jobs looked at at once: each resource's kind (its chunk kind sends through it)."""
+    names = [n for n in kinds.names() if n.startswith("catalog_") and not n.endswith("_chunk")]
+    with jobs_looked_at_at_once(names):
+        yield
+
+
+@pytest.fixture
+def quick_import_jobs() -> Iterator[None]:
+    """Bulk Import Profiles jobs looked at at once."""
+    with jobs_looked_at_at_once(["bulk_import_profiles"]):
+        yield
+
+
+def take_for(limiter: Any, endpoint: str, seconds: float) -> list[float]:
+    """Take every rate-limit slot offered for ``seconds``; the times (from the start) taken."""
+    start = time.monotonic()
+    taken: list[float] = []
+    while (now := time.monotonic() - start) < seconds:
+        wait = limiter.try_acquire(endpoint)
+        if wait <= 0:
+            taken.append(now)
+        else:
+            time.sleep(min(wait, 0.005))
+    return taken
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,9 @@ from example_store.history import customers, orders, write_lines
 from flask_klaviyo.backfill import runner
 from flask_klaviyo.backfill.reader import numbered
 from flask_klaviyo.backfill.runner import run_backfill
-from flask_klaviyo.delivery import keys, kinds
+from flask_klaviyo.delivery import keys
+
+pytestmark = pytest.mark.usefixtures("quick_import_jobs")
 
 LIST_ID = "HISTORY1"
 STATUS_TIMES = {
@@ -28,16 +29,6 @@ STATUS_TIMES = {
     "Canceled Order": "canceled_at",
     "Refunded Order": "refunded_at",
 }
-
-
-@pytest.fixture(autouse=True)
-def quick_follow_up() -> Iterator[None]:
-    """Bulk import jobs looked at without waiting (the stand-in's finish at once)."""
-    original = kinds.get("bulk_import_profiles")
-    assert original.job is not None
-    kinds.register(replace(original, job=replace(original.job, delay=0.0)), replace=True)
-    yield
-    kinds.register(original, replace=True)
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ stand-in's job and its paged import-errors."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,21 +15,12 @@ from flask import Flask
 from flask_klaviyo.backfill.profiles import BULK_IMPORT
 from flask_klaviyo.backfill.reader import numbered
 from flask_klaviyo.backfill.runner import run_backfill
-from flask_klaviyo.delivery import kinds
 from flask_klaviyo.delivery.operations import Operation
 from flask_klaviyo.delivery.profile_kinds import PROFILE_IMPORT_CHUNK
 
+pytestmark = pytest.mark.usefixtures("quick_import_jobs")
+
 SUPPRESSED = "This profile's email address is suppressed."
-
-
-@pytest.fixture(autouse=True)
-def quick_follow_up() -> Iterator[None]:
-    """Bulk import jobs looked at without waiting (the stand-in's finish at once)."""
-    original = kinds.get("bulk_import_profiles")
-    assert original.job is not None
-    kinds.register(replace(original, job=replace(original.job, delay=0.0)), replace=True)
-    yield
-    kinds.register(original, replace=True)
 
 
 @pytest.fixture

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from flask import Flask
 
 from flask_klaviyo import KlaviyoSchemaError
-from flask_klaviyo.delivery import kinds
+
+pytestmark = pytest.mark.usefixtures("quick_catalog_jobs")
 
 PREFIX = "$custom:::$default:::"
 MUG = {
@@ -23,21 +23,6 @@ MUG = {
         {"id": "mug-blue", "sku": "MUG-B", "title": "Blue", "inventory_quantity": 3},
     ],
 }
-
-
-@pytest.fixture(autouse=True)
-def quick_follow_up() -> Iterator[None]:
-    originals = {  # each resource's kind (its chunk kind sends through it)
-        name: kinds.get(name)
-        for name in kinds.names()
-        if name.startswith("catalog_") and not name.endswith("_chunk")
-    }
-    for kind in originals.values():
-        assert kind.job is not None
-        kinds.register(replace(kind, job=replace(kind.job, delay=0.0)), replace=True)
-    yield
-    for kind in originals.values():
-        kinds.register(kind, replace=True)
 
 
 @pytest.fixture

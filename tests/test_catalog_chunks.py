@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,6 +20,8 @@ from flask_klaviyo.delivery.klaviyo_kinds import chunked
 from flask_klaviyo.delivery.operations import Operation
 from flask_klaviyo.models.coerce import _pick
 
+pytestmark = pytest.mark.usefixtures("quick_catalog_jobs")
+
 PREFIX = "$custom:::$default:::"
 
 
@@ -31,21 +32,6 @@ def product(n: int, variants: int = 2) -> dict[str, Any]:
         "variants": [{"id": f"C{n}-{v}", "sku": f"C{n}-{v}", "inventory_quantity": v}
                      for v in range(variants)],
     }  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def quick_follow_up() -> Iterator[None]:
-    originals = {
-        name: kinds.get(name)
-        for name in kinds.names()
-        if name.startswith("catalog_") and not name.endswith("_chunk")
-    }
-    for kind in originals.values():
-        assert kind.job is not None
-        kinds.register(replace(kind, job=replace(kind.job, delay=0.0)), replace=True)
-    yield
-    for kind in originals.values():
-        kinds.register(kind, replace=True)
 
 
 @pytest.fixture

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from typing import Any
 
 import pytest
 from flask import Flask
 
 from flask_klaviyo import KlaviyoSchemaError
-from flask_klaviyo.delivery import kinds
 from flask_klaviyo.delivery.deadletters import DeadLetters
+
+pytestmark = pytest.mark.usefixtures("quick_catalog_jobs")
 
 PRODUCTS: list[dict[str, Any]] = [
     {
@@ -48,22 +48,6 @@ PRODUCTS: list[dict[str, Any]] = [
     },
 ]  # fmt: skip
 PREFIX = "$custom:::$default:::"
-
-
-@pytest.fixture(autouse=True)
-def quick_follow_up() -> Iterator[None]:
-    """Catalog jobs looked at without waiting a second (the stand-in's complete at once)."""
-    originals = {  # each resource's kind (its chunk kind sends through it)
-        name: kinds.get(name)
-        for name in kinds.names()
-        if name.startswith("catalog_") and not name.endswith("_chunk")
-    }
-    for kind in originals.values():
-        assert kind.job is not None
-        kinds.register(replace(kind, job=replace(kind.job, delay=0.0)), replace=True)
-    yield
-    for kind in originals.values():
-        kinds.register(kind, replace=True)
 
 
 @pytest.fixture

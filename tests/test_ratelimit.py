@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from conftest import take_for
 
 from flask_klaviyo.client import KlaviyoClient, SendResult
 from flask_klaviyo.delivery.sender import Sender
@@ -24,19 +25,6 @@ from flask_klaviyo.testing import FakeKlaviyo
 def answer(remaining: int, reset: float, limit: int | None = None) -> SendResult:
     """A success as the client returns it, with the steady window's headers."""
     return SendResult(202, remaining, limit, reset, 0.0)
-
-
-def take_for(limiter: RateLimiter, endpoint: str, seconds: float) -> list[float]:
-    """Take every slot offered for ``seconds``; the times (from the start) they were taken."""
-    start = time.monotonic()
-    taken: list[float] = []
-    while (now := time.monotonic() - start) < seconds:
-        wait = limiter.try_acquire(endpoint)
-        if wait <= 0:
-            taken.append(now)
-        else:
-            time.sleep(min(wait, 0.005))
-    return taken
 
 
 def test_klaviyos_published_limits_are_the_defaults() -> None:

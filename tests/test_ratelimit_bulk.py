@@ -11,6 +11,7 @@ import time
 
 import pytest
 import redis
+from conftest import take_for
 
 from flask_klaviyo.client import KlaviyoClient, SendResult
 from flask_klaviyo.delivery.sender import Sender
@@ -25,19 +26,6 @@ LIMITS = {"b": (Window(5, 0.1), Window(40, 2.0))}
 
 def answer(remaining: int, reset: float, limit: int = 40) -> SendResult:
     return SendResult(202, remaining, limit, reset, 0.0)
-
-
-def take_for(limiter: RateLimiter, endpoint: str, seconds: float) -> list[float]:
-    """Take every slot offered for ``seconds``; the times (from the start) they were taken."""
-    start = time.monotonic()
-    taken: list[float] = []
-    while (now := time.monotonic() - start) < seconds:
-        wait = limiter.try_acquire(endpoint)
-        if wait <= 0:
-            taken.append(now)
-        else:
-            time.sleep(min(wait, 0.005))
-    return taken
 
 
 def confirmed(
