@@ -140,12 +140,7 @@ def _wait_for_room(
     if depth < high:
         return
     while depth > low and depth >= mark.ahead():
-        mark.renew()
-        _ensure_drain(outbox)
-        if _listening(queue):
-            time.sleep(POLL)
-        else:
-            _work_here(queue)
+        _wait_a_step(queue, outbox, mark)
         depth = outbox.depth()
 
 
@@ -281,12 +276,18 @@ def _wait_for_bundles(queue: Queue, outbox: Outbox, waiting: deque[str], mark: B
             continue
         if len(waiting) < BUNDLES_WAITING:
             return
-        mark.renew()
-        _ensure_drain(outbox)
-        if _listening(queue):
-            time.sleep(POLL)
-        else:
-            _work_here(queue)
+        _wait_a_step(queue, outbox, mark)
+
+
+def _wait_a_step(queue: Queue, outbox: Outbox, mark: BulkWork) -> None:
+    """One step of waiting for the queue: the bulk mark renewed, a drain scheduled, then a
+    pause while workers listen, or the queue's jobs run here when none does."""
+    mark.renew()
+    _ensure_drain(outbox)
+    if _listening(queue):
+        time.sleep(POLL)
+    else:
+        _work_here(queue)
 
 
 def _running(queue: Queue) -> int:
