@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
+from playwright.sync_api import Error as PlaywrightError
 
 from example_store import create_app, payments
 
@@ -153,8 +155,21 @@ class Store:
 
 
 def shot(page: Any, name: str, *, full_page: bool = False) -> None:
+    """Save a picture of the page for people reading the run; never the test's verdict.
+
+    Chromium refuses a capture now and then while a page it has just been sent to is still
+    settling ("Unable to capture screenshot", seen once in CI after a form's redirect), so the
+    page is let settle and the capture tried again; a picture still refused is a warning."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
+    for attempt in range(3):
+        try:
+            page.wait_for_load_state("load")
+            page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
+            return
+        except PlaywrightError as error:
+            refused = error
+            page.wait_for_timeout(200 * (attempt + 1))
+    warnings.warn(f"screenshot {name!r} not saved: {refused}", stacklevel=2)
 
 
 def flash(page: Any) -> str:
