@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with redis_server() as redis_url:
         stand_in = CatalogStandIn(args.scale, args.job_delay)
         env = worker_env(redis_url, stand_in.url, rate_limits=limits)
-        workers = [start_worker(redis_url, env) for _ in range(args.workers)]
+        workers = [start_worker(redis_url, env, simple=args.simple) for _ in range(args.workers)]
         try:
             connection = redis.Redis.from_url(redis_url)
             if not wait_for(lambda: len(Worker.all(connection=connection)) >= args.workers,
@@ -212,6 +212,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--products", type=int, default=10_000, help="products (x 3 variants)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes beside the sync")
+    parser.add_argument("--simple", action="store_true",
+                        help="workers run jobs in their own process (`worker --simple`)")
     parser.add_argument("--scale", type=float, default=1.0, help="time-scale factor")
     parser.add_argument("--job-delay", type=float, default=0.2, help="the stand-in's job time")
     parser.add_argument("--rounds", type=int, default=3, help="fresh runs; the median is shown")

@@ -14,6 +14,8 @@ from typing import Any
 
 from rq import Queue, SimpleWorker, Worker
 
+from ..client import ready_to_fork
+
 __all__ = [
     "BurstWorker",
     "InProcessWorker",
@@ -56,11 +58,19 @@ class InProcessWorker(_NoCommandListener, SimpleWorker):
     """A burst worker that runs each job in this process."""
 
 
-class BurstWorker(_NoCommandListener, Worker):
+class _ReadyBeforeFork:
+    """What every work horse would build again, built once in the worker it forks from."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        ready_to_fork()
+
+
+class BurstWorker(_NoCommandListener, _ReadyBeforeFork, Worker):
     """A burst worker that forks a work horse per job, as RQ's own does."""
 
 
-class LongRunningWorker(_PromptCommandListener, Worker):
+class LongRunningWorker(_PromptCommandListener, _ReadyBeforeFork, Worker):
     """RQ's forking worker, stopping promptly."""
 
 
