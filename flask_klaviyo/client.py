@@ -49,6 +49,10 @@ BULK_EVENTS_PATH = "/api/event-bulk-create-jobs"
 JSON_API = "application/vnd.api+json"
 USER_AGENT = "flask-klaviyo/0.1"
 _SUCCESS = frozenset((200, 201, 202, 204))
+# Built once (json.dumps builds one per call); bodies come from decoded JSON: no cycle check.
+_body_json = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, check_circular=False
+).encode
 
 
 @dataclass(frozen=True)
@@ -133,11 +137,7 @@ class KlaviyoClient:
 
     def send(self, method: str, path: str, payload: dict[str, Any] | None = None) -> SendResult:
         """Any Klaviyo endpoint: a JSON:API body (None for a GET); a typed error unless 2xx."""
-        body = (
-            None
-            if payload is None
-            else json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-        )
+        body = None if payload is None else _body_json(payload).encode()
         try:
             response = self._http.request(method, path, content=body)
         except httpx.TimeoutException as exc:

@@ -5,24 +5,32 @@ sync's reading (plain dicts by shape, fingerprints as tuples) answer what the sl
 from __future__ import annotations
 
 import gc
+import json
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from flask import Flask
+from rq import Queue
 
 from flask_klaviyo.catalog.model import VARIANT_FIELDS, CatalogItem, fingerprint
 from flask_klaviyo.catalog.shapes import Shapes
 from flask_klaviyo.delivery import kinds
 from flask_klaviyo.delivery.deadletters import DeadLetters
-from flask_klaviyo.delivery.klaviyo_kinds import chunked
+from flask_klaviyo.delivery.drain import Drain, dispatch
+from flask_klaviyo.delivery.followup import load_operations, schedule_follow_ups
+from flask_klaviyo.delivery.klaviyo_kinds import chunk_members, chunked
 from flask_klaviyo.delivery.operations import Operation
+from flask_klaviyo.delivery.sender import Sender
+from flask_klaviyo.delivery.settings import DeliverySettings
+from flask_klaviyo.delivery.wire import compact_json
 from flask_klaviyo.models.coerce import _pick
 
 pytestmark = pytest.mark.usefixtures("quick_catalog_jobs")
 
 PREFIX = "$custom:::$default:::"
+TITLE_0 = "/data/attributes/items/data/0/attributes/title"  # the first item of a job
 
 
 def product(n: int, variants: int = 2) -> dict[str, Any]:
@@ -180,3 +188,63 @@ def test_a_sync_marks_the_endpoints_it_feeds_as_bulk_work(app: Flask, fake: Any)
     # last renewal; what it did not feed: not
     assert all(0 < marked[e] <= 60 for e in list(marked)[:4]), marked
     assert marked["bulk_delete_catalog_items"] == 0
+
+
+def _send_first_item_chunk(
+    app: Flask, before: Callable[[], None] = lambda: None
+) -> tuple[Any, bytes, Sender]:
+    """Queue the sync's chunks (not waiting) and send the first item chunk as a drain does."""
+    state = app.extensions["klaviyo"]
+    state.extension.catalog_sync(wait=False)
+    before()
+    entries = state.redis.xrange(state.outbox.stream)
+    raw = entries[1][1][b"e"]  # after the categories' chunk
+    sender = Sender(DeliverySettings.load().client(), DeadLetters(state.redis))
+    dispatch(sender, [json.loads(raw)], [raw])
+    return state, raw, sender
+
+
+def test_a_whole_chunk_is_followed_up_as_it_was_stored(app: Flask, fake: Any) -> None:
+    """Its hundred resources are not encoded again for the follow-up: the outbox entry is kept
+    as it is, and read back as its resources' operations."""
+    with app.app_context():
+        state, raw, sender = _send_first_item_chunk(app)
+        [(kind, job_id, kept)] = sender.jobs
+        assert kind == "catalog_item_create" and kept is raw
+        schedule_follow_ups(state.redis, Queue(app.config["KLAVIYO_QUEUE"], connection=state.redis),
+                            sender.jobs)  # fmt: skip
+        operations = load_operations(state.redis, job_id)
+    chunk = Operation.from_dict(json.loads(raw))
+    assert operations == [member.to_dict() for member in chunk_members(chunk)]
+    assert [op["key"] for op in operations] == [f"C{n}" for n in range(100)]
+    assert {op["op"] for op in operations} == {"catalog_item_create"}
+    assert operations[0]["payload"]["then"][0]["key"] == "C0-0"
+
+
+def test_part_of_a_chunk_is_followed_up_as_its_operations(app: Flask, fake: Any) -> None:
+    """Klaviyo refused one resource of the chunk (a 400 pointing at it): the job holds the
+    other 99, kept one by one."""
+    with app.app_context():
+        _, _, sender = _send_first_item_chunk(app, lambda: fake.fail_next(400, pointer=TITLE_0))
+    [(_, _, kept)] = sender.jobs
+    assert isinstance(kept, list) and [op["key"] for op in kept] == [f"C{n}" for n in range(1, 100)]
+
+
+def test_a_drain_holding_a_chunk_does_not_wait_for_the_events_pace(app: Flask) -> None:
+    """A partial batch of events lingers until Bulk Create Events' pace allows a request (more
+    may come meanwhile); a catalog chunk's endpoint is not that one: it goes at once."""
+    with app.app_context():
+        state = app.extensions["klaviyo"]
+        drain = Drain(
+            state.redis, app.config["KLAVIYO_QUEUE"], "linger-test", DeliverySettings.load()
+        )
+        drain.outbox.ensure_group()
+        slept: list[float] = []
+        drain.sleep = slept.append  # type: ignore[method-assign]
+        paces = iter([0.5, 0.0, 0.0])  # the events endpoint's pace: wait, then go
+        drain.limiter.wait_time = lambda endpoint, pace=True: next(paces)  # type: ignore[method-assign]
+        chunk = chunked([Operation("catalog_item_update", {"id": "x"}, "x")])[0]
+        held = [(b"1-0", {b"e": compact_json(chunk.to_dict()).encode()})]
+        assert drain.linger(held) == held and slept == []
+        event = {"metric": "Viewed Product", "properties": {}, "profile": {"email": "a@b.co"}}
+        assert drain.linger([(b"2-0", {b"e": compact_json(event).encode()})]) and slept == [0.5]

@@ -15,11 +15,12 @@ import redis
 from conftest import take_for
 
 from flask_klaviyo.client import KlaviyoClient, SendResult
+from flask_klaviyo.delivery import kinds, klaviyo_kinds  # noqa: F401 - registers the kinds
 from flask_klaviyo.delivery.sender import Sender
 from flask_klaviyo.events import Event, viewed_product
 from flask_klaviyo.events.bulk import bulk_payload
 from flask_klaviyo.ratelimit import BURST_MARGIN, DEFAULT_LIMITS, RateLimiter, Window
-from flask_klaviyo.testing import FakeKlaviyo
+from flask_klaviyo.testing import KLAVIYO_RATE_LIMITS, FakeKlaviyo
 
 
 def answer(remaining: int, reset: float, limit: int | None = None) -> SendResult:
@@ -30,6 +31,30 @@ def answer(remaining: int, reset: float, limit: int | None = None) -> SendResult
 def test_klaviyos_published_limits_are_the_defaults() -> None:
     assert DEFAULT_LIMITS["bulk_create_events"] == (Window(10, 1.0), Window(150, 60.0))
     assert DEFAULT_LIMITS["create_event"] == (Window(350, 1.0), Window(3500, 60.0))
+
+
+def test_every_endpoint_an_operation_uses_is_paced_as_the_stand_in_enforces() -> None:
+    """Each kind's endpoint, the GET of its jobs and of their errors have Klaviyo's windows in
+    the limiter's table (an endpoint missing there is not paced at all; the variants' and
+    categories' job GETs were), the same the stand-in enforces with ``--rate-limits klaviyo``."""
+    used: set[str] = {"get_catalog_items", "get_catalog_variants", "get_catalog_categories"}
+    for name in kinds.names():
+        kind = kinds.get(name)
+        used.add(kind.endpoint)
+        if kind.job is not None:
+            used.update(e for e in (kind.job.endpoint, kind.job.errors_endpoint) if e)
+    published = kinds.rate_limits()
+    missing = sorted(endpoint for endpoint in used if endpoint not in published)
+    assert missing == []
+    enforced = {
+        endpoint: tuple(Window(int(limit), float(period)) for limit, period in windows)
+        for endpoint, windows in KLAVIYO_RATE_LIMITS.items()
+    }
+    differ = {e: (published[e], enforced.get(e)) for e in used if published[e] != enforced.get(e)}
+    assert differ == {}
+    # Klaviyo's OpenAPI documents: a variant's job 75/s, a category's 350/s
+    assert published["get_bulk_create_catalog_variants_job"] == (Window(75, 1.0), Window(750, 60.0))
+    assert published["get_bulk_create_catalog_categories_job"][0] == Window(350, 1.0)
 
 
 # -- the windows ---------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from .deadletters import DeadLetters
 from .followup import schedule_follow_ups
 from .forgetting import forgotten_entries
 from .keys import CONSUMER_GROUP
-from .operations import EVENT_KIND, Operation, kind_of
+from .operations import EVENT_KIND, Operation, is_operation_text, kind_of
 from .outbox import Outbox
 from .sender import Sender
 from .settings import DeliverySettings
@@ -83,7 +83,7 @@ def coalesce(kind: kinds.Kind, operations: Sequence[Operation]) -> list[Operatio
 def dispatch(
     sender: Sender,
     items: Sequence[Mapping[str, Any]],
-    sizes: Sequence[int],
+    stored: Sequence[bytes],
 ) -> dict[str, int]:
     """Send a batch of stored entries: events through the events path, every other kind
     grouped, coalesced and sent in its endpoint's form."""
@@ -93,21 +93,21 @@ def dispatch(
         if sender.dropped is not None:  # for the metrics
             sender.dropped.extend(items[index] for index in forgotten)
         items = [item for index, item in enumerate(items) if index not in forgotten]
-        sizes = [size for index, size in enumerate(sizes) if index not in forgotten]
+        stored = [raw for index, raw in enumerate(stored) if index not in forgotten]
     if not items:
         return sender.result()
     if not any("op" in item for item in items):  # the common case: only events
-        return sender.send_raw(items, sizes)
+        return sender.send_raw(items, [len(raw) for raw in stored])
     events: list[Mapping[str, Any]] = []
     event_sizes: list[int] = []
     by_kind: dict[str, list[Operation]] = {}
-    for item, size in zip(items, sizes, strict=True):
+    for item, raw in zip(items, stored, strict=True):
         kind = kind_of(item)
         if kind == EVENT_KIND:
             events.append(item)
-            event_sizes.append(size)
+            event_sizes.append(len(raw))
         else:
-            by_kind.setdefault(kind, []).append(Operation.from_dict(item))
+            by_kind.setdefault(kind, []).append(Operation.from_dict(item, raw))
     if events:
         sender.send_raw(events, event_sizes)
     for name, operations in by_kind.items():
@@ -242,7 +242,7 @@ class Drain:
                         raw = [fields[b"e"] for _, fields in entries]
                         items = [json.loads(r) for r in raw]
                         self.finish_send()
-                        future = pool.submit(dispatch, self.sender, items, [len(r) for r in raw])
+                        future = pool.submit(dispatch, self.sender, items, raw)
                         self.in_flight = (future, ids, items)
                 finally:
                     self.finish_send()
@@ -334,8 +334,12 @@ class Drain:
     def linger(
         self, entries: list[tuple[bytes, dict[bytes, bytes]]]
     ) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """Until the endpoint's pace allows a request, gather more entries (up to a batch)."""
-        while len(entries) < self.batch:
+        """Until the events endpoint's pace allows a request, gather more events (up to a
+        batch). A batch holding operations goes at once: their endpoints are not the events',
+        and the sender keeps each one's pace."""
+        while len(entries) < self.batch and not any(
+            is_operation_text(fields[b"e"]) for _, fields in entries
+        ):
             endpoint = "create_event" if len(entries) == 1 else "bulk_create_events"
             wait = self.limiter.wait_time(endpoint, pace=True)
             if wait <= 0.001:

@@ -63,34 +63,52 @@ MAX_ERROR_PAGES = 1000  # a job's listed errors read at most (a job holds 10,000
 
 
 def schedule_follow_ups(
-    connection: Any, queue: Queue, jobs: Sequence[tuple[str, str, Sequence[Mapping[str, Any]]]]
+    connection: Any,
+    queue: Queue,
+    jobs: Sequence[tuple[str, str, Sequence[Mapping[str, Any]] | bytes]],
 ) -> None:
     """One scheduled look at every Klaviyo job a drain's send was answered with (``(kind, job
     id, operations)``): the operations are kept in Redis as JSON beside it (an RQ job's
-    arguments are pickled and compressed: slow for thousands of payloads), one RQ job for all,
+    arguments are pickled and compressed: slow for thousands of payloads; a whole catalog
+    chunk's as it was stored in the outbox), one RQ job for all,
     given ``[kind, job id, 1 if an operation carries others for afterwards else 0]``."""
     if not jobs:
         return
     pipe = connection.pipeline(transaction=False)
     for _, job_id, operations in jobs:
-        pipe.set(keys.follow_up_operations(job_id), _dumps(operations), ex=FOLLOWED_TTL)
+        stored = operations if isinstance(operations, bytes) else _dumps(operations)
+        pipe.set(keys.follow_up_operations(job_id), stored, ex=FOLLOWED_TTL)
     pipe.execute()
     delay = min(_spec(kind).delay for kind, _, _ in jobs)
-    pending = [
-        [kind, job_id, int(any((op.get("payload") or {}).get("then") for op in operations))]
-        for kind, job_id, operations in jobs
-    ]
+    pending = [[kind, job_id, int(_carries(operations))] for kind, job_id, operations in jobs]
     _enqueue_batch(queue, pending, 1, delay)
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), check_circular=False, default=str).encode
+
+
 def _dumps(operations: Sequence[Mapping[str, Any]]) -> str:
-    return json.dumps(list(operations), separators=(",", ":"), default=str)
+    return _encode(list(operations))
+
+
+def _carries(operations: Sequence[Mapping[str, Any]] | bytes) -> bool:
+    """Whether an operation carries others to queue afterwards. In a stored chunk (compact
+    JSON) the key is looked for as bytes: text that quotes it only costs a needless load."""
+    if isinstance(operations, bytes):
+        return b'"then":[{' in operations
+    return any((op.get("payload") or {}).get("then") for op in operations)
 
 
 def load_operations(connection: Any, job_id: str) -> list[dict[str, Any]] | None:
     """The operations a Klaviyo job was sent with (None once its outcome was applied)."""
     raw = connection.get(keys.follow_up_operations(job_id))
-    return None if raw is None else json.loads(raw)
+    if raw is None:
+        return None
+    stored = json.loads(raw)
+    if klaviyo_kinds.is_chunk(stored):  # kept as it was queued: its resources' operations
+        chunk = Operation.from_dict(stored)
+        return [member.to_dict() for member in klaviyo_kinds.chunk_members(chunk)]
+    return list(stored)
 
 
 def needs_operations(attributes: Mapping[str, Any], carries: bool) -> bool:

@@ -24,7 +24,7 @@ from . import profile_kinds  # noqa: F401 - registers the profile kinds
 from .kinds import JobFollowUp, Kind, Payload, get, pointer_index, register
 from .operations import EVENT_KIND, Operation
 
-__all__ = ["CATALOG_CHUNK", "CATALOG_JOB_SIZE", "chunked"]
+__all__ = ["CATALOG_CHUNK", "CATALOG_JOB_SIZE", "chunk_members", "chunked", "is_chunk"]
 
 # Catalog jobs usually finish within a second or two, and a new item's variants wait for its
 # job: look often (the job GETs have their own rate windows), for up to ten minutes.
@@ -184,15 +184,31 @@ def chunked(operations: Iterable[Operation]) -> list[Operation]:
     return [*chunks, *others]
 
 
+def chunk_members(chunk: Operation) -> list[Operation]:
+    """A chunk's resources as operations of their own kind, queued when the chunk was."""
+    name = chunk.kind.removesuffix(CATALOG_CHUNK)
+    return [
+        Operation(name, entry["payload"], entry.get("key"), chunk.queued_at)
+        for entry in chunk.payload.get("resources") or ()
+    ]
+
+
+def is_chunk(entry: Any) -> bool:
+    """Whether a stored entry (decoded) is a catalog chunk."""
+    return isinstance(entry, dict) and str(entry.get("op") or "").endswith(CATALOG_CHUNK)
+
+
 def _send_catalog_chunk(sender: Any, kind: Kind, batch: Sequence[Operation]) -> None:
-    """A chunk as its resources' operations: one job, followed up, errors per resource."""
+    """A chunk as its resources' operations: one job, followed up, errors per resource (the
+    follow-up keeps the chunk as it was stored when the job holds all of it)."""
     resource_kind = get(kind.name.removesuffix(CATALOG_CHUNK))
     for chunk in batch:
-        members = [
-            Operation(resource_kind.name, entry["payload"], entry.get("key"), chunk.queued_at)
-            for entry in chunk.payload.get("resources") or ()
-        ]
-        sender.send_operations(resource_kind, members)
+        members = chunk_members(chunk)
+        sender.whole = (members, chunk.stored) if chunk.stored and members else None
+        try:
+            sender.send_operations(resource_kind, members)
+        finally:
+            sender.whole = None
 
 
 def _register_builtins() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..events import Event
 
-__all__ = ["EVENT_KIND", "Operation", "decode", "describe", "kind_of"]
+__all__ = ["EVENT_KIND", "Operation", "decode", "describe", "is_operation_text", "kind_of"]
 
 EVENT_KIND = "event"
 
@@ -30,6 +30,9 @@ class Operation:
     payload: Mapping[str, Any]
     key: str | None = None
     queued_at: float = field(default_factory=time.time)
+    # The stored JSON this was read from, when it was: a catalog chunk's follow-up keeps it as
+    # it is instead of encoding its hundred resources again.
+    stored: bytes | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,13 +43,20 @@ class Operation:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Operation:
+    def from_dict(cls, data: Mapping[str, Any], stored: bytes | None = None) -> Operation:
         return cls(
             kind=str(data["op"]),
             payload=dict(data.get("payload") or {}),
             key=data.get("key"),
             queued_at=float(data.get("queued_at") or time.time()),
+            stored=stored,
         )
+
+
+def is_operation_text(raw: bytes) -> bool:
+    """Whether a stored entry's JSON is an operation's, without decoding it: ``to_dict`` puts
+    ``op`` first (compact or not), and an event's dict has none."""
+    return raw.lstrip()[:5] == b'{"op"'
 
 
 def kind_of(entry: Mapping[str, Any]) -> str:

@@ -43,8 +43,9 @@ BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 RETRY_AFTER_CAP = 60.0
 
-# (kind name, Klaviyo's job id, the operations the job holds, in the job's order)
-FollowUp = tuple[str, str, list[dict[str, Any]]]
+# (kind name, Klaviyo's job id, the operations the job holds, in the job's order: as dicts, or
+# as the stored JSON of the one catalog chunk they all came from)
+FollowUp = tuple[str, str, list[dict[str, Any]] | bytes]
 
 
 def backoff_delay(attempt: int, *, base: float | None = None, cap: float | None = None) -> float:
@@ -80,6 +81,8 @@ class Sender:
         self.last_error: str | None = None  # Klaviyo's last error answer (or the transport's)
         self.last_error_at: float | None = None
         self.jobs: list[FollowUp] = []  # asynchronous jobs Klaviyo accepted, to follow up
+        # A catalog chunk being sent: its resources' operations and the JSON it was stored as.
+        self.whole: tuple[Sequence[Operation], bytes] | None = None
         self.on_job: Callable[[], None] | None = None  # told of each job as Klaviyo accepts it
         # Redis, for kinds that remember what Klaviyo answered (profile ids)
         self.connection = dead_letters.connection if dead_letters is not None else None
@@ -276,10 +279,23 @@ class Sender:
                 if job_id is None:
                     log.warning("klaviyo: %s answered without a job id; not followed up", kind.name)
                 else:
-                    self.jobs.append((kind.name, job_id, [op.to_dict() for op in remaining]))
+                    self.jobs.append((kind.name, job_id, self._as_followed(remaining)))
                     if self.on_job is not None:
                         self.on_job()
             return
+
+    def _as_followed(self, operations: list[Operation]) -> list[dict[str, Any]] | bytes:
+        """What a follow-up keeps of a job's operations: the chunk they were read from, stored
+        JSON as it is, when they are all of it (``whole``), else each as a dict."""
+        whole = self.whole
+        if (
+            whole is not None
+            and len(operations) == len(whole[0])
+            and operations[0] is whole[0][0]
+            and operations[-1] is whole[0][-1]
+        ):
+            return whole[1]
+        return [operation.to_dict() for operation in operations]
 
     def _after_conflict(self, kind: Kind, operation: Operation) -> None:
         """Send the kind's fallback for a conflict once (never retried into a loop)."""

@@ -141,11 +141,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 )
 
 
+ACTIONS = ("create", "update", "delete")  # a catalog resource's bulk jobs
+
+
 def _catalog_jobs(module: Any, plural: str, short: str, get_limits: dict[str, Windows]) -> tuple:
     """The six endpoints of one catalog resource: bulk create / update / delete jobs, and the
     GET of each job (Klaviyo's operation names, e.g. ``get_bulk_delete_catalog_items_job``)."""
     found = []
-    for action in ("create", "update", "delete"):
+    for action in ACTIONS:
         path = f"/api/catalog-{short}-bulk-{action}-jobs"
         found.append(
             Endpoint(
@@ -170,8 +173,13 @@ def _catalog_jobs(module: Any, plural: str, short: str, get_limits: dict[str, Wi
 
 CATALOG: tuple[Endpoint, ...] = (
     *_catalog_jobs(catalog_items, "items", "item", {"delete": FAST}),
-    *_catalog_jobs(catalog_variants, "variants", "variant", {}),
-    *_catalog_jobs(catalog_categories, "categories", "category", {}),
+    *_catalog_jobs(catalog_variants, "variants", "variant", {"delete": FAST}),
+    *_catalog_jobs(
+        catalog_categories,
+        "categories",
+        "category",
+        dict.fromkeys(("create", "update", "delete"), FAST),
+    ),
     Endpoint("get_catalog_items", "GET", "/api/catalog-items", catalog_read.get_items, FAST),
     Endpoint(
         "get_catalog_variants", "GET", "/api/catalog-variants", catalog_read.get_variants, FAST

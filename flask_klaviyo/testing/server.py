@@ -180,8 +180,12 @@ class Handler(BaseHTTPRequestHandler):
             if reply.close:
                 self.send_header("Connection", "close")
                 self.close_connection = True
-            self.end_headers()
+            # Headers and body in one write: two woke the client twice for one answer.
+            if not hasattr(self, "_headers_buffer"):  # http.server's own list (HTTP/0.9: none)
+                self._headers_buffer: list[bytes] = []
+            self._headers_buffer.append(b"\r\n")
             if self.command != "HEAD":
-                self.wfile.write(reply.body)
+                self._headers_buffer.append(reply.body)
+            self.flush_headers()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
