@@ -69,7 +69,7 @@ class Product:
         """
         if has_request_context():  # every product page asks: remembered per app and host
             app = current_app._get_current_object()  # type: ignore[attr-defined]
-            url, image_url = _absolute_urls(app, request.root_url, self.id, self.image)
+            url, image_url = _absolute_urls(app, _root(request.environ), self.id, self.image)
         else:
             url, image_url = _build_absolute_urls(self.id, self.image)
         return {
@@ -88,10 +88,21 @@ class Product:
 
 
 @functools.lru_cache(maxsize=4096)
-def _absolute_urls(app: Flask, root_url: str, product_id: str, image: str) -> tuple[str, str]:
+def _absolute_urls(
+    app: Flask, root: tuple[Any, ...], product_id: str, image: str
+) -> tuple[str, str]:
     """A product's page and image URLs; the same for every request to one app at one root, and
     two external ``url_for``s cost as much as the rest of the Viewed Product event."""
     return _build_absolute_urls(product_id, image)
+
+
+def _root(environ: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What an external ``url_for`` reads of the request: its scheme, host and mount point,
+    straight from the WSGI environ (``request.root_url`` re-encodes them: ~25 us a page)."""
+    return tuple(environ.get(key) for key in _ROOT_KEYS)
+
+
+_ROOT_KEYS = ("wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "SCRIPT_NAME")
 
 
 def _build_absolute_urls(product_id: str, image: str) -> tuple[str, str]:

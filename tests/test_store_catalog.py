@@ -503,3 +503,21 @@ def test_a_restock_queues_the_catalog_change_and_reaches_klaviyo(
     drain(live_shop)
     held = next(v for key, v in fake.catalog_variants.items() if key.endswith(f":::{FILTER}"))
     assert held["inventory_quantity"] == 9
+
+
+def test_a_products_absolute_urls_follow_the_host_and_mount_of_each_request(
+    tmp_path: Path,
+) -> None:
+    """They are remembered per app and request root: another host, scheme or mount point
+    gets its own, never one built for an earlier request."""
+    app = create_app(store_config(tmp_path / "instance", KLAVIYO_ENABLED=False))
+    product = SEED_PRODUCTS[0]
+    seen = {}
+    for base in ("http://a.test/", "https://a.test/", "http://b.test:8080/", "http://a.test/shop/"):
+        for _ in range(2):  # the second time from memory
+            with app.test_request_context("/", base_url=base):
+                found = product.to_klaviyo_product()
+            assert found["url"] == f"{base}products/{product.id}", found["url"]
+            assert found["image_url"].startswith(f"{base}static/")
+            seen.setdefault(base, found["url"])
+    assert len(set(seen.values())) == 4
