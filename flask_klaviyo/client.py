@@ -39,7 +39,10 @@ __all__ = [
     "EVENTS_PATH",
     "KlaviyoClient",
     "SendResult",
+    "encode_body",
     "get_client",
+    "ready_to_fork",
+    "tls_context",
 ]
 
 # Connect fast, allow Klaviyo a few seconds to answer; never wait forever.
@@ -131,13 +134,16 @@ class KlaviyoClient:
         """POST one event (``{"data": {"type": "event", ...}}``) to Create Event."""
         return self.send("POST", EVENTS_PATH, payload)
 
-    def bulk_create_events(self, payload: dict[str, Any]) -> SendResult:
+    def bulk_create_events(self, payload: dict[str, Any] | bytes) -> SendResult:
         """POST a Bulk Create Events job (up to 1,000 events, 5 MB)."""
         return self.send("POST", BULK_EVENTS_PATH, payload)
 
-    def send(self, method: str, path: str, payload: dict[str, Any] | None = None) -> SendResult:
-        """Any Klaviyo endpoint: a JSON:API body (None for a GET); a typed error unless 2xx."""
-        body = None if payload is None else _body_json(payload).encode()
+    def send(
+        self, method: str, path: str, payload: dict[str, Any] | bytes | None = None
+    ) -> SendResult:
+        """Any Klaviyo endpoint: a JSON:API body, or one :func:`encode_body` made (None for a
+        GET); a typed error unless 2xx."""
+        body = payload if payload is None or isinstance(payload, bytes) else encode_body(payload)
         try:
             response = self._http.request(method, path, content=body)
         except httpx.TimeoutException as exc:
@@ -156,6 +162,13 @@ class KlaviyoClient:
                 data=_json_or_none(response),
             )
         raise error_from_response(response)
+
+
+def encode_body(payload: dict[str, Any]) -> bytes:
+    """A request body as sent. Senders encode it before they take a rate-limit slot: a large
+    body (100 catalog resources, 1,000 events) encoded after it put milliseconds between the
+    slot and the request's arrival, and Klaviyo counts arrivals in its fixed windows."""
+    return _body_json(payload).encode()
 
 
 def _json_or_none(response: httpx.Response) -> Any:

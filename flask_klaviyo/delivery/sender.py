@@ -17,7 +17,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from ..client import KlaviyoClient, SendResult
+from ..client import KlaviyoClient, SendResult, encode_body
 from ..events import Event
 from ..events.bulk import bulk_payload, locate_bulk_pointer, raw_bulk_payload, split_batches
 from ..exceptions import (
@@ -118,10 +118,9 @@ class Sender:
         payload = raw_bulk_payload(items, sizes)
         if payload is None:
             return self.send([Event.from_dict(item) for item in items])
+        body = encode_body(payload)
         try:
-            self.call(
-                "bulk_create_events", functools.partial(self.client.bulk_create_events, payload)
-            )
+            self.call("bulk_create_events", functools.partial(self.client.bulk_create_events, body))
         except KlaviyoClientError as exc:
             self._bulk([Event.from_dict(item) for item in items], first_error=exc)
         else:
@@ -191,9 +190,9 @@ class Sender:
             try:
                 if error is not None:
                     raise error
-                payload = bulk_payload(remaining)
+                body = encode_body(bulk_payload(remaining))
                 self.call(
-                    "bulk_create_events", functools.partial(self.client.bulk_create_events, payload)
+                    "bulk_create_events", functools.partial(self.client.bulk_create_events, body)
                 )
                 self.sent += len(remaining)
                 return
@@ -237,7 +236,7 @@ class Sender:
         while remaining:
             payloads = [operation.payload for operation in remaining]
             try:
-                body = kind.body(payloads)
+                body = encode_body(kind.body(payloads))  # before the rate slot is taken
                 url = kind.url(payloads)
             except Exception as exc:  # a payload the kind cannot make a body of
                 detail = f"{kind.name}: no request body: {type(exc).__name__}: {exc}"
