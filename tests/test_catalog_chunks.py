@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
+from collections import deque
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -14,12 +15,14 @@ import pytest
 from flask import Flask
 from rq import Queue
 
+from flask_klaviyo.catalog.applier import AHEAD, Applier
 from flask_klaviyo.catalog.model import VARIANT_FIELDS, CatalogItem, fingerprint
 from flask_klaviyo.catalog.shapes import Shapes
 from flask_klaviyo.delivery import kinds
 from flask_klaviyo.delivery.deadletters import DeadLetters
-from flask_klaviyo.delivery.drain import Drain, dispatch
+from flask_klaviyo.delivery.drain import Drain, dispatch, ready_first
 from flask_klaviyo.delivery.followup import load_operations, schedule_follow_ups
+from flask_klaviyo.delivery.keys import CONSUMER_GROUP
 from flask_klaviyo.delivery.klaviyo_kinds import chunk_members, chunked
 from flask_klaviyo.delivery.operations import Operation
 from flask_klaviyo.delivery.sender import Sender
@@ -248,3 +251,52 @@ def test_a_drain_holding_a_chunk_does_not_wait_for_the_events_pace(app: Flask) -
         assert drain.linger(held) == held and slept == []
         event = {"metric": "Viewed Product", "properties": {}, "profile": {"email": "a@b.co"}}
         assert drain.linger([(b"2-0", {b"e": compact_json(event).encode()})]) and slept == [0.5]
+
+
+def test_a_sync_keeps_feeding_its_chunks_while_other_entries_wait(app: Flask) -> None:
+    """Variant chunks that follow-ups queued may wait for their endpoint's window: the sync's
+    own chunks are fed anyway, a few more each time the drains have taken all it fed."""
+    with app.app_context():
+        state = app.extensions["klaviyo"]
+        outbox, connection = state.outbox, state.redis
+        outbox.ensure_group()
+        waiting = chunked(
+            [Operation("catalog_variant_update", {"id": f"v{n}"}, f"v{n}") for n in range(900)]
+        )
+        outbox.push(waiting)  # 9 chunks nobody has taken: more than AHEAD // 2
+        left = deque(chunked([Operation("catalog_item_update", {"id": f"i{n}"}, f"i{n}")
+                              for n in range(1000)]))  # fmt: skip
+
+        def take(count: int) -> None:
+            connection.xreadgroup(CONSUMER_GROUP, "a-drain", {outbox.stream: ">"}, count=count)
+
+        with Applier() as applier:
+            applier._feed(left)
+            assert len(left) == 10 - AHEAD // 2  # fed a few although 9 others wait
+            applier._feed(left)
+            assert len(left) == 10 - AHEAD // 2  # nothing more until those are taken
+            take(9 + AHEAD // 2 - 1)  # all but the last it fed
+            assert not outbox.taken_up_to(applier.fed_up_to)  # type: ignore[arg-type]
+            take(1)
+            assert outbox.taken_up_to(applier.fed_up_to)  # type: ignore[arg-type]
+            outbox.push(waiting)  # meanwhile 9 more others wait, after its own
+            applier._feed(left)
+            assert len(left) == 10 - AHEAD  # its own were taken: a few more
+
+
+def test_a_drain_sends_first_the_kinds_whose_endpoint_has_a_slot() -> None:
+    """A drain holding variant chunks whose window is spent and item chunks whose window is not
+    sends the items first; otherwise kinds keep the order they came in."""
+
+    class Limiter:
+        def wait_time(self, endpoint: str, cost: int = 1, *, pace: bool = False) -> float:
+            return 0.8 if endpoint == "bulk_create_catalog_variants" else 0.0
+
+    names = ["catalog_variant_create_chunk", "catalog_item_create_chunk", "no_such_kind",
+             "catalog_category_create_chunk"]  # fmt: skip
+    sender = SimpleNamespace(limiter=Limiter())
+    assert ready_first(sender, names) == [  # type: ignore[arg-type]
+        "catalog_item_create_chunk", "no_such_kind", "catalog_category_create_chunk",
+        "catalog_variant_create_chunk",
+    ]  # fmt: skip
+    assert ready_first(SimpleNamespace(limiter=None), names) == names  # type: ignore[arg-type]

@@ -84,6 +84,7 @@ class Applier:
             self.connection, settings, self.queue.name, lambda kind: kind.startswith("catalog_")
         )
         self.bulk = BulkWork(self.connection)  # a sync's chunks mark their endpoints
+        self.fed_up_to: bytes | None = None  # the newest stream entry when this last fed
         self.stop = threading.Event()
         self.thread = threading.Thread(target=_follow, args=(self.follower, self.stop))
         self.thread.name = "klaviyo-follow"
@@ -111,13 +112,22 @@ class Applier:
                     self.bulk.add(Operation(then["op"], {}, then.get("key")))
 
     def _feed(self, left: deque[Operation]) -> None:
-        """Queue some of ``left`` when fewer than half of ``AHEAD`` wait unclaimed."""
+        """Queue some of ``left`` when fewer than half of ``AHEAD`` wait unclaimed, or when the
+        drains have taken all this fed before: other entries waiting (the variants that
+        follow-ups queue, whose endpoint may be waiting for its window) do not hold the
+        sync's own chunks back."""
         outbox = current_state().outbox
         unclaimed = outbox.depth() - outbox.pending()
         if unclaimed < AHEAD // 2:
-            outbox.push([left.popleft() for _ in range(min(len(left), AHEAD - unclaimed))])
-            if self.concurrency > 1:  # more drains share them, if fewer run than allowed
-                outbox.add_drain(self.concurrency)
+            count = AHEAD - unclaimed
+        elif self.fed_up_to is None or outbox.taken_up_to(self.fed_up_to):
+            count = AHEAD // 2
+        else:
+            return
+        outbox.push([left.popleft() for _ in range(min(len(left), count))])
+        self.fed_up_to = outbox.last_id()
+        if self.concurrency > 1:  # more drains share them, if fewer run than allowed
+            outbox.add_drain(self.concurrency)
 
     def wait(
         self,

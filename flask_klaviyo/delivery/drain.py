@@ -80,6 +80,26 @@ def coalesce(kind: kinds.Kind, operations: Sequence[Operation]) -> list[Operatio
     return [*merged.values(), *alone]
 
 
+def ready_first(sender: Sender, names: list[str]) -> list[str]:
+    """The kinds of a batch, those whose endpoint has a rate slot now first (each group in
+    arrival order): a drain holding operations for an endpoint that must wait does not keep the
+    others behind them (a sync's item chunks behind its variants', whose window was spent).
+    Klaviyo orders nothing across endpoints (their jobs are asynchronous); what must come after
+    something waits for its job to complete (``then``)."""
+    limiter = sender.limiter
+    if limiter is None or len(names) < 2:
+        return names
+
+    def waits(name: str) -> bool:
+        try:
+            endpoint = kinds.get(name).endpoint
+        except LookupError:  # dead-lettered at once below
+            return False
+        return limiter.wait_time(endpoint) > 0
+
+    return sorted(names, key=waits)
+
+
 def dispatch(
     sender: Sender,
     items: Sequence[Mapping[str, Any]],
@@ -110,7 +130,8 @@ def dispatch(
             by_kind.setdefault(kind, []).append(Operation.from_dict(item, raw))
     if events:
         sender.send_raw(events, event_sizes)
-    for name, operations in by_kind.items():
+    for name in ready_first(sender, list(by_kind)):
+        operations = by_kind[name]
         try:
             kind = kinds.get(name)
         except LookupError as exc:  # kept, replayable once the worker knows the kind

@@ -331,6 +331,23 @@ class Outbox:
     def refresh_flag(self) -> None:
         self.connection.set(self.flag, "1", ex=DRAIN_FLAG_TTL)
 
+    def last_id(self) -> bytes | None:
+        """The id of the newest entry in the stream (None when it is empty)."""
+        newest = self.connection.xrevrange(self.stream, count=1)
+        return newest[0][0] if newest else None
+
+    def taken_up_to(self, entry_id: bytes) -> bool:
+        """Whether drains have taken every entry up to ``entry_id`` (they read in order)."""
+        try:
+            groups = self.connection.xinfo_groups(self.stream)
+        except redis.ResponseError:  # no stream or group yet
+            return False
+        for group in groups:
+            name = group.get("name")
+            if (name.decode() if isinstance(name, bytes) else name) == CONSUMER_GROUP:
+                return _stream_id(group.get("last-delivered-id")) >= _stream_id(entry_id)
+        return False
+
     def depth(self) -> int:
         """Events waiting (queued or being delivered): delivered entries are deleted."""
         return int(self.connection.xlen(self.stream))
@@ -349,3 +366,10 @@ class Outbox:
             json.loads(fields[b"e"])
             for _, fields in self.connection.xrange(self.stream, count=count)
         ]
+
+
+def _stream_id(entry_id: bytes | str | None) -> tuple[int, int]:
+    """A stream entry id as (milliseconds, sequence), to compare in the stream's order."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id or "0-0")
+    milliseconds, _, sequence = text.partition("-")
+    return int(milliseconds), int(sequence or 0)
