@@ -20,7 +20,8 @@ from flask_klaviyo.catalog.model import VARIANT_FIELDS, CatalogItem, fingerprint
 from flask_klaviyo.catalog.shapes import Shapes
 from flask_klaviyo.delivery import kinds
 from flask_klaviyo.delivery.deadletters import DeadLetters
-from flask_klaviyo.delivery.drain import Drain, dispatch, ready_first
+from flask_klaviyo.delivery.dispatch import dispatch, ready_first
+from flask_klaviyo.delivery.drain import Drain
 from flask_klaviyo.delivery.followup import load_operations, schedule_follow_ups
 from flask_klaviyo.delivery.keys import CONSUMER_GROUP
 from flask_klaviyo.delivery.klaviyo_kinds import chunk_members, chunked

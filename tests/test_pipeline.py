@@ -15,7 +15,7 @@ from rq import Queue
 from flask_klaviyo import Klaviyo
 from flask_klaviyo.delivery import kinds
 from flask_klaviyo.delivery.deadletters import DeadLetters
-from flask_klaviyo.delivery.drain import coalesce
+from flask_klaviyo.delivery.dispatch import coalesce
 from flask_klaviyo.delivery.kinds import Kind, pointer_index
 from flask_klaviyo.delivery.operations import Operation, decode
 from flask_klaviyo.delivery.outbox import Outbox

@@ -17,7 +17,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -32,16 +32,16 @@ from . import (
     klaviyo_kinds,  # noqa: F401 - importing it registers Klaviyo's kinds
 )
 from .deadletters import DeadLetters
+from .dispatch import dispatch
 from .followup import schedule_follow_ups
-from .forgetting import forgotten_entries
 from .keys import CONSUMER_GROUP
-from .operations import EVENT_KIND, Operation, is_operation_text, kind_of
+from .operations import is_operation_text
 from .outbox import Outbox
 from .sender import Sender
 from .settings import DeliverySettings
 from .stats import SenderMarks, record_batch, record_error
 
-__all__ = ["Drain", "coalesce", "dead_letter_past_horizon"]
+__all__ = ["Drain", "dead_letter_past_horizon"]
 
 log = logging.getLogger(__name__)
 
@@ -54,92 +54,6 @@ LINGER_SECONDS = 1.0  # a partial batch waits at most this long per look for the
 FOLLOW_UP_EVERY = 0.1  # seconds between scheduled follow-ups of jobs accepted during a send
 BACKLOG_LOOK_SECONDS = 5.0  # full batches: how often the backlog is told to the limiter
 EVENTS_ENDPOINT = "bulk_create_events"  # where a backlog of events goes
-
-
-def coalesce(kind: kinds.Kind, operations: Sequence[Operation]) -> list[Operation]:
-    """Operations with the same key merged into one, in arrival order (later wins)."""
-    if kind.merge is None:
-        return list(operations)
-    merged: dict[Any, Operation] = {}
-    alone: list[Operation] = []
-    for operation in operations:
-        if operation.key is None:
-            alone.append(operation)
-            continue
-        first = merged.get(operation.key)
-        merged[operation.key] = (
-            operation
-            if first is None
-            else Operation(
-                kind.name,
-                kind.merge(first.payload, operation.payload),
-                operation.key,
-                first.queued_at,
-            )
-        )
-    return [*merged.values(), *alone]
-
-
-def ready_first(sender: Sender, names: list[str]) -> list[str]:
-    """The kinds of a batch, those whose endpoint has a rate slot now first (each group in
-    arrival order): a drain holding operations for an endpoint that must wait does not keep the
-    others behind them (a sync's item chunks behind its variants', whose window was spent).
-    Klaviyo orders nothing across endpoints (their jobs are asynchronous); what must come after
-    something waits for its job to complete (``then``)."""
-    limiter = sender.limiter
-    if limiter is None or len(names) < 2:
-        return names
-
-    def waits(name: str) -> bool:
-        try:
-            endpoint = kinds.get(name).endpoint
-        except LookupError:  # dead-lettered at once below
-            return False
-        return limiter.wait_time(endpoint) > 0
-
-    return sorted(names, key=waits)
-
-
-def dispatch(
-    sender: Sender,
-    items: Sequence[Mapping[str, Any]],
-    stored: Sequence[bytes],
-) -> dict[str, int]:
-    """Send a batch of stored entries: events through the events path, every other kind
-    grouped, coalesced and sent in its endpoint's form."""
-    forgotten = forgotten_entries(sender.connection, items)
-    if forgotten:  # a person forgotten while these waited: never sent (privacy)
-        log.info("klaviyo: %d waiting item(s) of forgotten people dropped", len(forgotten))
-        if sender.dropped is not None:  # for the metrics
-            sender.dropped.extend(items[index] for index in forgotten)
-        items = [item for index, item in enumerate(items) if index not in forgotten]
-        stored = [raw for index, raw in enumerate(stored) if index not in forgotten]
-    if not items:
-        return sender.result()
-    if not any("op" in item for item in items):  # the common case: only events
-        return sender.send_raw(items, [len(raw) for raw in stored])
-    events: list[Mapping[str, Any]] = []
-    event_sizes: list[int] = []
-    by_kind: dict[str, list[Operation]] = {}
-    for item, raw in zip(items, stored, strict=True):
-        kind = kind_of(item)
-        if kind == EVENT_KIND:
-            events.append(item)
-            event_sizes.append(len(raw))
-        else:
-            by_kind.setdefault(kind, []).append(Operation.from_dict(item, raw))
-    if events:
-        sender.send_raw(events, event_sizes)
-    for name in ready_first(sender, list(by_kind)):
-        operations = by_kind[name]
-        try:
-            kind = kinds.get(name)
-        except LookupError as exc:  # kept, replayable once the worker knows the kind
-            for operation in operations:
-                sender.keep_dead(operation.to_dict(), "unknown_kind", [{"detail": str(exc)}], None)
-            continue
-        sender.send_operations(kind, coalesce(kind, operations))
-    return sender.result()
 
 
 def dead_letter_past_horizon(
