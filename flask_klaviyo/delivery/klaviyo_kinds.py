@@ -203,12 +203,7 @@ def _send_catalog_chunk(sender: Any, kind: Kind, batch: Sequence[Operation]) -> 
     follow-up keeps the chunk as it was stored when the job holds all of it)."""
     resource_kind = get(kind.name.removesuffix(CATALOG_CHUNK))
     for chunk in batch:
-        members = chunk_members(chunk)
-        sender.whole = (members, chunk.stored) if chunk.stored and members else None
-        try:
-            sender.send_operations(resource_kind, members)
-        finally:
-            sender.whole = None
+        sender.send_operations(resource_kind, chunk_members(chunk), stored=chunk.stored)
 
 
 def _register_builtins() -> None:

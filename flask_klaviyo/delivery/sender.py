@@ -81,8 +81,6 @@ class Sender:
         self.last_error: str | None = None  # Klaviyo's last error answer (or the transport's)
         self.last_error_at: float | None = None
         self.jobs: list[FollowUp] = []  # asynchronous jobs Klaviyo accepted, to follow up
-        # A catalog chunk being sent: its resources' operations and the JSON it was stored as.
-        self.whole: tuple[Sequence[Operation], bytes] | None = None
         self.on_job: Callable[[], None] | None = None  # told of each job as Klaviyo accepts it
         # Redis, for kinds that remember what Klaviyo answered (profile ids)
         self.connection = dead_letters.connection if dead_letters is not None else None
@@ -216,8 +214,12 @@ class Sender:
                     self._dead(event, exc)
                 return
 
-    def send_operations(self, kind: Kind, operations: Sequence[Operation]) -> dict[str, int]:
-        """Operations of one kind: grouped (``kind.group``), in batches of ``kind.batch_limit``."""
+    def send_operations(
+        self, kind: Kind, operations: Sequence[Operation], *, stored: bytes | None = None
+    ) -> dict[str, int]:
+        """Operations of one kind: grouped (``kind.group``), in batches of ``kind.batch_limit``.
+        ``stored``: the JSON they were all read from (one catalog chunk), which their job's
+        follow-up keeps as it is when the job holds them all."""
         groups: dict[Hashable, list[Operation]] = {}
         for operation in operations:
             group = kind.group(operation.payload) if kind.group is not None else None
@@ -228,10 +230,13 @@ class Sender:
                 if kind.send is not None:
                     kind.send(self, kind, batch)
                 else:
-                    self._operation_batch(kind, batch)
+                    whole = stored if len(batch) == len(operations) else None
+                    self._operation_batch(kind, batch, whole)
         return self.result()
 
-    def _operation_batch(self, kind: Kind, batch: list[Operation]) -> None:
+    def _operation_batch(
+        self, kind: Kind, batch: list[Operation], stored: bytes | None = None
+    ) -> None:
         remaining = batch
         while remaining:
             payloads = [operation.payload for operation in remaining]
@@ -278,23 +283,15 @@ class Sender:
                 if job_id is None:
                     log.warning("klaviyo: %s answered without a job id; not followed up", kind.name)
                 else:
-                    self.jobs.append((kind.name, job_id, self._as_followed(remaining)))
+                    kept = (
+                        stored
+                        if stored is not None and remaining is batch  # none set aside
+                        else [op.to_dict() for op in remaining]
+                    )
+                    self.jobs.append((kind.name, job_id, kept))
                     if self.on_job is not None:
                         self.on_job()
             return
-
-    def _as_followed(self, operations: list[Operation]) -> list[dict[str, Any]] | bytes:
-        """What a follow-up keeps of a job's operations: the chunk they were read from, stored
-        JSON as it is, when they are all of it (``whole``), else each as a dict."""
-        whole = self.whole
-        if (
-            whole is not None
-            and len(operations) == len(whole[0])
-            and operations[0] is whole[0][0]
-            and operations[-1] is whole[0][-1]
-        ):
-            return whole[1]
-        return [operation.to_dict() for operation in operations]
 
     def _after_conflict(self, kind: Kind, operation: Operation) -> None:
         """Send the kind's fallback for a conflict once (never retried into a loop)."""
