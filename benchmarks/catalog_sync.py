@@ -162,7 +162,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 first_seconds = time.monotonic() - started
                 cpu = {k: v - cpu_before[k] for k, v in _cpu(pids).items()}
                 counts_before = stand_in.get("request-counts")
-                timeline = _timeline(stand_in.get("requests"), wall)
+                requests = stand_in.get("requests")
+                timeline = _timeline(requests, wall)
+                if args.requests_log:
+                    _write_requests(args.requests_log, requests, wall)
                 started = time.monotonic()
                 second = klaviyo.catalog_sync()
                 second_seconds = time.monotonic() - started
@@ -201,6 +204,18 @@ def _timeline(requests: list[dict[str, Any]], started: float) -> dict[str, float
     return found
 
 
+def _write_requests(path: str, requests: list[dict[str, Any]], started: float) -> None:
+    """The stand-in's request log of the sync from empty, one JSON line per request (seconds
+    since the start, endpoint, status): for reading where a slow round's time went."""
+    with open(path, "a") as out:
+        for request in requests:
+            if request["received_at"] >= started:
+                line = {"at": round(request["received_at"] - started, 4), "path": request["path"],
+                        "endpoint": request["endpoint"], "status": request["status"]}  # fmt: skip
+                out.write(json.dumps(line) + "\n")
+        out.write(json.dumps({"round": "end"}) + "\n")
+
+
 def _cpu(pids: dict[str, Any]) -> dict[str, float]:
     return {
         name: sum(cpu_seconds(pid) for pid in (pid if isinstance(pid, list) else [pid]))
@@ -212,8 +227,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--products", type=int, default=10_000, help="products (x 3 variants)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes beside the sync")
-    parser.add_argument("--simple", action="store_true",
-                        help="workers run jobs in their own process (`worker --simple`)")
+    parser.add_argument(
+        "--simple",
+        action="store_true",
+        help="workers run jobs in their own process (`worker --simple`)",
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="time-scale factor")
     parser.add_argument("--job-delay", type=float, default=0.2, help="the stand-in's job time")
     parser.add_argument("--rounds", type=int, default=3, help="fresh runs; the median is shown")
@@ -222,6 +240,11 @@ def main() -> None:
         action="store_true",
         help="a diagnosis: our limiter gets only the per-second windows (the stand-in still "
         "enforces Klaviyo's all), so it does not spread each minute's budget over the minute",
+    )
+    parser.add_argument(
+        "--requests-log",
+        metavar="FILE",
+        help="append each round's requests (time, endpoint, status) as JSON lines",
     )
     args = parse_args(parser, smoke={"products": 60, "workers": 1, "rounds": 1})
     results = []

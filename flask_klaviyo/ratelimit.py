@@ -40,15 +40,24 @@ import redis
 
 from .delivery import keys, scripts
 
-__all__ = ["BULK_HOLD", "BULK_RESERVE", "BURST_MARGIN", "DEFAULT_LIMITS", "RateLimiter", "Window"]
+__all__ = [
+    "BULK_HOLD",
+    "BULK_RESERVE",
+    "BURST_MARGIN",
+    "DEFAULT_LIMITS",
+    "JITTER",
+    "RateLimiter",
+    "Window",
+]
 
 log = logging.getLogger(__name__)
 
-# A log's margin: no ``period * (1 + BURST_MARGIN)`` (at most a second more) holds more than the
-# window's limit, so the network's jitter between our clock and Klaviyo's arrival times cannot
-# put one too many in a burst window of Klaviyo's.
+# A log's margin: no ``period + margin`` holds more than the window's limit, so the network's
+# jitter between our clock and Klaviyo's arrival times cannot put one too many in a burst window
+# of Klaviyo's. Jitter is a matter of milliseconds, not of the window's length: the margin is a
+# tenth of the window up to JITTER (a 1-second burst: 0.1 s; a time-scaled 4-second one too).
 BURST_MARGIN = 0.1
-STEADY_PERIOD = 60.0  # Klaviyo's headers describe the 1-minute window
+JITTER = 0.1
 # Bulk work leaves at least this share of each steady window, paced, to the account's other
 # integrations (their 429s are invisible to us: what they could not spend never shows in the
 # headers, so a floor, and twice what they did spend, keep room for them to grow into).
@@ -57,7 +66,7 @@ BULK_HOLD = 15.0  # a bulk-work mark lasts a steady period, at least this (its s
 
 
 def _span(window: Window) -> float:
-    return window.period + min(window.period * BURST_MARGIN, 1.0)
+    return window.period + min(window.period * BURST_MARGIN, JITTER)
 
 
 @dataclass(frozen=True)
@@ -167,11 +176,12 @@ class RateLimiter:
         self.waited = 0.0  # seconds this limiter has slept, for status and benchmarks
 
     def steady(self, endpoint: str) -> Window:
-        """The window Klaviyo's headers describe: the longest of at most a minute (a daily
-        window, like Update Mapped Metric's, is not it); else the longest."""
-        windows = self.limits[endpoint]
-        minute = [w for w in windows if w.period <= STEADY_PERIOD]
-        return max(minute or windows, key=lambda w: w.period)
+        """The window Klaviyo's headers describe: in Klaviyo's model (a burst, the steady
+        window, then for a few endpoints a longer one, like Update Mapped Metric's daily 30) the
+        second shortest; the only one if there is one. By order, not by length, so time-scaled
+        limits (a 4-second burst, a 4-minute steady window) keep their roles."""
+        windows = sorted(self.limits[endpoint], key=lambda w: w.period)
+        return windows[min(1, len(windows) - 1)]
 
     def _logs(self, endpoint: str) -> list[Window]:
         """Every other window (the burst, a daily one), kept as a log of its last slots."""

@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from flask import Flask
@@ -20,7 +21,7 @@ from flask_klaviyo.catalog.model import VARIANT_FIELDS, CatalogItem, fingerprint
 from flask_klaviyo.catalog.shapes import Shapes
 from flask_klaviyo.delivery import kinds
 from flask_klaviyo.delivery.deadletters import DeadLetters
-from flask_klaviyo.delivery.dispatch import dispatch, ready_first
+from flask_klaviyo.delivery.dispatch import dispatch, soonest
 from flask_klaviyo.delivery.drain import Drain
 from flask_klaviyo.delivery.followup import load_operations, schedule_follow_ups
 from flask_klaviyo.delivery.keys import CONSUMER_GROUP
@@ -285,19 +286,55 @@ def test_a_sync_keeps_feeding_its_chunks_while_other_entries_wait(app: Flask) ->
             assert len(left) == 10 - AHEAD  # its own were taken: a few more
 
 
-def test_a_drain_sends_first_the_kinds_whose_endpoint_has_a_slot() -> None:
+def test_a_drain_sends_first_the_kind_whose_endpoint_has_a_slot_soonest() -> None:
     """A drain holding variant chunks whose window is spent and item chunks whose window is not
     sends the items first; otherwise kinds keep the order they came in."""
+    waits = {"bulk_create_catalog_variants": 0.8, "bulk_create_catalog_categories": 0.3}
 
     class Limiter:
         def wait_time(self, endpoint: str, cost: int = 1, *, pace: bool = False) -> float:
-            return 0.8 if endpoint == "bulk_create_catalog_variants" else 0.0
+            return waits.get(endpoint, 0.0)
 
-    names = ["catalog_variant_create_chunk", "catalog_item_create_chunk", "no_such_kind",
-             "catalog_category_create_chunk"]  # fmt: skip
+    names = ["catalog_variant_create_chunk", "catalog_category_create_chunk",
+             "catalog_item_create_chunk", "catalog_item_update_chunk"]  # fmt: skip
     sender = SimpleNamespace(limiter=Limiter())
-    assert ready_first(sender, names) == [  # type: ignore[arg-type]
-        "catalog_item_create_chunk", "no_such_kind", "catalog_category_create_chunk",
-        "catalog_variant_create_chunk",
-    ]  # fmt: skip
-    assert ready_first(SimpleNamespace(limiter=None), names) == names  # type: ignore[arg-type]
+    assert soonest(sender, names) == "catalog_item_create_chunk"  # type: ignore[arg-type]
+    assert soonest(sender, names[:2]) == "catalog_category_create_chunk"  # type: ignore[arg-type]
+    assert soonest(SimpleNamespace(limiter=None), names) == names[0]  # type: ignore[arg-type]
+
+
+def test_a_drain_interleaves_kinds_a_request_at_a_time_as_their_windows_allow() -> None:
+    """Chunks of two kinds in one batch: each request goes to the endpoint with a slot soonest,
+    asked again after every request (the items' window filling up hands the turn to the
+    variants, and back), not one kind's whole share after the other's."""
+    sent: list[str] = []
+
+    class Limiter:
+        def wait_time(self, endpoint: str, cost: int = 1, *, pace: bool = False) -> float:
+            mine = sum(1 for e in sent if e == endpoint)
+            other = len(sent) - mine
+            return 0.0 if mine <= other else 0.5  # whoever sent less has the slot
+
+    class Recorder:
+        limiter = Limiter()
+        connection = None
+        dropped = None
+
+        def send_operations(self, kind: Any, operations: Any, **_: Any) -> None:
+            assert len(operations) == 1  # one chunk, one request
+            sent.append(kind.endpoint)
+
+        def result(self) -> dict[str, int]:
+            return {}
+
+    variants = chunked([Operation("catalog_variant_create", {"id": f"v{n}"}, f"v{n}")
+                        for n in range(300)])  # fmt: skip
+    items = chunked(
+        [Operation("catalog_item_create", {"id": f"i{n}"}, f"i{n}") for n in range(300)]
+    )
+    batch = [chunk.to_dict() for chunk in [*variants, *items]]
+    stored = [compact_json(entry).encode() for entry in batch]
+    with patch("flask_klaviyo.delivery.dispatch.forgotten_entries", lambda *_: set()):
+        dispatch(Recorder(), batch, stored)  # type: ignore[arg-type]
+    v, i = "bulk_create_catalog_variants", "bulk_create_catalog_items"
+    assert sent == [v, i, v, i, v, i]

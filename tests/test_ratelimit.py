@@ -22,7 +22,7 @@ from flask_klaviyo.delivery.operations import Operation
 from flask_klaviyo.delivery.sender import Sender
 from flask_klaviyo.events import Event, custom_event, viewed_product
 from flask_klaviyo.events.bulk import bulk_payload
-from flask_klaviyo.ratelimit import BURST_MARGIN, DEFAULT_LIMITS, RateLimiter, Window
+from flask_klaviyo.ratelimit import BURST_MARGIN, DEFAULT_LIMITS, JITTER, RateLimiter, Window
 from flask_klaviyo.testing import KLAVIYO_RATE_LIMITS, FakeKlaviyo
 
 PREFIX = "$custom:::$default:::"  # Klaviyo's id of a custom catalog entry
@@ -101,6 +101,18 @@ def test_the_burst_log_holds_its_limit_in_any_burst_period(redis_client: redis.R
         assert taken[i + 5] - taken[i] > 0.2  # never 6 in one burst period
 
 
+def test_the_margin_is_the_networks_jitter_not_a_share_of_a_long_window(
+    redis_client: redis.Redis,
+) -> None:
+    """A time-scaled burst of 4 s keeps JITTER (0.1 s) of margin, not a tenth (0.4 s): a tenth
+    of each window lost was a tenth of a slowed-down benchmark's budget."""
+    limiter = RateLimiter(redis_client, limits={"b": (Window(3, 4.0), Window(100_000, 240.0))})
+    start = time.monotonic()
+    assert sum(limiter.acquire("b") for _ in range(3)) < 0.1  # the steady pace's spacing
+    wait = limiter.try_acquire("b") + time.monotonic() - start
+    assert 4.0 < wait <= 4.0 + JITTER + 0.05
+
+
 def test_a_window_longer_than_the_minute_is_a_log_not_the_steady_one(
     redis_client: redis.Redis,
 ) -> None:
@@ -114,6 +126,23 @@ def test_a_window_longer_than_the_minute_is_a_log_not_the_steady_one(
     assert 98 < limiter.try_acquire("m") <= 101
     [burst, daily] = limiter.state("m")["logs"]
     assert (daily["limit"], daily["used"]) == (6, 6) and burst["period"] == 0.1
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.25, 0.01])
+def test_the_steady_window_keeps_its_role_at_any_time_scale(
+    redis_client: redis.Redis, scale: float
+) -> None:
+    """Slowed down (a benchmark's 4-second burst, 4-minute steady window), the minute window is
+    still the one Klaviyo's headers describe, and the burst still a log with its margin."""
+    catalog = (Window(75, 1.0 / scale), Window(750, 60.0 / scale))
+    mapped = (Window(1, 1.0 / scale), Window(15, 60.0 / scale), Window(30, 86400.0 / scale))
+    limiter = RateLimiter(redis_client, limits={"c": catalog, "m": mapped, "one": catalog[1:]})
+    assert limiter.steady("c") == catalog[1]
+    assert limiter._logs("c") == [catalog[0]]
+    assert limiter.steady("m") == mapped[1]
+    assert limiter.steady("one") == catalog[1]
+    limiter.observe("c", answer(700, 30.0, limit=750))  # the stand-in's headers: not a mismatch
+    assert "c" not in limiter._mismatch
 
 
 def test_a_cost_beyond_a_window_is_refused(redis_client: redis.Redis) -> None:

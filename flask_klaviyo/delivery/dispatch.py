@@ -1,10 +1,12 @@
 """A batch of stored entries sent by kind: events through the events path, every other kind
-grouped, coalesced where the kind merges, and sent in its endpoint's form; kinds whose endpoint
-has a rate slot go first. What :class:`.drain.Drain` hands to its sending thread."""
+grouped, coalesced where the kind merges, and sent in its endpoint's form, a request at a time
+of the kind whose endpoint has a rate slot soonest. What :class:`.drain.Drain` hands to its
+sending thread."""
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,7 +15,7 @@ from .forgetting import forgotten_entries
 from .operations import EVENT_KIND, Operation, kind_of
 from .sender import Sender
 
-__all__ = ["coalesce", "dispatch", "ready_first"]
+__all__ = ["coalesce", "dispatch", "soonest"]
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +44,30 @@ def coalesce(kind: kinds.Kind, operations: Sequence[Operation]) -> list[Operatio
     return [*merged.values(), *alone]
 
 
-def ready_first(sender: Sender, names: list[str]) -> list[str]:
-    """The kinds of a batch, those whose endpoint has a rate slot now first (each group in
-    arrival order): a drain holding operations for an endpoint that must wait does not keep the
-    others behind them (a sync's item chunks behind its variants', whose window was spent).
-    Klaviyo orders nothing across endpoints (their jobs are asynchronous); what must come after
-    something waits for its job to complete (``then``)."""
+def soonest(sender: Sender, names: Sequence[str]) -> str:
+    """Of the kinds a batch still has to send, the one whose endpoint has a rate slot soonest
+    (the first of them on a tie: kinds keep their arrival order otherwise). A drain holding
+    operations for an endpoint that must wait does not keep the others behind them (a sync's
+    item chunks behind its variants', whose window was spent). Klaviyo orders nothing across
+    endpoints (their jobs are asynchronous); what must come after something waits for its job
+    to complete (``then``)."""
     limiter = sender.limiter
     if limiter is None or len(names) < 2:
-        return names
+        return names[0]
 
-    def waits(name: str) -> bool:
-        try:
-            endpoint = kinds.get(name).endpoint
-        except LookupError:  # dead-lettered at once below
-            return False
-        return limiter.wait_time(endpoint) > 0
+    def wait(name: str) -> float:
+        return limiter.wait_time(kinds.get(name).endpoint)
 
-    return sorted(names, key=waits)
+    return min(names, key=wait)
+
+
+def _units(kind: kinds.Kind, operations: list[Operation]) -> deque[list[Operation]]:
+    """What a kind sends one at a time: a request's worth each where operations are not
+    grouped (a catalog chunk is one), all of them where the kind groups them itself."""
+    if kind.group is not None:
+        return deque([operations])
+    size = kind.batch_limit
+    return deque(operations[start : start + size] for start in range(0, len(operations), size))
 
 
 def dispatch(
@@ -92,13 +100,19 @@ def dispatch(
             by_kind.setdefault(kind, []).append(Operation.from_dict(item, raw))
     if events:
         sender.send_raw(events, event_sizes)
-    for name in ready_first(sender, list(by_kind)):
-        operations = by_kind[name]
+    waiting: dict[str, tuple[kinds.Kind, deque[list[Operation]]]] = {}
+    for name, operations in by_kind.items():
         try:
-            kind = kinds.get(name)
+            known = kinds.get(name)
         except LookupError as exc:  # kept, replayable once the worker knows the kind
             for operation in operations:
                 sender.keep_dead(operation.to_dict(), "unknown_kind", [{"detail": str(exc)}], None)
             continue
-        sender.send_operations(kind, coalesce(kind, operations))
+        waiting[name] = (known, _units(known, coalesce(known, operations)))
+    while waiting:  # a request at a time, of the kind whose endpoint can take one soonest
+        name = soonest(sender, list(waiting))
+        known, units = waiting[name]
+        sender.send_operations(known, units.popleft())
+        if not units:
+            del waiting[name]
     return sender.result()

@@ -161,6 +161,8 @@ class Drain:
                 try:
                     while time.monotonic() < deadline:
                         outbox.keep_drain(self.job_id)
+                        if self.sending_operations():
+                            self.finish_send()
                         entries = self.take(self.batch, block=READ_BLOCK_MS)
                         if not entries:
                             if self.in_flight is None:
@@ -230,6 +232,13 @@ class Drain:
         done = set(ids)
         self.held = [entry_id for entry_id in self.held if entry_id not in done]
 
+    def sending_operations(self) -> bool:
+        """The batch in flight holds operations: no next batch is read meanwhile. Their
+        endpoints may be waiting for a rate window, and what this drain read would wait behind
+        them; left in the outbox, another drain takes it (events are read ahead: one endpoint,
+        and decoding the next batch while one is sent is the drain's throughput)."""
+        return self.in_flight is not None and any("op" in item for item in self.in_flight[2])
+
     def job_accepted(self) -> None:
         if time.monotonic() - self.followed_at >= FOLLOW_UP_EVERY:
             self.follow_up_jobs()
@@ -298,7 +307,11 @@ class Drain:
             self.limiter.queued(EVENTS_ENDPOINT, self.outbox.depth() / self.batch)
 
     def sleep(self, seconds: float) -> None:
-        """Sleep, re-claiming the held entries every TOUCH_SECONDS (they are not abandoned)."""
+        """Sleep, re-claiming the held entries every TOUCH_SECONDS (they are not abandoned).
+        Jobs accepted and not yet followed up are scheduled first: a wait for a rate window
+        would otherwise hold their looks (a new item's variants) until the next acceptance."""
+        if seconds > 0 and self.sender.jobs:
+            self.follow_up_jobs()
         end = time.monotonic() + max(0.0, seconds)
         while True:
             left = end - time.monotonic()

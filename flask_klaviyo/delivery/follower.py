@@ -16,7 +16,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -103,22 +103,49 @@ class Follower:
         self.watched: dict[str, _Watched] = {}  # Klaviyo job id -> when to look
         self.took: dict[str, list[float]] = {}  # kind -> seconds Klaviyo took, latest last
         self.pool = ThreadPoolExecutor(self.PARALLEL, thread_name_prefix="klaviyo-look")
+        self.looking: dict[str, tuple[_Watched, Future[Mapping[str, Any] | None]]] = {}
         self.held_until = 0.0
         self.looks = 0
         self.applied = 0
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+        self._collect()
 
     def step(self) -> float:
-        """Look at every watched job that is due; returns the seconds until the next one."""
+        """Start a look at every watched job that is due and whose endpoint has a rate slot
+        (one without is put off until it has: a look sleeping for a window would hold a
+        thread, and the jobs of other endpoints, behind it); take in the looks that ended.
+        Returns the seconds until the next is due."""
         self._scan()
+        self._collect()
         now = time.time()
-        due = [watched for watched in self.watched.values() if watched.due <= now]
-        for watched, outcome in zip(due, self.pool.map(self._look, due), strict=True):
-            self._after(watched, outcome)
-        dues = [w.due for w in self.watched.values()]
+        limiter = self.sender.limiter
+        assert limiter is not None
+        slots: dict[str, float] = {}
+        for watched in list(self.watched.values()):
+            if watched.due > now or watched.job_id in self.looking:
+                continue
+            if len(self.looking) >= self.PARALLEL:
+                break
+            endpoint = watched.kind.job.endpoint if watched.kind.job is not None else ""
+            if endpoint not in slots:
+                slots[endpoint] = limiter.wait_time(endpoint)
+            if slots[endpoint] > 0:
+                watched.due = now + slots[endpoint]
+                continue
+            slots.pop(endpoint)  # this look may take the slot: ask again for the next
+            self.looking[watched.job_id] = (watched, self.pool.submit(self._look, watched))
+        dues = [w.due for w in self.watched.values() if w.job_id not in self.looking]
         return min([self.MAX_IDLE, *(due - time.time() for due in dues)])
+
+    def _collect(self) -> None:
+        """The looks that ended: their outcome recorded (a job still running, looked at again
+        later)."""
+        for job_id, (watched, look) in list(self.looking.items()):
+            if look.done():
+                del self.looking[job_id]
+                self._after(watched, look.result())
 
     def _scan(self) -> None:
         ids = set(self.registry.get_job_ids())
