@@ -298,9 +298,10 @@ def test_a_drain_sends_first_the_kind_whose_endpoint_has_a_slot_soonest() -> Non
     names = ["catalog_variant_create_chunk", "catalog_category_create_chunk",
              "catalog_item_create_chunk", "catalog_item_update_chunk"]  # fmt: skip
     sender = SimpleNamespace(limiter=Limiter())
-    assert soonest(sender, names) == "catalog_item_create_chunk"  # type: ignore[arg-type]
-    assert soonest(sender, names[:2]) == "catalog_category_create_chunk"  # type: ignore[arg-type]
-    assert soonest(SimpleNamespace(limiter=None), names) == names[0]  # type: ignore[arg-type]
+    assert soonest(sender, names) == ("catalog_item_create_chunk", 0.0)  # type: ignore[arg-type]
+    first_two = soonest(sender, names[:2])  # type: ignore[arg-type]
+    assert first_two == ("catalog_category_create_chunk", 0.3)
+    assert soonest(SimpleNamespace(limiter=None), names) == (names[0], 0.0)  # type: ignore[arg-type]
 
 
 def test_a_drain_interleaves_kinds_a_request_at_a_time_as_their_windows_allow() -> None:

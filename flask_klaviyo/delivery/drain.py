@@ -3,7 +3,9 @@
 A drain (one RQ job) reads up to a batch of entries through the consumer group (first
 reclaiming entries a dead worker had taken), groups them by kind, coalesces what a kind merges,
 sends each group in its endpoint's form paced by the shared limiter, schedules the follow-up of
-any asynchronous job Klaviyo accepted, then acknowledges and deletes the entries. On a failure
+any asynchronous job Klaviyo accepted, then acknowledges and deletes the entries. Operations
+whose endpoint has no rate slot within ``PATIENCE`` are carried, still held, to the next round
+instead of slept on, so what arrives meanwhile for another endpoint goes at once. On a failure
 that outlasts its retries the entries stay pending, the job fails, and RQ's Retry (or the next
 drain) reclaims them: at-least-once delivery, exactly-once in Klaviyo by ``unique_id``. Entries
 failing longer than the retry horizon become dead letters with the last error.
@@ -19,7 +21,7 @@ import socket
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._settings import MAX_DRAIN_BATCH
 from ..exceptions import KlaviyoAPIError, KlaviyoDeliveryError
@@ -32,7 +34,7 @@ from . import (
     klaviyo_kinds,  # noqa: F401 - importing it registers Klaviyo's kinds
 )
 from .deadletters import DeadLetters
-from .dispatch import dispatch
+from .dispatch import Unsent, dispatch
 from .followup import schedule_follow_ups
 from .keys import CONSUMER_GROUP
 from .operations import is_operation_text
@@ -54,6 +56,17 @@ LINGER_SECONDS = 1.0  # a partial batch waits at most this long per look for the
 FOLLOW_UP_EVERY = 0.1  # seconds between scheduled follow-ups of jobs accepted during a send
 BACKLOG_LOOK_SECONDS = 5.0  # full batches: how often the backlog is told to the limiter
 EVENTS_ENDPOINT = "bulk_create_events"  # where a backlog of events goes
+# A batch's operations whose endpoint has no rate slot within this are carried to the next
+# round (still held) instead of waited for: meanwhile the drain takes and sends what came in.
+PATIENCE = 0.25
+
+
+class _InFlight(NamedTuple):
+    """The batch being sent: what it will leave unsent, its entries, their items."""
+
+    future: Future[Unsent]
+    entries: list[tuple[bytes, dict[bytes, bytes]]]
+    items: list[Any]
 
 
 def dead_letter_past_horizon(
@@ -134,8 +147,14 @@ class Drain:
         )
         self.held: list[bytes] = []  # entry ids taken and not yet acknowledged
         self.touched = time.monotonic()
-        # the batch being sent: its result, its entry ids, its items (for the journal)
-        self.in_flight: tuple[Future[dict[str, int]], list[bytes], list[Any]] | None = None
+        self.in_flight: _InFlight | None = None  # the batch being sent
+        # a batch's entries whose endpoint had no slot (with their items), and when it will
+        self.carry: list[tuple[tuple[bytes, dict[bytes, bytes]], Any]] = []
+        self.carry_at = 0.0
+        # a read blocks at most this: half the connection's socket timeout (the web side's
+        # client, which the sync's own drains use, has one), and touches come in between
+        timeout = connection.connection_pool.connection_kwargs.get("socket_timeout")
+        self.block_cap = min(TOUCH_SECONDS, timeout or TOUCH_SECONDS) / 2
         # Klaviyo jobs' follow-ups are scheduled as the jobs are accepted (at most FOLLOW_UP_EVERY
         # apart), not after the whole batch: a new catalog item's variants need not wait for it.
         self.followed_at = 0.0
@@ -163,24 +182,35 @@ class Drain:
                         outbox.keep_drain(self.job_id)
                         if self.sending_operations():
                             self.finish_send()
-                        entries = self.take(self.batch, block=READ_BLOCK_MS)
-                        if not entries:
+                        self.touch()
+                        new = self.take_more()
+                        if not new and not self.carry:
                             if self.in_flight is None:
                                 break
                             self.finish_send()
                             continue
+                        carried, self.carry = self.carry, []
+                        entries = [*(entry for entry, _ in carried), *new]
                         self.hold(entries)
                         if len(entries) >= self.batch:
                             self.ask_for_help()
                         else:  # no backlog: the pace counts from the request now in flight
                             self.finish_send()
                             entries = self.linger(entries)
-                        ids = [entry_id for entry_id, _ in entries]
                         raw = [fields[b"e"] for _, fields in entries]
-                        items = [json.loads(r) for r in raw]
+                        items = [item for _, item in carried]
+                        items += [json.loads(r) for r in raw[len(carried) :]]
                         self.finish_send()
+                        future = pool.submit(dispatch, self.sender, items, raw, patience=PATIENCE)
+                        self.in_flight = _InFlight(future, entries, items)
+                    self.finish_send()
+                    if self.carry:  # the deadline: what waits for its window goes, then hand over
+                        entries = [entry for entry, _ in self.carry]
+                        items = [item for _, item in self.carry]
+                        raw = [fields[b"e"] for _, fields in entries]
+                        self.carry = []
                         future = pool.submit(dispatch, self.sender, items, raw)
-                        self.in_flight = (future, ids, items)
+                        self.in_flight = _InFlight(future, entries, items)
                 finally:
                     self.finish_send()
         finally:
@@ -201,22 +231,32 @@ class Drain:
 
     def finish_send(self) -> None:
         """Wait for the batch being sent; acknowledge and delete its entries once it is done
-        (delivered or dead-lettered). A failure leaves them pending, to be reclaimed."""
-        if self.in_flight is None:
+        (delivered or dead-lettered); what it left for its endpoint's window is carried (still
+        held). A failure leaves them pending, to be reclaimed."""
+        flight, self.in_flight = self.in_flight, None
+        if flight is None:
             return
-        future, ids, items = self.in_flight
-        self.in_flight = None
+        ids = [entry_id for entry_id, _ in flight.entries]
         try:
-            future.result()
+            unsent = flight.future.result()
         except KlaviyoDeliveryError as exc:
             record_error(self.connection, str(exc))
             dead = dead_letter_past_horizon(
                 self.connection, self.stream, ids, exc, self.settings.retry_horizon
             )
             if self.settings.metrics:  # the failure path: a round trip of their own
-                counters.count_failure(self.connection, items, dead, self.sender)
+                counters.count_failure(self.connection, flight.items, dead, self.sender)
             raise
+        items = flight.items
+        if unsent.positions:
+            later = set(unsent.positions)
+            self.carry = [(flight.entries[p], flight.items[p]) for p in unsent.positions]
+            self.carry_at = time.monotonic() + unsent.wait
+            ids = [entry_id for p, entry_id in enumerate(ids) if p not in later]
+            items = [item for p, item in enumerate(items) if p not in later]
         self.follow_up_jobs()  # before the ack: a crash between them re-sends, never forgets
+        if not ids:
+            return
         pipe = self.connection.pipeline(transaction=False)
         pipe.xack(self.stream, CONSUMER_GROUP, *ids)
         pipe.xdel(self.stream, *ids)
@@ -232,12 +272,25 @@ class Drain:
         done = set(ids)
         self.held = [entry_id for entry_id in self.held if entry_id not in done]
 
+    def take_more(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """New entries; while some are carried, waiting for them to have a slot (a new entry
+        ends the wait: it may be for an endpoint that has one now)."""
+        if not self.carry:
+            return self.take(self.batch, block=READ_BLOCK_MS)
+        wait = max(0.0, self.carry_at - time.monotonic())
+        room = self.batch - len(self.carry)
+        if room <= 0:
+            self.sleep(wait)
+            return []
+        block = max(1, round(min(wait, self.block_cap) * 1000))  # (0 would block for ever)
+        return self.take(room, block=block)
+
     def sending_operations(self) -> bool:
         """The batch in flight holds operations: no next batch is read meanwhile. Their
         endpoints may be waiting for a rate window, and what this drain read would wait behind
         them; left in the outbox, another drain takes it (events are read ahead: one endpoint,
         and decoding the next batch while one is sent is the drain's throughput)."""
-        return self.in_flight is not None and any("op" in item for item in self.in_flight[2])
+        return self.in_flight is not None and any("op" in item for item in self.in_flight.items)
 
     def job_accepted(self) -> None:
         if time.monotonic() - self.followed_at >= FOLLOW_UP_EVERY:
@@ -271,7 +324,7 @@ class Drain:
 
     def hold(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """These entries (and the batch being sent) are ours until acknowledged."""
-        sending = self.in_flight[1] if self.in_flight is not None else []
+        sending = [e for e, _ in self.in_flight.entries] if self.in_flight is not None else []
         self.held = [*sending, *(entry_id for entry_id, _ in entries)]
         self.touched = time.monotonic()
 

@@ -25,15 +25,17 @@ from rq import Queue
 from rq.job import Job
 
 from ..ratelimit import RateLimiter
-from . import keys, kinds
+from . import kinds
 from .deadletters import DeadLetters
 from .followup import (
     FINISHED,
     FOLLOW_UP_BATCH_JOB,
     apply_outcome,
     claim,
+    done_looking,
     job_attributes,
     load_operations,
+    may_look,
     needs_operations,
     with_listed_errors,
 )
@@ -215,8 +217,11 @@ class Follower:
         call applied or found applied ({}), of an unfinished one, or None after an error."""
         spec = watched.kind.job
         assert spec is not None
-        if self.connection.exists(keys.followed_up(watched.job_id)):
+        look_now = may_look(self.connection, watched.job_id)
+        if look_now is None:
             return {}
+        if not look_now:  # a scheduled follow-up is looking: see again later
+            return {"status": "being looked at"}
         path = spec.path.format(job_id=watched.job_id)
         try:
             answer = self.sender.call(
@@ -246,6 +251,7 @@ class Follower:
             log.info("klaviyo: early look at job %s failed (%s)", watched.job_id, exc)
             return None
         finally:
+            done_looking(self.connection, watched.job_id)
             self.looks += 1
 
     def _after(self, watched: _Watched, attributes: Mapping[str, Any] | None) -> None:

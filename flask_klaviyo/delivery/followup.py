@@ -45,10 +45,12 @@ __all__ = [
     "FOLLOW_UP_BATCH_JOB",
     "apply_outcome",
     "claim",
+    "done_looking",
     "follow_up_batch",
     "follow_up_job",
     "job_attributes",
     "load_operations",
+    "may_look",
     "needs_operations",
     "schedule_follow_ups",
     "with_listed_errors",
@@ -58,6 +60,7 @@ log = logging.getLogger(__name__)
 
 FINISHED = frozenset(("complete", "cancelled"))
 FOLLOWED_TTL = 86400  # the applied-once marker outlives any follow-up of its job
+LOOK_LEASE = 5.0  # seconds one looker has a job to itself (a look waits for its rate slot)
 FOLLOW_UP_BATCH_JOB = "flask_klaviyo.jobs.follow_up_batch"  # stored in queued jobs: keep stable
 MAX_ERROR_PAGES = 1000  # a job's listed errors read at most (a job holds 10,000 items at most)
 
@@ -158,8 +161,12 @@ def follow_up_batch(
     for kind_name, job_id, *rest in pending:
         kind = kinds.get(kind_name)
         spec = _spec(kind_name)
-        if connection.exists(keys.followed_up(job_id)):
+        look_now = may_look(connection, job_id)
+        if look_now is None:
             counts["followed"] += 1
+            continue
+        if not look_now:  # another is looking (a waiting sync): again after the delay
+            unfinished.append([kind_name, job_id, *rest])
             continue
         path = spec.path.format(job_id=job_id)
         try:
@@ -171,6 +178,8 @@ def follow_up_batch(
         except KlaviyoDeliveryError as exc:  # the others of the batch are still looked at
             log.warning("klaviyo: looking at %s job %s failed: %s", kind_name, job_id, exc)
             attributes, status = {}, f"not looked at: {exc}"[:200]
+        finally:
+            done_looking(connection, job_id)
         if status not in FINISHED and look < spec.max_looks:
             unfinished.append([kind_name, job_id, *rest])
             continue
@@ -244,6 +253,24 @@ def follow_up_job(
     dead = apply_outcome(connection, queue_name, kind, job_id, attributes, operations, dead_letters,
                          concurrency=settings.drain_concurrency)  # fmt: skip
     return {"status": status, "look": look, "dead": dead}
+
+
+def may_look(connection: Any, job_id: str) -> bool | None:
+    """Whether to look at a Klaviyo job now, in one round trip: None when its outcome was
+    applied already (nothing to do), False while someone else is looking (look later), True
+    (and it is ours to look, for LOOK_LEASE seconds) otherwise."""
+    pipe = connection.pipeline(transaction=False)
+    pipe.exists(keys.followed_up(job_id))
+    pipe.set(keys.looking_at(job_id), "1", nx=True, px=round(LOOK_LEASE * 1000))
+    followed, ours = pipe.execute()
+    if followed:
+        return None
+    return bool(ours)
+
+
+def done_looking(connection: Any, job_id: str) -> None:
+    """The look :func:`may_look` allowed is over: the next may be anyone's."""
+    connection.delete(keys.looking_at(job_id))
 
 
 def claim(connection: Any, job_id: str) -> bool:

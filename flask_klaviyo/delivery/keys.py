@@ -75,6 +75,12 @@ def followed_up(job_id: str) -> str:
     return f"klaviyo:followed-up:{job_id}"
 
 
+def looking_at(job_id: str) -> str:
+    """Set (briefly) by whoever is looking at a Klaviyo job: the scheduled follow-up and an eager
+    one do not spend two of the job endpoint's rate slots on one look."""
+    return f"klaviyo:looking-at:{job_id}"
+
+
 def follow_up_operations(job_id: str) -> str:
     """The operations a Klaviyo job was sent with (JSON), kept until its outcome is applied."""
     return f"klaviyo:follow-up-operations:{job_id}"

@@ -1,0 +1,134 @@
+"""A drain does not sleep on a spent rate window while other work waits: what has no slot is
+carried (still held) and what arrives meanwhile goes; and one look per Klaviyo job, whoever
+looks (the scheduled follow-up or a waiting sync's follower). Real Redis, the stand-in over
+HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from rq import Queue
+
+from flask_klaviyo.delivery.dispatch import dispatch
+from flask_klaviyo.delivery.drain import Drain
+from flask_klaviyo.delivery.followup import (
+    claim,
+    done_looking,
+    follow_up_batch,
+    may_look,
+    schedule_follow_ups,
+)
+from flask_klaviyo.delivery.settings import DeliverySettings
+
+ITEMS = "bulk_create_catalog_items"
+
+
+def product(n: int) -> dict[str, Any]:
+    return {
+        "id": f"W{n}", "name": f"Waiting {n}", "price": 10, "url": f"https://shop.test/w/{n}",
+        "categories": ["Waiting"],
+        "variants": [{"id": f"W{n}-0", "sku": f"W{n}-0", "inventory_quantity": 0}],
+    }  # fmt: skip
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask], fake: Any) -> Flask:
+    def views(app: Flask, klaviyo: Any) -> None:
+        @klaviyo.catalog_source
+        def products() -> Iterator[dict[str, Any]]:
+            yield from (product(n) for n in range(300))  # three item jobs
+
+    fake.job_delay = 0.0
+    # one item job per 1.5 s: the second and third wait for their slot
+    limits = {ITEMS: [[1, 1.5], [100, 60.0]]}
+    return make_app(fake=fake, views=views, KLAVIYO_STRICT=True, KLAVIYO_RATE_LIMITS=limits)
+
+
+def _drain(app: Flask, name: str) -> Drain:
+    state = app.extensions["klaviyo"]
+    return Drain(state.redis, app.config["KLAVIYO_QUEUE"], name, DeliverySettings.load())
+
+
+def test_what_arrives_goes_while_the_drain_holds_what_waits_for_its_window(
+    app: Flask, fake: Any
+) -> None:
+    """The drain takes the categories' chunk and three item chunks; the items' window lets one
+    go every 1.5 s. A back-in-stock subscription queued meanwhile is sent at once, not after
+    the items (a drain that slept on the window held it 3 s); every entry is delivered once."""
+    with app.app_context():
+        state = app.extensions["klaviyo"]
+        state.extension.catalog_sync(wait=False)
+        drain = _drain(app, "patience-test")
+
+        def subscribe_later() -> None:
+            time.sleep(0.4)
+            with app.app_context():
+                state.extension.notify_back_in_stock(email="wait@example.com", variant="W1-0")
+
+        later = threading.Thread(target=subscribe_later)
+        started = time.monotonic()
+        later.start()
+        drain.run()
+        later.join()
+        took = time.monotonic() - started
+        assert state.outbox.depth() == 0  # all delivered and acknowledged
+    order = [r["endpoint"] for r in fake.requests if r["method"] == "POST"]
+    assert order.count(ITEMS) == 3
+    subscribed = order.index("create_back_in_stock_subscription")
+    assert subscribed < [i for i, e in enumerate(order) if e == ITEMS][1], order
+    assert took >= 3.0  # the items' window was kept: 1.5 s between item jobs
+
+
+def test_a_carrying_drain_reads_no_longer_than_its_clients_timeout(app: Flask) -> None:
+    """The web side's client (which a sync's own drain uses) times a read out after 2 s: while
+    carrying entries whose slot is far off, a drain's blocking read stays under it."""
+    with app.app_context():
+        drain = _drain(app, "block-test")
+        drain.outbox.ensure_group()
+        timeout = drain.connection.connection_pool.connection_kwargs["socket_timeout"]
+        assert timeout and drain.block_cap <= timeout / 2
+        drain.carry = [((b"0-1", {b"e": b"{}"}), {})]
+        drain.carry_at = time.monotonic() + 30
+        started = time.monotonic()
+        assert drain.take_more() == []  # no Redis TimeoutError
+        assert drain.block_cap - 0.1 < time.monotonic() - started < timeout
+
+
+def test_one_looker_at_a_time_and_none_after_the_outcome(redis_client: Any) -> None:
+    assert may_look(redis_client, "J1") is True
+    assert may_look(redis_client, "J1") is False  # someone is looking
+    done_looking(redis_client, "J1")
+    assert may_look(redis_client, "J1") is True
+    assert claim(redis_client, "J1")
+    assert may_look(redis_client, "J1") is None  # applied: nothing to look at
+
+
+def test_a_scheduled_look_leaves_a_job_another_is_looking_at(app: Flask, fake: Any) -> None:
+    """The follower holds the job (a look in flight): the scheduled follow-up does not spend a
+    second GET of the job endpoint's window on it, and looks again later."""
+    with app.app_context():
+        state = app.extensions["klaviyo"]
+        state.extension.catalog_sync(wait=False)
+        queue = Queue(app.config["KLAVIYO_QUEUE"], connection=state.redis)
+        drain = _drain(app, "look-test")
+        drain.outbox.ensure_group()
+        entries = drain.take(2, block=None)  # the categories' and the first items' chunk
+        raw = [fields[b"e"] for _, fields in entries]
+        dispatch(drain.sender, [json.loads(r) for r in raw], raw)
+        jobs = list(drain.sender.jobs)
+        schedule_follow_ups(state.redis, queue, jobs)
+        [(_, held_job, _), *_] = [j for j in jobs if j[0] == "catalog_item_create"]
+        assert may_look(state.redis, held_job) is True  # "the follower" looks at this one
+        pending = [[kind, job_id, 1] for kind, job_id, _ in jobs]
+        before = len(fake.requests)
+        result = follow_up_batch(state.redis, DeliverySettings.load(), queue.name, pending, look=1)
+        looked = [r["path"] for r in fake.requests[before:] if r["method"] == "GET"]
+    assert not any(held_job in path for path in looked)
+    assert len(looked) == len(jobs) - 1
+    assert result["unfinished"] == 1  # looked at again after the delay
