@@ -24,6 +24,7 @@ from flask_klaviyo.delivery.followup import (
     may_look,
     schedule_follow_ups,
 )
+from flask_klaviyo.delivery.keys import CONSUMER_GROUP
 from flask_klaviyo.delivery.settings import DeliverySettings
 
 ITEMS = "bulk_create_catalog_items"
@@ -83,6 +84,43 @@ def test_what_arrives_goes_while_the_drain_holds_what_waits_for_its_window(
     subscribed = order.index("create_back_in_stock_subscription")
     assert subscribed < [i for i, e in enumerate(order) if e == ITEMS][1], order
     assert took >= 3.0  # the items' window was kept: 1.5 s between item jobs
+
+
+def test_carried_entries_stay_the_drains_past_the_reclaim_time(
+    make_app: Callable[..., Flask], fake: Any
+) -> None:
+    """Entries reclaimed after 1 s; the drain carries two item chunks for 3 s: it keeps
+    claiming them, so another drain polling meanwhile never takes one (which would send it a
+    second time), and each item job goes once."""
+    fake.job_delay = 0.0
+    app = make_app(fake=fake, KLAVIYO_STRICT=True, KLAVIYO_RECLAIM_AFTER=1.0,
+                   KLAVIYO_RATE_LIMITS={ITEMS: [[1, 1.5], [100, 60.0]]},
+                   views=lambda app, klaviyo: klaviyo.catalog_source(
+                       lambda: (product(n) for n in range(300))))  # fmt: skip
+    with app.app_context():
+        app.extensions["klaviyo"].extension.catalog_sync(wait=False)
+        carrier, other = _drain(app, "carrier"), _drain(app, "other")
+        done = threading.Event()
+        stolen: list[bytes] = []
+
+        def poll() -> None:  # what another drain reclaims (entries idle past the time)
+            while not done.is_set():
+                _, found, *_ = other.connection.xautoclaim(
+                    other.stream, CONSUMER_GROUP, other.consumer, min_idle_time=1000, count=10
+                )
+                stolen.extend(entry_id for entry_id, fields in found if fields)
+                time.sleep(0.2)
+
+        poller = threading.Thread(target=poll)
+        carrier.outbox.ensure_group()
+        poller.start()
+        try:
+            carrier.run()
+        finally:
+            done.set()
+            poller.join()
+    assert stolen == []
+    assert [r["endpoint"] for r in fake.requests if r["method"] == "POST"].count(ITEMS) == 3
 
 
 def test_a_carrying_drain_reads_no_longer_than_its_clients_timeout(app: Flask) -> None:

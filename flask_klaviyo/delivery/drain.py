@@ -51,7 +51,8 @@ DRAIN_ATTEMPTS = 7  # a drain rides out ~30 s of Klaviyo trouble before RQ's Ret
 DRAIN_BATCH = MAX_DRAIN_BATCH  # entries read per round: one Bulk Create Events request at most
 DRAIN_SECONDS = 30.0  # then the drain hands over to a fresh job (bounded jobs, bounded memory)
 READ_BLOCK_MS = 50  # wait this long for more events before a drain ends
-TOUCH_SECONDS = 5.0  # a drain holding entries longer re-claims them, so nobody thinks it died
+TOUCH_SECONDS = 5.0  # a drain holding entries longer re-claims them (sooner if they may be
+# reclaimed sooner: a quarter of KLAVIYO_RECLAIM_AFTER), so nobody thinks it died
 LINGER_SECONDS = 1.0  # a partial batch waits at most this long per look for the endpoint's pace
 FOLLOW_UP_EVERY = 0.1  # seconds between scheduled follow-ups of jobs accepted during a send
 BACKLOG_LOOK_SECONDS = 5.0  # full batches: how often the backlog is told to the limiter
@@ -147,6 +148,8 @@ class Drain:
         )
         self.held: list[bytes] = []  # entry ids taken and not yet acknowledged
         self.touched = time.monotonic()
+        # held entries are re-claimed this often: well before another drain may reclaim them
+        self.touch_every = max(0.05, min(TOUCH_SECONDS, settings.reclaim_idle_ms() / 4000))
         self.in_flight: _InFlight | None = None  # the batch being sent
         # a batch's entries whose endpoint had no slot (with their items), and when it will
         self.carry: list[tuple[tuple[bytes, dict[bytes, bytes]], Any]] = []
@@ -154,7 +157,7 @@ class Drain:
         # a read blocks at most this: half the connection's socket timeout (the web side's
         # client, which the sync's own drains use, has one), and touches come in between
         timeout = connection.connection_pool.connection_kwargs.get("socket_timeout")
-        self.block_cap = min(TOUCH_SECONDS, timeout or TOUCH_SECONDS) / 2
+        self.block_cap = min(self.touch_every, timeout or self.touch_every) / 2
         # Klaviyo jobs' follow-ups are scheduled as the jobs are accepted (at most FOLLOW_UP_EVERY
         # apart), not after the whole batch: a new catalog item's variants need not wait for it.
         self.followed_at = 0.0
@@ -191,7 +194,7 @@ class Drain:
                             continue
                         carried, self.carry = self.carry, []
                         entries = [*(entry for entry, _ in carried), *new]
-                        self.hold(entries)
+                        self.hold(entries, fresh=not carried)
                         if len(entries) >= self.batch:
                             self.ask_for_help()
                         else:  # no backlog: the pace counts from the request now in flight
@@ -322,11 +325,14 @@ class Drain:
         )
         return read[0][1] if read else []
 
-    def hold(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        """These entries (and the batch being sent) are ours until acknowledged."""
+    def hold(self, entries: list[tuple[bytes, dict[bytes, bytes]]], *, fresh: bool = True) -> None:
+        """These entries (and the batch being sent) are ours until acknowledged. ``fresh``: all
+        just read (claimed now); carried ones were claimed earlier, and the next touch counts
+        from then, or another drain would take them back while they wait here."""
         sending = [e for e, _ in self.in_flight.entries] if self.in_flight is not None else []
         self.held = [*sending, *(entry_id for entry_id, _ in entries)]
-        self.touched = time.monotonic()
+        if fresh:
+            self.touched = time.monotonic()
 
     def linger(
         self, entries: list[tuple[bytes, dict[bytes, bytes]]]
@@ -360,7 +366,7 @@ class Drain:
             self.limiter.queued(EVENTS_ENDPOINT, self.outbox.depth() / self.batch)
 
     def sleep(self, seconds: float) -> None:
-        """Sleep, re-claiming the held entries every TOUCH_SECONDS (they are not abandoned).
+        """Sleep, re-claiming the held entries every ``touch_every`` (they are not abandoned).
         Jobs accepted and not yet followed up are scheduled first: a wait for a rate window
         would otherwise hold their looks (a new item's variants) until the next acceptance."""
         if seconds > 0 and self.sender.jobs:
@@ -370,11 +376,11 @@ class Drain:
             left = end - time.monotonic()
             if left <= 0:
                 return
-            time.sleep(min(left, TOUCH_SECONDS / 2))
+            time.sleep(min(left, self.touch_every / 2))
             self.touch()
 
     def touch(self) -> None:
-        if not self.held or time.monotonic() - self.touched < TOUCH_SECONDS:
+        if not self.held or time.monotonic() - self.touched < self.touch_every:
             return
         self.connection.xclaim(
             self.stream,
