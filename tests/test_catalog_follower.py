@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -173,3 +174,24 @@ def test_a_look_that_fails_is_tried_again_later_without_holding_up_the_batch(
         both = follow_up_batch(queue.connection, settings, queue.name, pending, 2)
     assert both["finished"] == 2
     assert sorted(waiting_resources(app)) == ["A-v", "B-v"]
+
+
+def test_a_job_two_scheduled_looks_would_see_leaves_neither_held(app: Flask, fake: Any) -> None:
+    """A scheduled look that found the job being looked at here schedules another look at it:
+    once the follower has applied the outcome, neither follow-up is held back (a sync waiting
+    for the queue to be idle waited for ever on the second)."""
+    queue = send_items(app, fake, ["A"])
+    [rq_id] = queue.scheduled_job_registry.get_job_ids()
+    pending = Job.fetch(rq_id, connection=queue.connection).args[1]
+    with app.app_context():
+        follow_up = [queue.name, pending, 2]
+        queue.enqueue_in(timedelta(seconds=1), FOLLOW_UP_BATCH_JOB, *follow_up)
+        follower = Follower(queue.connection, DeliverySettings.load(), queue.name)
+        deadline = time.monotonic() + 20
+        try:
+            while queue.scheduled_job_registry.count and time.monotonic() < deadline:
+                time.sleep(max(follower.step(), 0.01))
+        finally:
+            follower.close()
+    assert follower.applied == 1
+    assert queue.scheduled_job_registry.count == 0

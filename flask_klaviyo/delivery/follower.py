@@ -257,8 +257,10 @@ class Follower:
     def _after(self, watched: _Watched, attributes: Mapping[str, Any] | None) -> None:
         spec = watched.kind.job
         assert spec is not None
-        if attributes is None:  # left to the scheduled follow-up
+        if attributes is None:  # left to the scheduled follow-ups: no longer held here
             self.watched.pop(watched.job_id, None)
+            for rq_id in self._holding(watched.job_id):
+                self.scheduled[rq_id] = None
             return
         if attributes and str(attributes.get("status") or "") not in FINISHED:
             watched.gap = min(max(2 * watched.gap, self.MIN_GAP), spec.delay or self.MIN_GAP)
@@ -271,11 +273,17 @@ class Follower:
             took.append(ended - started)
             del took[: -self.SAMPLES]
         self.watched.pop(watched.job_id, None)
-        left = self.scheduled.get(watched.rq_id)
-        if left is not None:
+        for rq_id in self._holding(watched.job_id):  # every follow-up that would look at it
+            left = self.scheduled[rq_id]
+            assert left is not None
             left.discard(watched.job_id)
             if not left:
-                self._forget(watched.rq_id)
+                self._forget(rq_id)
+
+    def _holding(self, job_id: str) -> list[str]:
+        """The scheduled follow-ups held here that would look at ``job_id``: more than one
+        when a follow-up that found it being looked at here scheduled another look."""
+        return [rq_id for rq_id, left in self.scheduled.items() if left and job_id in left]
 
     def _forget(self, rq_id: str) -> None:
         """A scheduled follow-up with nothing left to do (if the scheduler moved it to the
