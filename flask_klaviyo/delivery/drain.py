@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
+import redis
+
 from .._settings import MAX_DRAIN_BATCH
 from ..exceptions import KlaviyoAPIError, KlaviyoDeliveryError
 from ..inspect.journal import Journal, delivery_records
@@ -60,6 +62,9 @@ EVENTS_ENDPOINT = "bulk_create_events"  # where a backlog of events goes
 # A batch's operations whose endpoint has no rate slot within this are carried to the next
 # round (still held) instead of waited for: meanwhile the drain takes and sends what came in.
 PATIENCE = 0.25
+# A drain carrying entries reads what arrives meanwhile, blocking at most this: well under any
+# client's socket timeout (the web side's is 2 s; a sync's own drains use that client).
+CARRY_BLOCK = 0.5
 
 
 class _InFlight(NamedTuple):
@@ -154,10 +159,8 @@ class Drain:
         # a batch's entries whose endpoint had no slot (with their items), and when it will
         self.carry: list[tuple[tuple[bytes, dict[bytes, bytes]], Any]] = []
         self.carry_at = 0.0
-        # a read blocks at most this: half the connection's socket timeout (the web side's
-        # client, which the sync's own drains use, has one), and touches come in between
-        timeout = connection.connection_pool.connection_kwargs.get("socket_timeout")
-        self.block_cap = min(self.touch_every, timeout or self.touch_every) / 2
+        # a read while carrying blocks at most this (touches come in between)
+        self.block_cap = min(self.touch_every / 2, CARRY_BLOCK)
         # Klaviyo jobs' follow-ups are scheduled as the jobs are accepted (at most FOLLOW_UP_EVERY
         # apart), not after the whole batch: a new catalog item's variants need not wait for it.
         self.followed_at = 0.0
@@ -286,7 +289,10 @@ class Drain:
             self.sleep(wait)
             return []
         block = max(1, round(min(wait, self.block_cap) * 1000))  # (0 would block for ever)
-        return self.take(room, block=block)
+        try:
+            return self.take(room, block=block)
+        except redis.TimeoutError:  # a client with a shorter timeout: nothing came meanwhile
+            return []
 
     def sending_operations(self) -> bool:
         """The batch in flight holds operations: no next batch is read meanwhile. Their
