@@ -20,8 +20,12 @@ ratio against their sum. Each process's CPU seconds during the first sync are sh
 per-second windows, so it does not spread each minute's budget over the minute (the stand-in
 still enforces Klaviyo's limits: a 429 would show); it shows what the pipeline itself does.
 
+``--scale 0.1`` runs Klaviyo's windows ten times slower, where this machine's CPU is not the
+bound and the pipeline's pacing shows; ``--requests-log FILE`` appends each round's requests
+(time, endpoint, path, status) as JSON lines, to see where a slow round's time went.
+
     .venv/bin/python benchmarks/catalog_sync.py [--products 10000] [--workers 2] [--scale 1]
-        [--job-delay 0.2] [--rounds 3] [--burst-only] [--smoke]
+        [--job-delay 0.2] [--rounds 3] [--burst-only] [--requests-log FILE] [--smoke]
 """
 
 from __future__ import annotations
