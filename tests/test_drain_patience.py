@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -39,17 +39,22 @@ def product(n: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def store(make_app: Callable[..., Flask], fake: Any, **config: Any) -> Flask:
+    """Three item jobs' worth of products; one item job per 1.5 s (the second and third wait
+    for their slot)."""
+    fake.job_delay = 0.0
+    return make_app(
+        fake=fake,
+        views=lambda app, klaviyo: klaviyo.catalog_source(lambda: map(product, range(300))),
+        KLAVIYO_STRICT=True,
+        KLAVIYO_RATE_LIMITS={ITEMS: [[1, 1.5], [100, 60.0]]},
+        **config,
+    )
+
+
 @pytest.fixture
 def app(make_app: Callable[..., Flask], fake: Any) -> Flask:
-    def views(app: Flask, klaviyo: Any) -> None:
-        @klaviyo.catalog_source
-        def products() -> Iterator[dict[str, Any]]:
-            yield from (product(n) for n in range(300))  # three item jobs
-
-    fake.job_delay = 0.0
-    # one item job per 1.5 s: the second and third wait for their slot
-    limits = {ITEMS: [[1, 1.5], [100, 60.0]]}
-    return make_app(fake=fake, views=views, KLAVIYO_STRICT=True, KLAVIYO_RATE_LIMITS=limits)
+    return store(make_app, fake)
 
 
 def _drain(app: Flask, name: str) -> Drain:
@@ -93,11 +98,7 @@ def test_carried_entries_stay_the_drains_past_the_reclaim_time(
     """Entries reclaimed after 1 s; the drain carries two item chunks for 3 s: it keeps
     claiming them, so another drain polling meanwhile never takes one (which would send it a
     second time), and each item job goes once."""
-    fake.job_delay = 0.0
-    app = make_app(fake=fake, KLAVIYO_STRICT=True, KLAVIYO_RECLAIM_AFTER=1.0,
-                   KLAVIYO_RATE_LIMITS={ITEMS: [[1, 1.5], [100, 60.0]]},
-                   views=lambda app, klaviyo: klaviyo.catalog_source(
-                       lambda: (product(n) for n in range(300))))  # fmt: skip
+    app = store(make_app, fake, KLAVIYO_RECLAIM_AFTER=1.0)
     with app.app_context():
         app.extensions["klaviyo"].extension.catalog_sync(wait=False)
         carrier, other = _drain(app, "carrier"), _drain(app, "other")
