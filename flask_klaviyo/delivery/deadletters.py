@@ -11,15 +11,17 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
 
+from ..exceptions import KlaviyoAPIError, KlaviyoDeliveryError
 from ..identity.identifiers import mask_email, mask_profile
 from . import keys
+from .keys import CONSUMER_GROUP
 
-__all__ = ["DeadLetters"]
+__all__ = ["DeadLetters", "dead_letter_past_horizon"]
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +85,56 @@ def _masked_key(key: Any) -> str:
     if not isinstance(key, str):
         return str(key)
     return " ".join(mask_email(part) if "@" in part else part for part in key.split(" "))
+
+
+def dead_letter_past_horizon(
+    connection: Any, stream: str, ids: Sequence[bytes], exc: KlaviyoDeliveryError, horizon: float
+) -> list[dict[str, Any]]:
+    """After a drain gave up on ``ids`` (retryable errors outlasted its retries): remember when
+    each first failed, and move those failing for ``horizon`` seconds or more to the dead-letter
+    registry with the last error, acknowledged and deleted, instead of retrying them forever.
+    The rest stay pending for the next drain. Returns the entries that became dead letters."""
+    if not ids:
+        return []
+    failing = keys.failing(stream)
+    now = time.time()
+    pipe = connection.pipeline(transaction=False)
+    for entry_id in ids:
+        pipe.hsetnx(failing, entry_id, now)
+    pipe.expire(failing, int(max(2 * horizon, 86400)))
+    pipe.hmget(failing, list(ids))
+    since = pipe.execute()[-1]
+    expired = [
+        entry_id
+        for entry_id, first in zip(ids, since, strict=True)
+        if first is not None and now - float(first) >= horizon
+    ]
+    if not expired:
+        return []
+    if isinstance(exc, KlaviyoAPIError):
+        status: int | None = exc.status_code
+        errors = [error.to_dict() for error in exc.errors]
+    else:
+        status, errors = None, []
+    if not errors:
+        errors = [{"code": type(exc).__name__, "detail": str(exc)}]
+    pipe = connection.pipeline(transaction=False)
+    for entry_id in expired:
+        pipe.xrange(stream, entry_id, entry_id)
+    dead_letters = DeadLetters(connection)
+    entries = [json.loads(fields[b"e"]) for rows in pipe.execute() for _, fields in rows]
+    for entry in entries:
+        dead_letters.add(entry, reason="retry_horizon", errors=errors, status=status)
+    pipe = connection.pipeline(transaction=False)
+    pipe.xack(stream, CONSUMER_GROUP, *expired)
+    pipe.xdel(stream, *expired)
+    pipe.hdel(failing, *expired)
+    pipe.execute()
+    log.error(
+        "klaviyo: %d event(s) failed for longer than the retry horizon (%.0fs) and are kept as "
+        "dead letters (replay them after the fix); last error: %s",
+        len(expired),
+        horizon,
+        exc,
+    )
+    return entries

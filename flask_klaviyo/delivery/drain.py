@@ -19,14 +19,13 @@ import math
 import os
 import socket
 import time
-from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import redis
 
 from .._settings import MAX_DRAIN_BATCH
-from ..exceptions import KlaviyoAPIError, KlaviyoDeliveryError
+from ..exceptions import KlaviyoDeliveryError
 from ..inspect.journal import Journal, delivery_records
 from ..ratelimit import RateLimiter
 from . import (
@@ -35,7 +34,7 @@ from . import (
     kinds,
     klaviyo_kinds,  # noqa: F401 - importing it registers Klaviyo's kinds
 )
-from .deadletters import DeadLetters
+from .deadletters import DeadLetters, dead_letter_past_horizon
 from .dispatch import Unsent, dispatch
 from .followup import schedule_follow_ups
 from .keys import CONSUMER_GROUP
@@ -45,7 +44,7 @@ from .sender import Sender
 from .settings import DeliverySettings
 from .stats import SenderMarks, record_batch, record_error
 
-__all__ = ["Drain", "dead_letter_past_horizon"]
+__all__ = ["Drain"]
 
 log = logging.getLogger(__name__)
 
@@ -73,59 +72,6 @@ class _InFlight(NamedTuple):
     future: Future[Unsent]
     entries: list[tuple[bytes, dict[bytes, bytes]]]
     items: list[Any]
-
-
-def dead_letter_past_horizon(
-    connection: Any, stream: str, ids: Sequence[bytes], exc: KlaviyoDeliveryError, horizon: float
-) -> list[dict[str, Any]]:
-    """After a drain gave up on ``ids`` (retryable errors outlasted its retries): remember when
-    each first failed, and move those failing for ``horizon`` seconds or more to the dead-letter
-    registry with the last error, acknowledged and deleted, instead of retrying them forever.
-    The rest stay pending for the next drain. Returns the entries that became dead letters."""
-    if not ids:
-        return []
-    failing = keys.failing(stream)
-    now = time.time()
-    pipe = connection.pipeline(transaction=False)
-    for entry_id in ids:
-        pipe.hsetnx(failing, entry_id, now)
-    pipe.expire(failing, int(max(2 * horizon, 86400)))
-    pipe.hmget(failing, list(ids))
-    since = pipe.execute()[-1]
-    expired = [
-        entry_id
-        for entry_id, first in zip(ids, since, strict=True)
-        if first is not None and now - float(first) >= horizon
-    ]
-    if not expired:
-        return []
-    if isinstance(exc, KlaviyoAPIError):
-        status: int | None = exc.status_code
-        errors = [error.to_dict() for error in exc.errors]
-    else:
-        status, errors = None, []
-    if not errors:
-        errors = [{"code": type(exc).__name__, "detail": str(exc)}]
-    pipe = connection.pipeline(transaction=False)
-    for entry_id in expired:
-        pipe.xrange(stream, entry_id, entry_id)
-    dead_letters = DeadLetters(connection)
-    entries = [json.loads(fields[b"e"]) for rows in pipe.execute() for _, fields in rows]
-    for entry in entries:
-        dead_letters.add(entry, reason="retry_horizon", errors=errors, status=status)
-    pipe = connection.pipeline(transaction=False)
-    pipe.xack(stream, CONSUMER_GROUP, *expired)
-    pipe.xdel(stream, *expired)
-    pipe.hdel(failing, *expired)
-    pipe.execute()
-    log.error(
-        "klaviyo: %d event(s) failed for longer than the retry horizon (%.0fs) and are kept as "
-        "dead letters (replay them after the fix); last error: %s",
-        len(expired),
-        horizon,
-        exc,
-    )
-    return entries
 
 
 class Drain:
