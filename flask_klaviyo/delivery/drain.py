@@ -149,20 +149,12 @@ class Drain:
                         else:  # no backlog: the pace counts from the request now in flight
                             self.finish_send()
                             entries = self.linger(entries)
-                        raw = [fields[b"e"] for _, fields in entries]
-                        items = [item for _, item in carried]
-                        items += [json.loads(r) for r in raw[len(carried) :]]
-                        self.finish_send()
-                        future = pool.submit(dispatch, self.sender, items, raw, patience=PATIENCE)
-                        self.in_flight = _InFlight(future, entries, items)
+                        self.submit(pool, entries, [item for _, item in carried], PATIENCE)
                     self.finish_send()
                     if self.carry:  # the deadline: what waits for its window goes, then hand over
-                        entries = [entry for entry, _ in self.carry]
-                        items = [item for _, item in self.carry]
-                        raw = [fields[b"e"] for _, fields in entries]
-                        self.carry = []
-                        future = pool.submit(dispatch, self.sender, items, raw)
-                        self.in_flight = _InFlight(future, entries, items)
+                        carried, self.carry = self.carry, []
+                        entries = [entry for entry, _ in carried]
+                        self.submit(pool, entries, [item for _, item in carried], None)
                 finally:
                     self.finish_send()
         finally:
@@ -180,6 +172,21 @@ class Drain:
         }
         log.info("klaviyo: drained %(events)d event(s) in %(requests)d request(s)", result)
         return result
+
+    def submit(
+        self,
+        pool: ThreadPoolExecutor,
+        entries: list[tuple[bytes, dict[bytes, bytes]]],
+        carried: list[Any],
+        patience: float | None,
+    ) -> None:
+        """Hand ``entries`` to the sending thread once the batch before is done; the first
+        ``len(carried)`` were decoded before (``carried``, their items), the rest are now."""
+        raw = [fields[b"e"] for _, fields in entries]
+        items = [*carried, *(json.loads(r) for r in raw[len(carried) :])]
+        self.finish_send()
+        future = pool.submit(dispatch, self.sender, items, raw, patience=patience)
+        self.in_flight = _InFlight(future, entries, items)
 
     def finish_send(self) -> None:
         """Wait for the batch being sent; acknowledge and delete its entries once it is done

@@ -130,7 +130,8 @@ class Follower:
                 continue
             if len(self.looking) >= self.PARALLEL:
                 break
-            endpoint = watched.kind.job.endpoint if watched.kind.job is not None else ""
+            assert watched.kind.job is not None  # (only kinds with jobs are watched)
+            endpoint = watched.kind.job.endpoint
             if endpoint not in slots:
                 slots[endpoint] = limiter.wait_time(endpoint)
             if slots[endpoint] > 0:
