@@ -12,6 +12,8 @@ then the breakdown, one part switched off at a time (tracking still on):
   - bridge          ``klaviyo_bridge()`` renders the inert blob (no data, no scripts)
   - event           the view without ``@tracks`` (no event: no build, validation or push)
   hooks only        all three off: what the request hooks cost with nothing to do
+  round trip only   the untracked store plus one bare Redis round trip per page
+                    (``_round_trip.py``): the floor DESIGN.md's one round trip per request sets
 
     .venv/bin/python benchmarks/store_page.py [--requests 1000] [--rounds 5] [--smoke]
 
@@ -33,6 +35,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _round_trip
+import redis
 from _support import SIDE_BY_SIDE, parse_args, side_by_side, table
 from flask import Flask
 from flask.testing import FlaskClient
@@ -57,7 +61,9 @@ VARIANTS: dict[str, tuple[bool, bool, bool, bool]] = {
     "- bridge": (True, True, False, True),
     "- event": (True, True, True, False),
     "hooks only": (True, False, False, False),
+    "round trip only": (False, True, True, True),
 }
+ROUND_TRIP = "round trip only"
 
 
 def make_app(folder: Path, redis_url: str, variant: str) -> Flask:
@@ -88,6 +94,8 @@ def make_app(folder: Path, redis_url: str, variant: str) -> Flask:
     if not event:
         view = app.view_functions["store.product"]
         app.view_functions["store.product"] = view.__wrapped__  # the view without @tracks
+    if variant == ROUND_TRIP:
+        _round_trip.install(app, redis_url)
     return app
 
 
@@ -215,6 +223,7 @@ def main() -> None:
             clients[name] = client_for(apps[name], held, name)
         check_page(clients["tracked"], True)
         check_page(clients["untracked"], False)
+        check_page(clients[ROUND_TRIP], False)
         state = apps["tracked"].extensions["klaviyo"]
         with apps["tracked"].app_context():
             queued_before = len(state.outbox.waiting())
@@ -242,6 +251,8 @@ def main() -> None:
         # every tracked page (and the cookie-less and bridge-less ones, same store) queued its event
         expected = 3 * (args.warmup + args.rounds * args.requests)
         assert len(viewed) - queued_before >= expected, (len(viewed), queued_before, expected)
+        bare = redis.Redis.from_url(redis_url).xlen(_round_trip.STREAM)
+        assert bare == 1 + args.warmup + args.rounds * args.requests, bare  # one per page
         report(rounds, cpu_rounds, args.requests)
         print()
         print("the tracked page's parts alone (µs per call, in its request context)")

@@ -1,18 +1,22 @@
 """A whole server: the demo store under gunicorn (2 workers), tracking on and off, side by side.
 
-Two servers of the same store on loopback ports, one with ``KLAVIYO_ENABLED=False``, share an
-embedded Redis (no worker runs: tracked events wait in the outbox). A shopper signs in once
-(``POST /login``: the session and the signed identity cookie) and a load generator in another
-process sends that shopper's product page requests at a fixed concurrency: wrk when installed
-(``make bench`` installs Debian's), else ``_load.py`` (threads). Rounds alternate between the two
-servers so machine noise hits both alike; each round runs ``--duration`` seconds per server.
+Three servers of the same store on loopback ports share an embedded Redis (no worker runs:
+tracked events wait in the outbox): tracked, untracked (``KLAVIYO_ENABLED=False``), and
+"round trip only", the untracked store plus one bare Redis round trip per page
+(``_round_trip.py``): the floor that DESIGN.md's one round trip per request sets, which no
+trimming of the library's Python removes. A shopper signs in once (``POST /login``: the
+session and the signed identity cookie) and a load generator in another process sends that
+shopper's product page requests at a fixed concurrency: wrk when installed (``make bench``
+installs Debian's), else ``_load.py`` (threads). Rounds alternate between the servers so
+machine noise hits them alike; each round runs ``--duration`` seconds per server.
 
     .venv/bin/python benchmarks/store_server.py [--rounds 5] [--duration 10] [--concurrency 8]
                                                 [--client auto|wrk|python] [--smoke]
 
 Prints requests per second per server (median of the rounds; each round's spread) and the ratio
 to the untracked server, with the load generator's latency p50/p99. Checks that the tracked
-server queued a Viewed Product for every page it served and the untracked one none.
+server queued a Viewed Product for every page it served, the round trip server an entry, and
+the untracked one nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _round_trip
 import httpx
 import redis
 from _support import VENV_BIN, median, parse_args, table
@@ -48,7 +53,8 @@ SHOPPER = "sarah.mason@klaviyo-demo.com"
 PUBLIC_KEY = "AbC123"
 START_TIMEOUT = 30.0
 SETTLE = 0.5  # seconds between runs of the load generator
-VARIANTS = ("untracked", "tracked")
+VARIANTS = ("untracked", "tracked", "round trip only")
+ROUND_TRIP = "round trip only"  # the untracked store + one bare Redis round trip per page
 
 
 def free_port() -> int:
@@ -60,7 +66,9 @@ def free_port() -> int:
 class Gunicorn:
     """``gunicorn -w 2 'example_store:create_app()'`` in its own process group, stopped by pid."""
 
-    def __init__(self, folder: Path, redis_url: str, *, enabled: bool) -> None:
+    def __init__(
+        self, folder: Path, redis_url: str, *, enabled: bool, round_trip: bool = False
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = folder / f"gunicorn-{self.port}.log"
@@ -77,7 +85,13 @@ class Gunicorn:
             STORE_PAYMENTS_AUTO_CALLBACK="false",
         )
         command = [str(VENV_BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{self.port}"]
-        command += ["--graceful-timeout", "5", "example_store:create_app()"]
+        command += ["--graceful-timeout", "5"]
+        if round_trip:  # benchmarks/_round_trip.py: the store plus the bare round trip
+            env[_round_trip.REDIS_ENV] = redis_url
+            command += ["--pythonpath", str(Path(__file__).resolve().parent)]
+            command.append("_round_trip:create_app()")
+        else:
+            command.append("example_store:create_app()")
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
                 command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
@@ -199,8 +213,10 @@ def server_pids(server: Gunicorn) -> list[int]:
     return pids
 
 
-def outbox_length(connection: redis.Redis) -> int:
-    return int(connection.xlen(keys.outbox_stream("klaviyo")))
+def queued_length(connection: redis.Redis, name: str) -> int:
+    """The entries the server ``name`` pushes to (the outbox, or the round trip's own stream)."""
+    stream = _round_trip.STREAM if name == ROUND_TRIP else keys.outbox_stream("klaviyo")
+    return int(connection.xlen(stream))
 
 
 def main() -> None:
@@ -226,17 +242,20 @@ def main() -> None:
     try:
         servers["tracked"] = Gunicorn(folder, redis_url, enabled=True)
         servers["untracked"] = Gunicorn(folder, redis_url, enabled=False)
+        servers[ROUND_TRIP] = Gunicorn(folder, redis_url, enabled=False, round_trip=True)
         for server in servers.values():  # both start at once
             server.wait()
         cookie = sign_in(servers["tracked"])
         check_page(servers["tracked"], cookie, True)
         check_page(servers["untracked"], cookie, False)
+        check_page(servers[ROUND_TRIP], cookie, False)
         connection = redis.Redis.from_url(redis_url)
         redis_pid = int(connection.info("server")["process_id"])
-        # the server's processes, and Redis for the tracked one (its pushes are Redis's work)
+        # the server's processes, and Redis for those that push (their pushes are Redis's work)
         pids = {
             "untracked": server_pids(servers["untracked"]),
             "tracked": [*server_pids(servers["tracked"]), redis_pid],
+            ROUND_TRIP: [*server_pids(servers[ROUND_TRIP]), redis_pid],
         }
         for name in VARIANTS:
             load(servers[name].url + PAGE, cookie, args.concurrency, args.warmup)
@@ -244,17 +263,17 @@ def main() -> None:
         for _ in range(args.rounds):
             for name in VARIANTS:
                 time.sleep(SETTLE)  # the pushes of the last pages served reach Redis
-                before = outbox_length(connection)
+                before = queued_length(connection, name)
                 cpu_before, redis_before = cpu_seconds(pids[name]), cpu_seconds([redis_pid])
                 found = load(servers[name].url + PAGE, cookie, args.concurrency, args.duration)
                 time.sleep(SETTLE)
-                queued = outbox_length(connection) - before
+                queued = queued_length(connection, name) - before
                 served = found["requests"] - found["non_2xx"]
                 found["cpu_ms"] = (cpu_seconds(pids[name]) - cpu_before) * 1000 / max(1, served)
                 redis_ms = (cpu_seconds([redis_pid]) - redis_before) * 1000 / max(1, served)
                 found["redis_ms"] = redis_ms
-                if name == "tracked":
-                    assert queued >= served, f"{served} tracked pages, {queued} events queued"
+                if name != "untracked":
+                    assert queued >= served, f"{served} {name} pages, {queued} entries queued"
                 else:
                     assert queued == 0, f"the untracked server queued {queued} events"
                 assert found["non_2xx"] == 0, found
@@ -296,7 +315,9 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace, c
     print(table([*headers, "CPU ms per page", "of which Redis", "errors"], rows))
     print(
         "CPU ms per page: the server's processes (gunicorn's master and workers; plus Redis for "
-        "the tracked one) per page served, which a busy machine inflates less than req/s"
+        "the two that push) per page served, which a busy machine inflates less than req/s; "
+        "round trip only: the untracked store plus one bare Redis round trip per page "
+        "(benchmarks/_round_trip.py), the floor of DESIGN.md's one round trip per request"
     )
 
 

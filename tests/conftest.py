@@ -31,7 +31,7 @@ from rq import Queue
 from werkzeug.serving import make_server
 
 from flask_klaviyo import Klaviyo
-from flask_klaviyo.delivery import kinds
+from flask_klaviyo.delivery import confirmer, kinds
 from flask_klaviyo.delivery.workers import InProcessWorker
 from flask_klaviyo.embedded import embedded_redis_url, stop_embedded_redis
 
@@ -221,7 +221,9 @@ def make_app(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Fl
 
 
 def run_jobs(app: Flask) -> None:
-    """Run the app's queued RQ jobs in this process: an RQ SimpleWorker in burst mode."""
+    """Run the app's queued RQ jobs in this process: an RQ SimpleWorker in burst mode (once the
+    requests' push answers are read: the drain job a push asks for is queued then)."""
+    confirmer.flush()
     state = app.extensions["klaviyo"]
     with app.app_context():
         queue = Queue(app.config["KLAVIYO_QUEUE"], connection=state.redis)

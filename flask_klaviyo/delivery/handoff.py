@@ -1,21 +1,24 @@
 """The web process's side of delivery: what a request queued goes to the outbox once the
 response exists (outside a request: at once), and to the spool when Redis fails.
 
-After the response the push is written at once and its answer read in the request's teardown,
-so Flask finishes the response (headers, session, signals) while Redis answers. Failing either
-half, or Redis having failed moments ago (the breaker), spools the items; the next push that
-reaches Redis moves the spool back into the outbox.
+After the response the push is written at once; its answer is read in the request's teardown
+if Redis has answered by then, else later without the request waiting (:mod:`.confirmer`),
+unless ``KLAVIYO_REDIS_MIN_REPLICAS`` asks for the replicas' word within the request. Failing
+either half, or Redis having failed moments ago (the breaker), spools the items; the next push
+that reaches Redis moves the spool back into the outbox.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
 
-from flask import g
+from flask import Flask, current_app, g
 
 from .._state import State, current_state, tolerate
 from ..events import Event
+from . import confirmer
 from .operations import Operation
 
 __all__ = ["confirm_after_response", "push_now", "send_after_response"]
@@ -23,7 +26,7 @@ __all__ = ["confirm_after_response", "push_now", "send_after_response"]
 log = logging.getLogger(__name__)
 
 Item = Event | Operation
-_INFLIGHT = "_klaviyo_inflight"  # g: (pending push, its items) between the two halves
+_INFLIGHT = "_klaviyo_inflight"  # g: the pending push between the two halves
 
 
 def push_now(items: Sequence[Item]) -> None:
@@ -42,31 +45,36 @@ def push_now(items: Sequence[Item]) -> None:
 
 
 def send_after_response(items: Sequence[Item]) -> None:
-    """Write the push now; :func:`confirm_after_response` reads the answer at teardown."""
+    """Write the push now; :func:`confirm_after_response` sees to its answer at teardown."""
     state = current_state()
     if not state.breaker.allows():
         _spool(state, items)
         return
     try:
-        setattr(g, _INFLIGHT, (state.outbox.send(items), items))
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        setattr(g, _INFLIGHT, state.outbox.send(items, partial(_failed_later, app, state, items)))
     except Exception as exc:  # tracking never breaks the page
         _redis_failed(state, items, exc)
 
 
 def confirm_after_response() -> None:
-    """Read this request's push answer (usually there already); spool on failure."""
-    inflight = g.pop(_INFLIGHT, None)
-    if inflight is None:
+    """Read this request's push answer if Redis has given it (or replicas must have), else
+    leave it to the confirmer; a failure spools the push's items either way."""
+    pending = g.pop(_INFLIGHT, None)
+    if pending is None:
         return
-    pending, items = inflight
+    if not (pending.waits or pending.answered()):
+        confirmer.defer(pending)
+        return
     state = current_state()
-    try:
-        pending.confirm()
-    except Exception as exc:  # tracking never breaks the page
-        _redis_failed(state, items, exc)
-        return
-    if state.spool.may_hold_events():
+    if pending.finish() and state.spool.may_hold_events():
         _replay_spool(state)
+
+
+def _failed_later(app: Flask, state: State, items: Sequence[Item], exc: Exception) -> None:
+    """A push whose answer was read after its request (maybe on the confirmer's thread)."""
+    with app.app_context():
+        _redis_failed(state, items, exc)
 
 
 def _redis_failed(state: State, items: Sequence[Item], exc: Exception) -> None:

@@ -18,7 +18,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from ..events import Event
 from . import counters, keys, scripts
 from .keys import CONSUMER_GROUP
 from .operations import Operation
+from .pending import PendingPush
 from .wire import compact_json, connected, pack, read_answer
 
 if TYPE_CHECKING:
@@ -53,28 +54,6 @@ DRAIN_LEASE_SECONDS = 30
 class NotReplicated(redis.exceptions.RedisError):
     """Fewer replicas than ``KLAVIYO_REDIS_MIN_REPLICAS`` acknowledged a push in time: the
     caller spools it (a failover now could lose it; a copy in both is harmless)."""
-
-
-class PendingPush:
-    """A push sent to Redis; :meth:`confirm` reads its answer and schedules a drain if needed."""
-
-    __slots__ = ("_confirmed", "command", "connection", "count", "outbox", "waits")
-
-    def __init__(self, outbox: Outbox, connection: Any, command: tuple[Any, ...], count: int):
-        self.outbox = outbox
-        self.connection = connection
-        self.command = command
-        self.count = count
-        self.waits = outbox.min_replicas > 0  # a WAIT went with it: two answers to read
-        self._confirmed = count == 0
-
-    def confirm(self) -> int:
-        """Wait for Redis's answer (once); raises what Redis or the connection raised."""
-        if not self._confirmed:
-            self._confirmed = True
-            if self.outbox._answer(self):  # the flag was ours: no drain was scheduled
-                self.outbox.enqueue_drain()
-        return self.count
 
 
 class Outbox:
@@ -110,13 +89,17 @@ class Outbox:
         """Append events and operations to the stream (one round trip); returns how many."""
         return self.send(events).confirm()
 
-    def send(self, events: Sequence[Event | Operation]) -> PendingPush:
+    def send(
+        self,
+        events: Sequence[Event | Operation],
+        on_failure: Callable[[Exception], None] | None = None,
+    ) -> PendingPush:
         """Write the push and return without waiting for Redis's answer.
 
-        The request hooks send once the response exists and confirm in the request's teardown,
-        so the round trip overlaps Flask finishing the response. Nothing is lost if the answer
-        is never read: the events are in Redis once it has the bytes, and the next use of this
-        thread's connection reads the answer first.
+        The request hooks send once the response exists and read the answer when it is there
+        (:mod:`.handoff`). The events are in Redis once it has the bytes; the answer says
+        whether it took them, and the next use of this thread's connection reads it first if
+        nobody has: a failure then goes to ``on_failure`` (see :meth:`PendingPush.finish`).
         """
         if not events:
             return PendingPush(self, None, (), 0)
@@ -137,40 +120,34 @@ class Outbox:
                 DRAIN_FLAG_TTL,
                 *entries,
             )
-        local = self._local
-        outstanding = getattr(local, "outstanding", None)
-        if outstanding is not None and getattr(local, "pid", None) == os.getpid():
-            try:
-                outstanding.confirm()  # one answer in flight per connection, read in order
-            except Exception as exc:  # its sender never confirmed; it cannot spool them now
-                log.error(
-                    "klaviyo: an unconfirmed push of %d event(s) failed: %s",
-                    outstanding.count,
-                    exc,
-                )
         connection = self._push_connection()
-        packed = [pack(command) + self._wait]
-        try:
-            connected(connection).send_packed_command(packed, False)
-        except redis.exceptions.ConnectionError:  # stale (Redis restarted): once more, anew
-            connection.disconnect()
+        local = self._local
+        with local.lock:
+            outstanding = local.outstanding
+            if outstanding is not None:
+                outstanding.finish()  # one answer in flight per connection, read in order
+            packed = [pack(command) + self._wait]
             try:
                 connected(connection).send_packed_command(packed, False)
+            except redis.exceptions.ConnectionError:  # stale (Redis restarted): once more, anew
+                connection.disconnect()
+                try:
+                    connected(connection).send_packed_command(packed, False)
+                except BaseException:
+                    connection.disconnect()
+                    raise
             except BaseException:
                 connection.disconnect()
                 raise
-        except BaseException:
-            connection.disconnect()
-            raise
-        pending = PendingPush(self, connection, command, len(events))
-        local.outstanding = pending
+            pending = PendingPush(self, connection, command, len(events), local.lock, on_failure)
+            local.outstanding = pending
         return pending
 
     def _answer(self, pending: PendingPush) -> Any:
         """Read a sent push's answer. A connection closed under it (Redis restarted) sends it
         once more on a new one: at worst the events are queued twice, and their unique_ids keep
         them once in Klaviyo."""
-        if getattr(self._local, "outstanding", None) is pending:
+        if getattr(self._local, "outstanding", None) is pending:  # read by its own thread
             self._local.outstanding = None
         connection = pending.connection
         try:
@@ -221,6 +198,7 @@ class Outbox:
             pool = self.connection.connection_pool
             local.connection = pool.connection_class(**pool.connection_kwargs)
             local.outstanding = None
+            local.lock = threading.RLock()  # this thread's pushes and their readers
             local.pid = pid
         return local.connection
 

@@ -4,12 +4,13 @@ redis-py's general machinery (on a tracked page it costs as much as the push's o
 from __future__ import annotations
 
 import json
+import select
 from collections.abc import Sequence
 from typing import Any
 
 import redis
 
-__all__ = ["compact_json", "connected", "pack", "read_answer"]
+__all__ = ["answer_waiting", "compact_json", "connected", "pack", "read_answer"]
 
 # json.dumps builds an encoder per call when given options; this one is built once. No check
 # for cycles (a fifth of the encoding of a 100-resource chunk): what is queued was built, or
@@ -66,6 +67,18 @@ def read_answer(connection: Any) -> Any:
         return None
     connection.disconnect()  # not a push's answer: the connection is out of step
     raise redis.exceptions.InvalidResponse(f"unexpected answer to a push: {line[:60]!r}")
+
+
+def answer_waiting(connection: Any) -> bool:
+    """Whether :func:`read_answer` would find something without waiting: bytes already read
+    past the last answer, or the socket readable (an answer, or the connection's end)."""
+    sock = connection._sock
+    if sock is None:
+        return True  # closed: reading fails at once
+    held = getattr(connection, _UNREAD, None)
+    if held is not None and held[0] is sock and b"\r\n" in held[1]:
+        return True
+    return bool(select.select((sock,), (), (), 0)[0])
 
 
 def connected(connection: Any) -> Any:
