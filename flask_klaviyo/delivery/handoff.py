@@ -63,11 +63,13 @@ def confirm_after_response() -> None:
     pending = g.pop(_INFLIGHT, None)
     if pending is None:
         return
-    if not (pending.waits or pending.answered()):
+    if pending.waits or pending.answered():
+        if not pending.finish():
+            return  # spooled: Redis is failing, the spool stays where it is
+    else:
         confirmer.defer(pending)
-        return
     state = current_state()
-    if pending.finish() and state.spool.may_hold_events():
+    if state.spool.may_hold_events():  # Redis took (or is taking) this push: the spool goes too
         _replay_spool(state)
 
 
