@@ -22,10 +22,12 @@ from flask_klaviyo.delivery.followup import (
     claim,
     done_looking,
     follow_up_batch,
+    follow_up_job,
     may_look,
     schedule_follow_ups,
 )
 from flask_klaviyo.delivery.keys import CONSUMER_GROUP
+from flask_klaviyo.delivery.outbox import FOLLOW_UP_JOB
 from flask_klaviyo.delivery.settings import DeliverySettings
 
 ITEMS = "bulk_create_catalog_items"
@@ -176,3 +178,33 @@ def test_a_scheduled_look_leaves_a_job_another_is_looking_at(app: Flask, fake: A
     assert not any(held_job in path for path in looked)
     assert len(looked) == len(jobs) - 1
     assert result["unfinished"] == 1  # looked at again after the delay
+
+
+def test_a_single_jobs_follow_up_leaves_a_job_another_is_looking_at(app: Flask, fake: Any) -> None:
+    """``follow_up_job`` (one Klaviyo job's RQ job) takes the same one-look lease: held by
+    another, no GET, the same look again after the delay; free, it looks and applies."""
+    with app.app_context():
+        state = app.extensions["klaviyo"]
+        state.extension.catalog_sync(wait=False)
+        queue = Queue(app.config["KLAVIYO_QUEUE"], connection=state.redis)
+        drain = _drain(app, "single-look-test")
+        drain.outbox.ensure_group()
+        entries = drain.take(2, block=None)  # the categories' and the first items' chunk
+        raw = [fields[b"e"] for _, fields in entries]
+        dispatch(drain.sender, [json.loads(r) for r in raw], raw)
+        [(kind, job_id, _)] = [j for j in drain.sender.jobs if j[0] == "catalog_item_create"]
+        settings = DeliverySettings.load()
+        assert may_look(state.redis, job_id) is True  # another looker holds it
+        before = len(fake.requests)
+        held = follow_up_job(state.redis, settings, queue.name, kind, job_id, [], 2)
+        assert held == {"status": "looking elsewhere", "look": 2, "dead": 0}
+        assert not [r for r in fake.requests[before:] if job_id in r["path"]]
+        scheduled = [queue.fetch_job(i) for i in queue.scheduled_job_registry.get_job_ids()]
+        [again] = [job for job in scheduled if job and job.func_name == FOLLOW_UP_JOB]
+        assert again.args[2] == job_id and again.args[-1] == 2  # the same look, not one more
+
+        done_looking(state.redis, job_id)
+        looked = follow_up_job(state.redis, settings, queue.name, kind, job_id, [], 2)
+        assert looked["status"] == "complete"
+        assert [r for r in fake.requests[before:] if job_id in r["path"]]
+        assert may_look(state.redis, job_id) is None  # applied: nobody looks again

@@ -218,36 +218,45 @@ def follow_up_job(
     spec = kind.job
     if spec is None:
         raise LookupError(f"operation kind {kind_name!r} has no asynchronous job to follow up")
-    if connection.exists(keys.followed_up(job_id)):  # an eager follower got there first
+    look_now = may_look(connection, job_id)
+    if look_now is None:  # an eager follower got there first
         return {"status": "followed", "look": look, "dead": 0}
+    again = functools.partial(
+        Queue(queue_name, connection=connection).enqueue_in,
+        timedelta(seconds=spec.delay),
+        FOLLOW_UP_JOB,
+        queue_name,
+        kind_name,
+        job_id,
+        list(operations),
+        job_timeout=JOB_TIMEOUT,
+        failure_ttl=FAILURE_TTL,
+        result_ttl=600,
+        description=f"follow up klaviyo {kind_name} job {job_id}",
+    )
+    if not look_now:  # another is looking at it (a waiting sync): this look, after the delay
+        again(look)
+        return {"status": "looking elsewhere", "look": look, "dead": 0}
     limiter = RateLimiter(connection, limits=kinds.rate_limits(settings.rate_limits))
     dead_letters = DeadLetters(connection)
     sender = Sender(settings.client(), dead_letters, limiter=limiter)
     path = spec.path.format(job_id=job_id)
-    answer = sender.call(spec.endpoint, functools.partial(sender.client.send, "GET", path))
-    attributes = job_attributes(answer.data)
-    status = str(attributes.get("status") or "")
+    try:
+        answer = sender.call(spec.endpoint, functools.partial(sender.client.send, "GET", path))
+        attributes = job_attributes(answer.data)
+        status = str(attributes.get("status") or "")
+        if status in FINISHED:
+            attributes = with_listed_errors(sender, spec, job_id, attributes)
+    finally:
+        done_looking(connection, job_id)
     if status not in FINISHED:
         if look < spec.max_looks:
-            Queue(queue_name, connection=connection).enqueue_in(
-                timedelta(seconds=spec.delay),
-                FOLLOW_UP_JOB,
-                queue_name,
-                kind_name,
-                job_id,
-                list(operations),
-                look + 1,
-                job_timeout=JOB_TIMEOUT,
-                failure_ttl=FAILURE_TTL,
-                result_ttl=600,
-                description=f"follow up klaviyo {kind_name} job {job_id}",
-            )
+            again(look + 1)
             return {"status": status, "look": look, "dead": 0}
         error = {"code": "job_unfinished", "detail": f"job {job_id} still {status!r}"}
         for operation in operations:
             dead_letters.add(dict(operation), reason="job_unfinished", errors=[error])
         return {"status": status, "look": look, "dead": len(operations)}
-    attributes = with_listed_errors(sender, spec, job_id, attributes)
     if not claim(connection, job_id):
         return {"status": "followed", "look": look, "dead": 0}
     dead = apply_outcome(connection, queue_name, kind, job_id, attributes, operations, dead_letters,
