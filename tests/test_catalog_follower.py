@@ -195,3 +195,33 @@ def test_a_job_two_scheduled_looks_would_see_leaves_neither_held(app: Flask, fak
             follower.close()
     assert follower.applied == 1
     assert queue.scheduled_job_registry.count == 0
+
+
+def test_before_a_kinds_first_time_one_job_probes_and_the_others_wait_for_it(
+    app: Flask, fake: Any
+) -> None:
+    """Every early look spends a GET of the job endpoint's budget: while no job of a kind has
+    finished, one probes (looked at early, then less and less often) and the others are
+    looked at once they are as old as it was when it finished."""
+    fake.job_delay = 0.4
+    queue = send_items(app, fake, ["A"])
+    queue = send_items(app, fake, ["B"])
+    queue = send_items(app, fake, ["C"])
+    with app.app_context():
+        follower = Follower(queue.connection, DeliverySettings.load(), queue.name)
+        deadline = time.monotonic() + 20
+        try:
+            while follower.applied < 3 and time.monotonic() < deadline:
+                time.sleep(max(follower.step(), 0.01))
+        finally:
+            follower.close()
+    assert follower.applied == 3
+    looks: dict[str, list[float]] = {}
+    for r in fake.requests:
+        if r["method"] == "GET" and "catalog-item-bulk-create-jobs/" in r["path"]:
+            looks.setdefault(r["path"], []).append(r["received_at"])
+    [probe] = [path for path, times in looks.items() if len(times) > 1]  # it looked early
+    others = [times for path, times in looks.items() if path != probe]
+    assert len(others) == 2
+    assert all(times[0] > looks[probe][-1] for times in others)  # after the probe's time
+    assert sum(len(times) for times in others) <= 4  # once each, or twice if just too early

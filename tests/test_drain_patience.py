@@ -16,17 +16,17 @@ import redis
 from flask import Flask
 from rq import Queue
 
+from flask_klaviyo.delivery import kinds
 from flask_klaviyo.delivery.dispatch import dispatch
 from flask_klaviyo.delivery.drain import Drain
 from flask_klaviyo.delivery.followup import (
-    claim,
-    done_looking,
+    FOLLOW_UP_BATCH_JOB,
     follow_up_batch,
     follow_up_job,
-    may_look,
     schedule_follow_ups,
 )
 from flask_klaviyo.delivery.keys import CONSUMER_GROUP
+from flask_klaviyo.delivery.looks import claim, done_looking, may_look
 from flask_klaviyo.delivery.outbox import FOLLOW_UP_JOB
 from flask_klaviyo.delivery.settings import DeliverySettings
 
@@ -172,12 +172,59 @@ def test_a_scheduled_look_leaves_a_job_another_is_looking_at(app: Flask, fake: A
         [(_, held_job, _), *_] = [j for j in jobs if j[0] == "catalog_item_create"]
         assert may_look(state.redis, held_job) is True  # "the follower" looks at this one
         pending = [[kind, job_id, 1] for kind, job_id, _ in jobs]
+        scheduled = queue.scheduled_job_registry.get_job_ids()
         before = len(fake.requests)
         result = follow_up_batch(state.redis, DeliverySettings.load(), queue.name, pending, look=1)
         looked = [r["path"] for r in fake.requests[before:] if r["method"] == "GET"]
     assert not any(held_job in path for path in looked)
     assert len(looked) == len(jobs) - 1
-    assert result["unfinished"] == 1  # looked at again after the delay
+    assert result["put_off"] == 1  # looked at again after the delay, its look not counted
+    assert put_off_looks(queue, held_job, scheduled) == [1]
+
+
+def put_off_looks(queue: Queue, job_id: str, besides: list[str]) -> list[int]:
+    """The look numbers of the scheduled batches that will look at ``job_id`` (but those
+    scheduled before: ``besides``)."""
+    ids = [i for i in queue.scheduled_job_registry.get_job_ids() if i not in besides]
+    scheduled = [queue.fetch_job(i) for i in ids]
+    return [
+        job.args[2]
+        for job in scheduled
+        if job is not None
+        and job.func_name == FOLLOW_UP_BATCH_JOB
+        and any(entry[1] == job_id for entry in job.args[1])
+    ]
+
+
+def test_a_scheduled_look_without_a_rate_slot_comes_back_unheld(app: Flask, fake: Any) -> None:
+    """No slot on the job endpoint: no GET, no lease held while waiting (the follower may take
+    the job), the same look again once the endpoint has a slot."""
+    with app.app_context():
+        state = app.extensions["klaviyo"]
+        state.extension.catalog_sync(wait=False)
+        queue = Queue(app.config["KLAVIYO_QUEUE"], connection=state.redis)
+        drain = _drain(app, "slot-test")
+        drain.outbox.ensure_group()
+        entries = drain.take(2, block=None)
+        raw = [fields[b"e"] for _, fields in entries]
+        dispatch(drain.sender, [json.loads(r) for r in raw], raw)
+        jobs = [j for j in drain.sender.jobs if j[0] == "catalog_item_create"]
+        [(kind, job_id, _)] = jobs
+        endpoint = kinds.get(kind).job.endpoint
+        drain.sender.limiter.block(endpoint, 3.0)  # as a 429's Retry-After would
+        scheduled = queue.scheduled_job_registry.get_job_ids()
+        before = len(fake.requests)
+        result = follow_up_batch(
+            state.redis, DeliverySettings.load(), queue.name, [[kind, job_id, 1]], look=3
+        )
+        assert not [r for r in fake.requests[before:] if job_id in r["path"]]
+        assert result["put_off"] == 1 and result["unfinished"] == 0
+        assert may_look(state.redis, job_id) is True  # nobody holds it meanwhile
+        assert put_off_looks(queue, job_id, scheduled) == [3]
+        registry = queue.scheduled_job_registry
+        [back] = [i for i in registry.get_job_ids() if i not in scheduled]
+        due = registry.get_scheduled_time(back).timestamp() - time.time()
+        assert 2.0 < due <= 3.5  # when the endpoint has a slot again, not a look's delay
 
 
 def test_a_single_jobs_follow_up_leaves_a_job_another_is_looking_at(app: Flask, fake: Any) -> None:

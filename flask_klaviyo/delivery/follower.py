@@ -31,14 +31,12 @@ from .followup import (
     FINISHED,
     FOLLOW_UP_BATCH_JOB,
     apply_outcome,
-    claim,
-    done_looking,
     job_attributes,
     load_operations,
-    may_look,
     needs_operations,
     with_listed_errors,
 )
+from .looks import claim, done_looking, may_look
 from .outbox import FOLLOW_UP_JOB
 from .sender import Sender
 from .settings import DeliverySettings
@@ -59,6 +57,7 @@ class _Watched:
     due: float  # time.time() of the next look
     gap: float = 0.0  # the last wait between looks at this job
     carries: bool = True  # an operation carries others to queue afterwards
+    since: float = 0.0  # time.time() its follow-up was scheduled (about when Klaviyo got it)
 
 
 def _timestamp(value: Any) -> float | None:
@@ -72,12 +71,13 @@ def _timestamp(value: Any) -> float | None:
 
 class Follower:
     """Looks at the queue's scheduled follow-ups (of the kinds ``wanted`` accepts) when their
-    Klaviyo jobs should be done: at first ``FIRST_LOOK`` after the follow-up was scheduled, then
-    after the median time Klaviyo took for the jobs of that kind it already finished; an
-    unfinished job is looked at again after twice the last wait (at least ``MIN_GAP``, at most
-    the kind's own delay). Up to ``PARALLEL`` looks at once, every GET through the shared
-    limiter. A finished job's outcome is applied here (once: :func:`claim`); a scheduled
-    follow-up whose jobs are all done is removed."""
+    Klaviyo jobs should be done: after the median time Klaviyo took for the jobs of that kind it
+    already finished; before any has, one job of the kind probes (looked at ``FIRST_LOOK``
+    after, then again after twice the last wait, at least ``MIN_GAP``, at most the kind's own
+    delay) while the others wait for its time (every early look is a GET of the job
+    endpoint's budget, which the jobs' own looks need). Up to ``PARALLEL`` looks at once,
+    every GET through the shared limiter. A finished job's outcome is applied here (once:
+    :func:`claim`); a scheduled follow-up whose jobs are all done is removed."""
 
     FIRST_LOOK = 0.05
     MIN_GAP = 0.05
@@ -104,6 +104,7 @@ class Follower:
         self.scheduled: dict[str, set[str] | None] = {}  # RQ job id -> Klaviyo jobs left
         self.watched: dict[str, _Watched] = {}  # Klaviyo job id -> when to look
         self.took: dict[str, list[float]] = {}  # kind -> seconds Klaviyo took, latest last
+        self.probing: dict[str, str] = {}  # kind without a time yet -> the job that probes
         self.pool = ThreadPoolExecutor(self.PARALLEL, thread_name_prefix="klaviyo-look")
         self.looking: dict[str, tuple[_Watched, Future[Mapping[str, Any] | None]]] = {}
         self.held_until = 0.0
@@ -128,6 +129,11 @@ class Follower:
         for watched in list(self.watched.values()):
             if watched.due > now or watched.job_id in self.looking:
                 continue
+            kind = watched.kind.name
+            if kind not in self.took and self.probing.setdefault(kind, watched.job_id) != (
+                watched.job_id
+            ):
+                continue  # its kind's probe is out: it waits for the time that finds
             if len(self.looking) >= self.PARALLEL:
                 break
             assert watched.kind.job is not None  # (only kinds with jobs are watched)
@@ -209,7 +215,16 @@ class Follower:
             took = self.took.get(kind_name)
             wait = statistics.median(took) if took else self.FIRST_LOOK
             found.append(
-                _Watched(kind, job_id, rq_id, operations, since + wait, gap=wait, carries=carries)
+                _Watched(
+                    kind,
+                    job_id,
+                    rq_id,
+                    operations,
+                    since + wait,
+                    gap=wait,
+                    carries=carries,
+                    since=since,
+                )
             )
         return found
 
@@ -258,6 +273,10 @@ class Follower:
     def _after(self, watched: _Watched, attributes: Mapping[str, Any] | None) -> None:
         spec = watched.kind.job
         assert spec is not None
+        if self.probing.get(watched.kind.name) == watched.job_id and not (
+            attributes and str(attributes.get("status") or "") not in FINISHED
+        ):
+            del self.probing[watched.kind.name]  # it is over: a time, or the next one probes
         if attributes is None:  # left to the scheduled follow-ups: no longer held here
             self.watched.pop(watched.job_id, None)
             for rq_id in self._holding(watched.job_id):
@@ -267,12 +286,20 @@ class Follower:
             watched.gap = min(max(2 * watched.gap, self.MIN_GAP), spec.delay or self.MIN_GAP)
             watched.due = time.time() + watched.gap
             return
-        started = _timestamp(attributes.get("created_at"))
-        ended = _timestamp(attributes.get("completed_at"))
-        if started is not None and ended is not None and ended >= started:
+        if attributes:  # finished ({}: applied elsewhere, no time to learn)
+            started = _timestamp(attributes.get("created_at"))
+            ended = _timestamp(attributes.get("completed_at"))
             took = self.took.setdefault(watched.kind.name, [])
-            took.append(ended - started)
+            first = not took
+            if started is not None and ended is not None and ended >= started:
+                took.append(ended - started)
+            else:  # no times in the answer: how long it took us to find it finished
+                took.append(max(0.0, time.time() - watched.since))
             del took[: -self.SAMPLES]
+            if first:  # the others of its kind, held for this time: due when as old as it was
+                for other in self.watched.values():
+                    if other.kind is watched.kind and other is not watched:
+                        other.due = max(other.due, other.since + took[0])
         self.watched.pop(watched.job_id, None)
         for rq_id in self._holding(watched.job_id):  # every follow-up that would look at it
             left = self.scheduled[rq_id]

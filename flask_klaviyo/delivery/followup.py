@@ -35,6 +35,7 @@ from ..exceptions import ErrorDetail, KlaviyoDeliveryError
 from ..ratelimit import RateLimiter
 from . import keys, kinds, klaviyo_kinds  # importing klaviyo_kinds registers Klaviyo's kinds
 from .deadletters import DeadLetters
+from .looks import FOLLOWED_TTL, claim, done_looking, may_look
 from .operations import Operation
 from .outbox import FAILURE_TTL, FOLLOW_UP_JOB, JOB_TIMEOUT, Outbox
 from .sender import Sender
@@ -44,13 +45,10 @@ __all__ = [
     "FINISHED",
     "FOLLOW_UP_BATCH_JOB",
     "apply_outcome",
-    "claim",
-    "done_looking",
     "follow_up_batch",
     "follow_up_job",
     "job_attributes",
     "load_operations",
-    "may_look",
     "needs_operations",
     "schedule_follow_ups",
     "with_listed_errors",
@@ -59,8 +57,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FINISHED = frozenset(("complete", "cancelled"))
-FOLLOWED_TTL = 86400  # the applied-once marker outlives any follow-up of its job
-LOOK_LEASE = 5.0  # seconds one looker has a job to itself (a look waits for its rate slot)
 FOLLOW_UP_BATCH_JOB = "flask_klaviyo.jobs.follow_up_batch"  # stored in queued jobs: keep stable
 MAX_ERROR_PAGES = 1000  # a job's listed errors read at most (a job holds 10,000 items at most)
 
@@ -152,22 +148,35 @@ def follow_up_batch(
 ) -> dict[str, Any]:
     """Look once at each ``[kind, job id]`` not followed up yet; the unfinished ones are looked
     at again in one job after the shortest of their kinds' delays, or, past a kind's
-    ``max_looks``, their operations become dead letters (``job_unfinished``)."""
+    ``max_looks``, their operations become dead letters (``job_unfinished``).
+
+    A job whose endpoint has no rate slot now, or that another is looking at, is not waited
+    for: it comes back in a job of its own once there is a slot (or after the delay), its look
+    not counted. Sleeping for the slot would hold the job's look lease all that while, and a
+    waiting sync's follower could not take it over."""
     limiter = RateLimiter(connection, limits=kinds.rate_limits(settings.rate_limits))
     dead_letters = DeadLetters(connection)
     sender = Sender(settings.client(), dead_letters, limiter=limiter)
     unfinished: list[list[str]] = []
+    put_off: list[list[str]] = []
+    put_off_for = float("inf")
+    slots: dict[str, float] = {}  # endpoint -> seconds to its next slot (asked once per slot)
     counts = {"finished": 0, "dead": 0, "followed": 0}
     for kind_name, job_id, *rest in pending:
         kind = kinds.get(kind_name)
         spec = _spec(kind_name)
-        look_now = may_look(connection, job_id)
+        if spec.endpoint not in slots:
+            slots[spec.endpoint] = limiter.wait_time(spec.endpoint)
+        wait = slots[spec.endpoint]
+        look_now = may_look(connection, job_id) if wait <= 0 else False
         if look_now is None:
             counts["followed"] += 1
             continue
-        if not look_now:  # another is looking (a waiting sync): again after the delay
-            unfinished.append([kind_name, job_id, *rest])
+        if not look_now:  # no slot, or another is looking (a waiting sync): later, uncounted
+            put_off.append([kind_name, job_id, *rest])
+            put_off_for = min(put_off_for, wait if wait > 0 else spec.delay)
             continue
+        slots.pop(spec.endpoint)  # this look takes the slot: ask again for the next
         path = spec.path.format(job_id=job_id)
         try:
             answer = sender.call(spec.endpoint, functools.partial(sender.client.send, "GET", path))
@@ -201,7 +210,9 @@ def follow_up_batch(
     if unfinished:
         delay = min(_spec(entry[0]).delay for entry in unfinished)
         _enqueue_batch(Queue(queue_name, connection=connection), unfinished, look + 1, delay)
-    return {**counts, "unfinished": len(unfinished), "look": look}
+    if put_off:
+        _enqueue_batch(Queue(queue_name, connection=connection), put_off, look, put_off_for)
+    return {**counts, "unfinished": len(unfinished), "put_off": len(put_off), "look": look}
 
 
 def follow_up_job(
@@ -262,29 +273,6 @@ def follow_up_job(
     dead = apply_outcome(connection, queue_name, kind, job_id, attributes, operations, dead_letters,
                          concurrency=settings.drain_concurrency)  # fmt: skip
     return {"status": status, "look": look, "dead": dead}
-
-
-def may_look(connection: Any, job_id: str) -> bool | None:
-    """Whether to look at a Klaviyo job now, in one round trip: None when its outcome was
-    applied already (nothing to do), False while someone else is looking (look later), True
-    (and it is ours to look, for LOOK_LEASE seconds) otherwise."""
-    pipe = connection.pipeline(transaction=False)
-    pipe.exists(keys.followed_up(job_id))
-    pipe.set(keys.looking_at(job_id), "1", nx=True, px=round(LOOK_LEASE * 1000))
-    followed, ours = pipe.execute()
-    if followed:
-        return None
-    return bool(ours)
-
-
-def done_looking(connection: Any, job_id: str) -> None:
-    """The look :func:`may_look` allowed is over: the next may be anyone's."""
-    connection.delete(keys.looking_at(job_id))
-
-
-def claim(connection: Any, job_id: str) -> bool:
-    """True for the one caller that applies a finished job's outcome."""
-    return bool(connection.set(keys.followed_up(job_id), "1", nx=True, ex=FOLLOWED_TTL))
 
 
 def apply_outcome(
