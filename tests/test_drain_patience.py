@@ -155,18 +155,25 @@ def test_one_looker_at_a_time_and_none_after_the_outcome(redis_client: Any) -> N
     assert may_look(redis_client, "J1") is None  # applied: nothing to look at
 
 
+def sent_first_chunks(app: Flask, name: str) -> tuple[Any, Queue, Drain]:
+    """A sync queued (not waited for), and its first two chunks (the categories' and the first
+    items') sent by the drain ``name``: their Klaviyo jobs are in ``drain.sender.jobs``."""
+    state = app.extensions["klaviyo"]
+    state.extension.catalog_sync(wait=False)
+    queue = Queue(app.config["KLAVIYO_QUEUE"], connection=state.redis)
+    drain = _drain(app, name)
+    drain.outbox.ensure_group()
+    entries = drain.take(2, block=None)
+    raw = [fields[b"e"] for _, fields in entries]
+    dispatch(drain.sender, [json.loads(r) for r in raw], raw)
+    return state, queue, drain
+
+
 def test_a_scheduled_look_leaves_a_job_another_is_looking_at(app: Flask, fake: Any) -> None:
     """The follower holds the job (a look in flight): the scheduled follow-up does not spend a
     second GET of the job endpoint's window on it, and looks again later."""
     with app.app_context():
-        state = app.extensions["klaviyo"]
-        state.extension.catalog_sync(wait=False)
-        queue = Queue(app.config["KLAVIYO_QUEUE"], connection=state.redis)
-        drain = _drain(app, "look-test")
-        drain.outbox.ensure_group()
-        entries = drain.take(2, block=None)  # the categories' and the first items' chunk
-        raw = [fields[b"e"] for _, fields in entries]
-        dispatch(drain.sender, [json.loads(r) for r in raw], raw)
+        state, queue, drain = sent_first_chunks(app, "look-test")
         jobs = list(drain.sender.jobs)
         schedule_follow_ups(state.redis, queue, jobs)
         [(_, held_job, _), *_] = [j for j in jobs if j[0] == "catalog_item_create"]
@@ -200,14 +207,7 @@ def test_a_scheduled_look_without_a_rate_slot_comes_back_unheld(app: Flask, fake
     """No slot on the job endpoint: no GET, no lease held while waiting (the follower may take
     the job), the same look again once the endpoint has a slot."""
     with app.app_context():
-        state = app.extensions["klaviyo"]
-        state.extension.catalog_sync(wait=False)
-        queue = Queue(app.config["KLAVIYO_QUEUE"], connection=state.redis)
-        drain = _drain(app, "slot-test")
-        drain.outbox.ensure_group()
-        entries = drain.take(2, block=None)
-        raw = [fields[b"e"] for _, fields in entries]
-        dispatch(drain.sender, [json.loads(r) for r in raw], raw)
+        state, queue, drain = sent_first_chunks(app, "slot-test")
         jobs = [j for j in drain.sender.jobs if j[0] == "catalog_item_create"]
         [(kind, job_id, _)] = jobs
         endpoint = kinds.get(kind).job.endpoint
@@ -231,14 +231,7 @@ def test_a_single_jobs_follow_up_leaves_a_job_another_is_looking_at(app: Flask, 
     """``follow_up_job`` (one Klaviyo job's RQ job) takes the same one-look lease: held by
     another, no GET, the same look again after the delay; free, it looks and applies."""
     with app.app_context():
-        state = app.extensions["klaviyo"]
-        state.extension.catalog_sync(wait=False)
-        queue = Queue(app.config["KLAVIYO_QUEUE"], connection=state.redis)
-        drain = _drain(app, "single-look-test")
-        drain.outbox.ensure_group()
-        entries = drain.take(2, block=None)  # the categories' and the first items' chunk
-        raw = [fields[b"e"] for _, fields in entries]
-        dispatch(drain.sender, [json.loads(r) for r in raw], raw)
+        state, queue, drain = sent_first_chunks(app, "single-look-test")
         [(kind, job_id, _)] = [j for j in drain.sender.jobs if j[0] == "catalog_item_create"]
         settings = DeliverySettings.load()
         assert may_look(state.redis, job_id) is True  # another looker holds it

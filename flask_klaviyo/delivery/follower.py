@@ -11,7 +11,6 @@ do; whatever it has not done, the scheduled look still does.
 
 from __future__ import annotations
 
-import functools
 import logging
 import statistics
 import time
@@ -31,10 +30,9 @@ from .followup import (
     FINISHED,
     FOLLOW_UP_BATCH_JOB,
     apply_outcome,
-    job_attributes,
     load_operations,
+    look_at,
     needs_operations,
-    with_listed_errors,
 )
 from .looks import claim, done_looking, may_look
 from .outbox import FOLLOW_UP_JOB
@@ -238,16 +236,9 @@ class Follower:
             return {}
         if not look_now:  # a scheduled follow-up is looking: see again later
             return {"status": "being looked at"}
-        path = spec.path.format(job_id=watched.job_id)
         try:
-            answer = self.sender.call(
-                spec.endpoint, functools.partial(self.sender.client.send, "GET", path)
-            )
-            attributes = job_attributes(answer.data)
-            finished = str(attributes.get("status") or "") in FINISHED
-            if finished:  # its failures, where the job only counts them (import-errors)
-                attributes = with_listed_errors(self.sender, spec, watched.job_id, attributes)
-            if finished and claim(self.connection, watched.job_id):
+            attributes, status = look_at(self.sender, spec, watched.job_id)
+            if status in FINISHED and claim(self.connection, watched.job_id):
                 operations = watched.operations
                 if operations is None and needs_operations(attributes, watched.carries):
                     operations = load_operations(self.connection, watched.job_id)

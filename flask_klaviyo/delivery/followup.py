@@ -49,6 +49,7 @@ __all__ = [
     "follow_up_job",
     "job_attributes",
     "load_operations",
+    "look_at",
     "needs_operations",
     "schedule_follow_ups",
     "with_listed_errors",
@@ -139,6 +140,18 @@ def _enqueue_batch(queue: Queue, pending: list[list[str]], look: int, delay: flo
     )
 
 
+def look_at(sender: Sender, spec: kinds.JobFollowUp, job_id: str) -> tuple[Mapping[str, Any], str]:
+    """One look at a Klaviyo job (its GET, paced): its attributes and status, with the failures
+    a finished job only counts listed (import-errors)."""
+    path = spec.path.format(job_id=job_id)
+    answer = sender.call(spec.endpoint, functools.partial(sender.client.send, "GET", path))
+    attributes = job_attributes(answer.data)
+    status = str(attributes.get("status") or "")
+    if status in FINISHED:
+        attributes = with_listed_errors(sender, spec, job_id, attributes)
+    return attributes, status
+
+
 def follow_up_batch(
     connection: Any,
     settings: DeliverySettings,
@@ -177,13 +190,8 @@ def follow_up_batch(
             put_off_for = min(put_off_for, wait if wait > 0 else spec.delay)
             continue
         slots.pop(spec.endpoint)  # this look takes the slot: ask again for the next
-        path = spec.path.format(job_id=job_id)
         try:
-            answer = sender.call(spec.endpoint, functools.partial(sender.client.send, "GET", path))
-            attributes = job_attributes(answer.data)
-            status = str(attributes.get("status") or "")
-            if status in FINISHED:
-                attributes = with_listed_errors(sender, spec, job_id, attributes)
+            attributes, status = look_at(sender, spec, job_id)
         except KlaviyoDeliveryError as exc:  # the others of the batch are still looked at
             log.warning("klaviyo: looking at %s job %s failed: %s", kind_name, job_id, exc)
             attributes, status = {}, f"not looked at: {exc}"[:200]
@@ -251,13 +259,8 @@ def follow_up_job(
     limiter = RateLimiter(connection, limits=kinds.rate_limits(settings.rate_limits))
     dead_letters = DeadLetters(connection)
     sender = Sender(settings.client(), dead_letters, limiter=limiter)
-    path = spec.path.format(job_id=job_id)
     try:
-        answer = sender.call(spec.endpoint, functools.partial(sender.client.send, "GET", path))
-        attributes = job_attributes(answer.data)
-        status = str(attributes.get("status") or "")
-        if status in FINISHED:
-            attributes = with_listed_errors(sender, spec, job_id, attributes)
+        attributes, status = look_at(sender, spec, job_id)
     finally:
         done_looking(connection, job_id)
     if status not in FINISHED:
